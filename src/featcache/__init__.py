@@ -1,0 +1,56 @@
+"""featcache: run a frozen AlexNet over images once, cache the vectors, train heads in seconds.
+
+Public names are loaded on first use, so ``import featcache`` stays cheap and never imports
+TensorFlow (nor scikit-learn) by itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "AlexNet": "featcache.extractor.alexnet",
+    "ExtractConfig": "featcache.extractor.pipeline",
+    "ExtractReport": "featcache.extractor.pipeline",
+    "ExtractorSpec": "featcache.extractor.fingerprint",
+    "extract": "featcache.extractor.pipeline",
+    "load_weights": "featcache.extractor.weights",
+    "read_weights": "featcache.extractor.weights",
+    "write_demo_weights": "featcache.extractor.weights",
+    "fetch_weights": "featcache.extractor.fetch",
+    "FeatureStore": "featcache.store.featurestore",
+    "DatasetRow": "featcache.store.featurestore",
+    "export_vectors": "featcache.store.export",
+    "open_source": "featcache.data",
+    "write_digits_folder": "featcache.data",
+    "FeatcacheError": "featcache.errors",
+    "ConfigError": "featcache.errors",
+    "DataError": "featcache.errors",
+    "DependencyError": "featcache.errors",
+    "FingerprintMismatchError": "featcache.errors",
+    "HeadError": "featcache.errors",
+    "ImageError": "featcache.errors",
+    "ImageTooLargeError": "featcache.errors",
+    "NotFoundError": "featcache.errors",
+    "StoreError": "featcache.errors",
+    "UnsafePickleError": "featcache.errors",
+    "WeightsError": "featcache.errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featcache' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # resolve once
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,289 @@
+"""The ``featcache`` command: parse, call the library, print. Nothing else happens here.
+
+Exit codes: 0 success; 1 an error (the message names the file, row or field); 2 bad usage;
+3 finished, but ``--strict`` saw failed images, or ``store verify`` found problems.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from featcache.errors import FeatcacheError
+
+app = typer.Typer(
+    help="Extract frozen AlexNet features once, cache them by image content, train heads fast.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+weights_app = typer.Typer(help="Get, inspect and make AlexNet weights files.", no_args_is_help=True)
+store_app = typer.Typer(help="Inspect and maintain a feature store.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+app.add_typer(store_app, name="store")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_ERROR, EXIT_STRICT = 1, 3
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_errors(func: F) -> F:
+    """Turn a `FeatcacheError` into one red line on stderr and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FeatcacheError as exc:
+            err.print(f"[red]error:[/red] {exc}", markup=True)
+            raise typer.Exit(EXIT_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (images/s, ETA); yields the callback the library calls."""
+    columns = (
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(label, total=None, rate="")
+        started: list[float] = []
+
+        def update(done: int, total: int) -> None:
+            import time
+
+            now = time.perf_counter()
+            if not started:
+                started.append(now)
+            elapsed = now - started[0]
+            rate = f"{done / elapsed:.1f} img/s" if elapsed > 0 else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        yield update
+
+
+def _layers(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+# -- extract ---------------------------------------------------------------------------------
+
+
+@app.command()
+@reports_errors
+def extract(
+    data: Path = typer.Argument(..., help="Image folder, CSV manifest, train.p pickle or .npz."),
+    store: Path = typer.Option(..., "--store", help="Feature store directory (created if new)."),
+    weights: Path = typer.Option(..., "--weights", help="bvlc_alexnet.npy (or demo weights)."),
+    profile: str = typer.Option("caffe", help="caffe (deploy.prototxt) or udacity (the lab)."),
+    resize: str = typer.Option("squash", help="squash (whole image) or crop (centre square)."),
+    layers: str = typer.Option("fc7", help="Comma-separated: pool5,fc6,fc7,fc8,prob."),
+    dataset: str | None = typer.Option(None, help="Dataset name [default: the data's name]."),
+    split: str | None = typer.Option(None, help="Split for rows that have none (train, test)."),
+    append: bool = typer.Option(False, help="Add rows to an existing dataset."),
+    class_names: Path | None = typer.Option(None, help="ClassId,Name CSV (like signnames.csv)."),
+    batch_size: int = typer.Option(64, help="Images per network batch."),
+    dtype: str = typer.Option("float32", help="Storage dtype: float32 or float16."),
+    precision: str = typer.Option("float32", help="Network precision: float32, bf16, fp16."),
+    workers: int = typer.Option(2, help="Threads that read, hash and decode images."),
+    max_pixels: int = typer.Option(50_000_000, help="Refuse larger images (decompression bombs)."),
+    strict: bool = typer.Option(False, help="Exit 3 if any image failed."),
+    profile_time: bool = typer.Option(False, help="Print where the time went."),
+) -> None:
+    """Run the frozen network over DATA once; cached images cost only hashing."""
+    from featcache.extractor.pipeline import ExtractConfig
+    from featcache.extractor.pipeline import extract as run_extract
+
+    config = ExtractConfig(
+        profile=profile, resize=resize, precision=precision, layers=_layers(layers),
+        batch_size=batch_size, dtype=dtype, workers=workers, max_pixels=max_pixels,
+    )
+    name = dataset or data.stem
+    with progress_bar("extracting") as update:
+        report = run_extract(
+            data, weights, store, config=config, class_names_file=class_names, dataset=name,
+            split=split, append=append, progress=update,
+        )
+    for path, reason in report.failures:
+        err.print(f"[yellow]skipped[/yellow] {reason}" if path in reason else
+                  f"[yellow]skipped[/yellow] {path}: {reason}", markup=True)
+    rate = f", {report.images_per_second:.1f} img/s in the network" if report.extracted else ""
+    out.print(
+        f"dataset '{name}': {report.total} images, {report.extracted} extracted, "
+        f"{report.cached} already cached, {report.failed} failed"
+        + (f", {report.duplicates} duplicate(s)" if report.duplicates else "")
+        + f" in {report.seconds:.1f}s{rate}"
+    )
+    out.print(f"extractor {report.fingerprint[:12]} ({profile}, {precision}) → {store}")
+    if report.weights_note:
+        out.print(f"[bold yellow]note:[/bold yellow] {report.weights_note}", markup=True)
+    if report.failed:
+        out.print(f"failed images are listed in {store / 'failures.csv'}")
+    if profile_time:
+        for stage, seconds in sorted(report.timings.items(), key=lambda kv: -kv[1]):
+            out.print(f"  {stage:<14} {seconds:8.3f}s")
+    if strict and report.failed:
+        raise typer.Exit(EXIT_STRICT)
+
+
+@app.command()
+@reports_errors
+def export(
+    store: Path = typer.Option(..., "--store", help="Feature store directory."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
+    out_path: Path = typer.Option(..., "--out", help="FILE.npz or FILE.parquet."),
+    layer: str = typer.Option("fc7", help="Layer to export."),
+    fingerprint: str | None = typer.Option(None, help="Extractor, if the dataset has several."),
+) -> None:
+    """Write a dataset's keys, paths, labels, splits and vectors to .npz or Parquet."""
+    from featcache.store import FeatureStore, export_vectors
+
+    with FeatureStore(store, create=False) as fs:
+        path = export_vectors(fs, dataset, out_path, layer=layer, fingerprint=fingerprint)
+    out.print(f"wrote {path}")
+
+
+# -- weights ---------------------------------------------------------------------------------
+
+
+@weights_app.command("fetch")
+@reports_errors
+def weights_fetch(
+    url: str | None = typer.Option(None, help="Download address [default: the lab's]."),
+    dest: Path = typer.Option(Path("bvlc_alexnet.npy"), help="Where to put the file."),
+) -> None:
+    """Download bvlc_alexnet.npy (about 244 MB); a failed download leaves nothing at DEST."""
+    from featcache.extractor.fetch import DEFAULT_WEIGHTS_URL, fetch_weights
+
+    source = url or DEFAULT_WEIGHTS_URL
+    columns = (TextColumn("downloading"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("download", total=None)
+        weights = fetch_weights(dest, source,
+                                progress=lambda done, total: bar.update(task, completed=done,
+                                                                        total=total))
+    out.print(f"wrote {dest} ({weights.nbytes / 1e6:.1f} MB of weights, sha256 {weights.sha256})")
+
+
+@weights_app.command("info")
+@reports_errors
+def weights_info(path: Path = typer.Argument(..., help="A weights file.")) -> None:
+    """Layers, shapes, bytes and SHA-256 of a weights file (checked, never executed)."""
+    from featcache.extractor.weights import read_weights
+
+    weights = read_weights(path)
+    out.print(f"{path}: {path.stat().st_size} bytes, sha256 {weights.sha256}")
+    for name, (w, b) in weights.layers.items():
+        out.print(f"  {name:<6} W {w.shape!s:<20} b {b.shape!s:<8} {w.nbytes + b.nbytes:>11} bytes")
+    if weights.demo_note:
+        out.print(f"[bold yellow]note:[/bold yellow] {weights.demo_note}", markup=True)
+
+
+@weights_app.command("demo")
+@reports_errors
+def weights_demo(
+    path: Path = typer.Argument(..., help="Where to write the file."),
+    seed: int = typer.Option(0, help="Random seed."),
+    layout: str = typer.Option("lists", help="lists ([W, b]) or dicts ({'weights', 'biases'})."),
+) -> None:
+    """Write seeded RANDOM weights in the real file's layout (for tests and the demo)."""
+    from featcache.extractor.weights import write_demo_weights
+
+    write_demo_weights(path, seed, layout)
+    out.print(f"wrote {path}: seeded random weights (seed={seed}), NOT ImageNet-trained")
+
+
+# -- store -----------------------------------------------------------------------------------
+
+
+@store_app.command("info")
+@reports_errors
+def store_info(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Datasets, extractors, vector counts, heads and disk use."""
+    from featcache.store import FeatureStore
+
+    with FeatureStore(store, create=False) as fs:
+        info = fs.info()
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    out.print(f"store {info['path']}: {info['bytes'] / 1e6:.1f} MB, {info['failures']} failure(s)")
+    for name, rows in info["datasets"].items():
+        out.print(f"  dataset {name}: {rows} images")
+    for entry in info["vectors"]:
+        spec = info["extractors"].get(entry["fingerprint"], {})
+        note = " [RANDOM WEIGHTS]" if spec.get("weights_note") else ""
+        out.print(
+            f"  vectors {entry['layer']} x{entry['count']} from {entry['fingerprint'][:12]} "
+            f"({spec.get('profile')}, {spec.get('precision')}){note}"
+        )
+    for head in info["heads"]:
+        out.print(f"  head {head}")
+
+
+@store_app.command("verify")
+@reports_errors
+def store_verify(store: Path = typer.Argument(..., help="Feature store directory.")) -> None:
+    """Exit 0 only if every registered vector reads back and every shard is accounted for."""
+    from featcache.store import FeatureStore
+
+    with FeatureStore(store, create=False) as fs:
+        report = fs.verify()
+    for problem in report.problems:
+        out.print(f"problem: {problem}")
+    out.print(f"{report.shards} shards, {report.vectors} vectors, {len(report.problems)} problem(s)")
+    if not report.ok:
+        raise typer.Exit(EXIT_STRICT)
+
+
+@store_app.command("gc")
+@reports_errors
+def store_gc(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    grace: float = typer.Option(900.0, help="Leave files younger than this many seconds."),
+) -> None:
+    """Remove unregistered shard files and vectors that no dataset uses."""
+    from featcache.store import FeatureStore
+
+    with FeatureStore(store, create=False) as fs:
+        report = fs.gc(grace_seconds=grace)
+    out.print(
+        f"removed {report.files_removed} file(s) and {report.vectors_removed} vector(s), "
+        f"{report.bytes_freed / 1e6:.1f} MB freed"
+    )
+
+
+def main() -> None:
+    """Entry point of the ``featcache`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Dataset readers: image folders, CSV manifests, pickled arrays, and the bundled sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from featcache.data.arrays import read_arrays
+from featcache.data.classnames import read_class_names
+from featcache.data.folder import read_folder
+from featcache.data.manifest import read_manifest
+from featcache.data.sample import write_digits_folder
+from featcache.data.source import ImageItem, ImageSource
+from featcache.errors import DataError
+
+__all__ = [
+    "ImageItem",
+    "ImageSource",
+    "open_source",
+    "read_arrays",
+    "read_class_names",
+    "read_folder",
+    "read_manifest",
+    "write_digits_folder",
+]
+
+
+def open_source(path: str | Path, *, class_names_file: str | Path | None = None) -> ImageSource:
+    """Open a folder, ``.csv`` manifest, ``.p``/``.pkl``/``.pickle`` or ``.npz`` by its type."""
+    path = Path(path)
+    names = read_class_names(class_names_file) if class_names_file else None
+    if path.is_dir():
+        source = read_folder(path)
+        if names is not None:
+            raise DataError(f"{path}: an image folder names its classes; drop --class-names")
+        return source
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return read_manifest(path, names)
+    if suffix in (".p", ".pkl", ".pickle", ".npz"):
+        return read_arrays(path, names)
+    raise DataError(
+        f"{path}: unknown dataset type '{suffix}'; expected a folder, .csv, .p/.pkl or .npz"
+    )

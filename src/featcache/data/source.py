@@ -1,0 +1,79 @@
+"""What every reader yields: `ImageItem` rows and an `ImageSource` with the class names."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from featcache.errors import ImageError
+from featcache.extractor.preprocess import DEFAULT_MAX_PIXELS, decode_image
+
+__all__ = ["IMAGE_SUFFIXES", "ImageItem", "ImageSource", "array_key", "bytes_key"]
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+def bytes_key(data: bytes) -> str:
+    """The image key of a file: SHA-256 of its bytes, so renamed or copied files share it."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def array_key(image: np.ndarray) -> str:
+    """The image key of a decoded array: SHA-256 of its shape, dtype and bytes."""
+    digest = hashlib.sha256(f"featcache-array:{image.shape}:{image.dtype.str}\n".encode())
+    digest.update(np.ascontiguousarray(image).tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image to extract: a file, or a row of a pickled array (`array` set)."""
+
+    path: str
+    label: int | None = None
+    split: str | None = None
+    file: Path | None = None
+    array: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def key(self) -> str:
+        """Hash the content (reads the file)."""
+        if self.array is not None:
+            return array_key(self.array)
+        return bytes_key(self._read())
+
+    def _read(self) -> bytes:
+        if self.file is None:
+            raise ImageError(f"{self.path}: item has neither a file nor an array")
+        try:
+            return self.file.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"{self.path}: cannot read ({exc.strerror or exc})") from exc
+
+    def rgb(self, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """Decode to (H, W, 3) uint8 RGB; raise `ImageError` naming the path."""
+        if self.array is None:
+            return decode_image(self._read(), self.path, max_pixels=max_pixels)
+        image = self.array
+        if image.dtype != np.uint8:
+            raise ImageError(f"{self.path}: array dtype {image.dtype}, expected uint8")
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+            raise ImageError(f"{self.path}: array shape {image.shape}, expected (H, W, 1|3|4)")
+        if image.shape[0] * image.shape[1] > max_pixels:
+            raise ImageError(f"{self.path}: {image.shape[0]}x{image.shape[1]} exceeds {max_pixels} pixels")
+        if image.shape[2] == 1:
+            return np.repeat(image, 3, axis=2)
+        return np.ascontiguousarray(image[:, :, :3])
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """A readable dataset: its items in a stable order and the class names (id = index)."""
+
+    items: list[ImageItem]
+    class_names: list[str]
+    description: str

@@ -1,0 +1,154 @@
+"""The frozen AlexNet in TensorFlow: weights as constants, one compiled graph reused per batch.
+
+TensorFlow is imported when an `AlexNet` is built, never when this module is imported.
+
+Wiring per profile (DESIGN.md):
+
+=========  ================================  =================================
+layer      caffe (deploy.prototxt)           udacity (the seed program)
+=========  ================================  =================================
+conv1      11x11 stride 4, no padding        11x11 stride 4, SAME
+conv2      5x5 pad 2, group 2                5x5 SAME, group 2
+conv3      3x3 pad 1                         3x3 SAME
+conv4/5    3x3 pad 1, group 2                3x3 SAME, group 2
+=========  ================================  =================================
+
+Both: ReLU, then LRN (radius 2, alpha 2e-5, beta 0.75, bias 1) and a 3x3 stride-2 max pool
+after conv1 and conv2; a max pool after conv5 gives pool5 (6x6x256, flattened H, W, C);
+fc6 and fc7 with ReLU; fc8 logits; prob = softmax(fc8).
+Grouped convolutions use TensorFlow's native groups (the kernel's input depth is half the
+input's), which equals the seed's split-and-concat.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+
+from featcache.errors import ConfigError
+from featcache.extractor.preprocess import INPUT_SIZE, check_profile
+
+__all__ = ["LAYERS", "LAYER_DIMS", "PRECISIONS", "AlexNet", "check_layers"]
+
+#: Layers `AlexNet.forward` can return, and the length of each one's vector.
+LAYER_DIMS: Final = {"pool5": 9216, "fc6": 4096, "fc7": 4096, "fc8": 1000, "prob": 1000}
+LAYERS: Final = tuple(LAYER_DIMS)
+#: float32 everywhere; bf16 (CPUs with AMX/AVX512-BF16, GPUs) and fp16 (GPUs) run the
+#: convolutions and products in reduced precision and keep LRN and outputs in float32.
+PRECISIONS: Final = ("float32", "bf16", "fp16")
+_CHAIN: Final = ("pool5", "fc6", "fc7", "fc8")
+
+
+def check_layers(layers: Sequence[str]) -> tuple[str, ...]:
+    """Return `layers` as a tuple, or raise `ConfigError` naming the unknown ones."""
+    unknown = [name for name in layers if name not in LAYER_DIMS]
+    if unknown or not layers:
+        raise ConfigError(
+            f"The 'layers' must be a non-empty subset of {list(LAYERS)}. Got {list(layers)}."
+        )
+    return tuple(dict.fromkeys(layers))
+
+
+class AlexNet:
+    """A frozen AlexNet for one weights file, profile and precision.
+
+    ``forward(batch, layers)`` takes a preprocessed float32 NHWC batch of 227x227x3 and returns
+    ``{layer: (N, dim) float32}``. One graph per requested layer set is traced once and reused.
+    """
+
+    def __init__(
+        self,
+        weights: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        profile: str = "caffe",
+        *,
+        precision: str = "float32",
+        jit_compile: bool = False,
+    ) -> None:
+        check_profile(profile)
+        if precision not in PRECISIONS:
+            raise ConfigError(
+                f"The 'precision' must be one of {list(PRECISIONS)}. Got {precision!r}."
+            )
+        # Deferred: importing featcache must not import TensorFlow. Its C++ start-up chatter
+        # (CUDA probing, CPU flags) is silenced unless the user asked for it.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        self.profile = profile
+        self.precision = precision
+        self._tf: Any = tf
+        self._jit_compile = jit_compile
+        self._dtype = {"float32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}[precision]
+        self._params = {
+            name: (
+                tf.constant(np.asarray(w, dtype=np.float32), dtype=self._dtype),
+                tf.constant(np.asarray(b, dtype=np.float32), dtype=self._dtype),
+            )
+            for name, (w, b) in weights.items()
+        }
+        self._graphs: dict[tuple[str, ...], Callable[[Any], dict[str, Any]]] = {}
+
+    def _conv(self, x: Any, name: str, stride: int, padding: str | int) -> Any:
+        tf = self._tf
+        w, b = self._params[name]
+        pad: Any = padding
+        if isinstance(padding, int):
+            pad = [[0, 0], [padding, padding], [padding, padding], [0, 0]]
+        return tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, w, stride, pad), b))
+
+    def _lrn_pool(self, x: Any) -> Any:
+        tf = self._tf
+        # LRN in float32 whatever the precision: its sum of squares loses too much in bf16.
+        normed = tf.nn.local_response_normalization(
+            tf.cast(x, tf.float32), depth_radius=2, alpha=2e-05, beta=0.75, bias=1.0
+        )
+        return self._pool(tf.cast(normed, self._dtype))
+
+    def _pool(self, x: Any) -> Any:
+        return self._tf.nn.max_pool2d(x, ksize=3, strides=2, padding="VALID")
+
+    def _graph(self, x: Any, layers: tuple[str, ...]) -> dict[str, Any]:
+        tf = self._tf
+        caffe = self.profile == "caffe"
+        h = tf.cast(x, self._dtype)
+        h = self._lrn_pool(self._conv(h, "conv1", 4, "VALID" if caffe else "SAME"))
+        h = self._lrn_pool(self._conv(h, "conv2", 1, 2 if caffe else "SAME"))
+        h = self._conv(h, "conv3", 1, 1 if caffe else "SAME")
+        h = self._conv(h, "conv4", 1, 1 if caffe else "SAME")
+        h = self._pool(self._conv(h, "conv5", 1, 1 if caffe else "SAME"))
+        out: dict[str, Any] = {"pool5": tf.reshape(h, [-1, LAYER_DIMS["pool5"]])}
+        # Stop at the deepest layer asked for: fc6 alone skips fc7 and fc8.
+        depth = max(_CHAIN.index("fc8" if name == "prob" else name) for name in layers)
+        for previous, name in zip(_CHAIN[:depth], _CHAIN[1 : depth + 1], strict=True):
+            w, b = self._params[name]
+            z = tf.matmul(out[previous], w) + b
+            out[name] = z if name == "fc8" else tf.nn.relu(z)
+        if "prob" in layers:
+            out["prob"] = tf.nn.softmax(tf.cast(out["fc8"], tf.float32))
+        return {name: tf.cast(out[name], tf.float32) for name in layers}
+
+    def _compiled(self, layers: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:
+        if layers not in self._graphs:
+            tf = self._tf
+            spec = tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.float32)
+            self._graphs[layers] = tf.function(
+                lambda x: self._graph(x, layers),
+                input_signature=[spec],
+                jit_compile=self._jit_compile,
+                reduce_retracing=True,
+            )
+        return self._graphs[layers]
+
+    def forward(self, batch: np.ndarray, layers: Sequence[str] = ("fc7",)) -> dict[str, np.ndarray]:
+        """Run a (N, 227, 227, 3) float32 batch; return ``{layer: (N, dim) float32}``."""
+        wanted = check_layers(layers)
+        if batch.ndim != 4 or batch.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
+            raise ConfigError(
+                f"The 'batch' must have shape (N, {INPUT_SIZE}, {INPUT_SIZE}, 3). "
+                f"Got {batch.shape}."
+            )
+        result = self._compiled(wanted)(np.asarray(batch, dtype=np.float32))
+        return {name: np.asarray(result[name]) for name in wanted}

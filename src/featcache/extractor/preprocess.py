@@ -1,0 +1,151 @@
+"""Image bytes → RGB pixels → network input, per profile.
+
+Profiles (DESIGN.md):
+
+- ``caffe``: faithful to bvlc_alexnet's deploy.prototxt: BGR, the per-channel ImageNet mean
+  subtracted, values 0–255, 227×227 (bilinear).
+- ``udacity``: the seed program exactly: RGB, the image's own scalar mean subtracted, then
+  resized to 227×227 as TF1's ``tf.image.resize_images`` did it (bilinear,
+  ``align_corners=False``, no half-pixel centres).
+
+Resize policies: ``squash`` resizes the whole image to 227×227; ``crop`` first takes the
+centred square of the shorter side, so the aspect ratio is kept.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Final
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from featcache.errors import ConfigError, ImageError, ImageTooLargeError
+
+__all__ = [
+    "CAFFE_MEAN_BGR",
+    "DEFAULT_MAX_PIXELS",
+    "INPUT_SIZE",
+    "PROFILES",
+    "RESIZE_POLICIES",
+    "check_profile",
+    "decode_image",
+    "legacy_bilinear_resize",
+    "preprocess_rgb",
+]
+
+INPUT_SIZE: Final = 227
+PROFILES: Final = ("caffe", "udacity")
+RESIZE_POLICIES: Final = ("squash", "crop")
+DEFAULT_MAX_PIXELS: Final = 50_000_000
+#: bvlc_alexnet's ImageNet mean, per channel, in B, G, R order.
+CAFFE_MEAN_BGR: Final = np.array([104.00698793, 116.66876762, 122.67891434], dtype=np.float32)
+
+
+def check_profile(profile: str, resize: str = "squash") -> None:
+    """Raise `ConfigError` naming the field when a profile or resize policy is unknown."""
+    if profile not in PROFILES:
+        raise ConfigError(f"The 'profile' must be one of {list(PROFILES)}. Got {profile!r}.")
+    if resize not in RESIZE_POLICIES:
+        raise ConfigError(f"The 'resize' must be one of {list(RESIZE_POLICIES)}. Got {resize!r}.")
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """Any PIL mode → (H, W, 3) uint8 RGB; 16-bit and float modes are scaled, not clipped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        gray = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode == "F":
+        gray = np.clip(np.rint(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # L, LA, P, PA, RGBA (alpha dropped), CMYK, YCbCr, 1
+    return np.asarray(img, dtype=np.uint8)
+
+
+def decode_image(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode PNG/JPEG/BMP/GIF (first frame)/WebP bytes to (H, W, 3) uint8 RGB.
+
+    EXIF orientation is applied. Raises `ImageError` naming `source` for anything that is not
+    a complete image, and `ImageTooLargeError` before decoding more than `max_pixels` pixels.
+    """
+    if not data:
+        raise ImageError(f"{source}: empty file")
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit is checked below; Pillow's global one must not fire first.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"{source}: {width}x{height} = {width * height} pixels exceeds the limit of "
+                    f"{max_pixels} (raise max_pixels if the image is genuine)"
+                )
+            img.seek(0)  # first frame of an animation
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{source}: {exc}") from exc
+    except ImageError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageError(
+            f"{source}: not an image in a known format (PNG, JPEG, BMP, GIF, WebP, TIFF)"
+        ) from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # Pillow raises UnidentifiedImageError (an OSError) for unknown formats and OSError
+        # ("image file is truncated") for cut-off files.
+        raise ImageError(f"{source}: not a readable image ({exc})") from exc
+
+
+def legacy_bilinear_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize (H, W, C) float32 as TF1's ResizeBilinear (align_corners=False, no half pixels).
+
+    Written out in NumPy so the ``udacity`` profile needs no TensorFlow to preprocess and can
+    run in worker threads. Source coordinate of output pixel y is ``y * in_h / out_h``.
+    """
+    in_h, in_w = image.shape[:2]
+
+    def axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = np.arange(n_out, dtype=np.float32) * np.float32(n_in / n_out)
+        lo = np.floor(src).astype(np.intp)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (src - lo).astype(np.float32)
+
+    y0, y1, fy = axis(height, in_h)
+    x0, x1, fx = axis(width, in_w)
+    img = image.astype(np.float32, copy=False)
+    fx3 = fx[None, :, None]
+    top = img[y0][:, x0] + (img[y0][:, x1] - img[y0][:, x0]) * fx3
+    bottom = img[y1][:, x0] + (img[y1][:, x1] - img[y1][:, x0]) * fx3
+    return np.ascontiguousarray(top + (bottom - top) * fy[:, None, None], dtype=np.float32)
+
+
+def _center_square(rgb: np.ndarray) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return rgb[top : top + side, left : left + side]
+
+
+def preprocess_rgb(rgb: np.ndarray, profile: str, resize: str = "squash") -> np.ndarray:
+    """(H, W, 3) uint8 RGB → (227, 227, 3) float32 network input for `profile`."""
+    check_profile(profile, resize)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageError(f"expected an (H, W, 3) RGB array, got shape {rgb.shape}")
+    if resize == "crop":
+        rgb = _center_square(rgb)
+    if profile == "udacity":
+        pixels = rgb.astype(np.float32)
+        pixels = pixels - pixels.mean()  # the seed: im - np.mean(im)
+        return legacy_bilinear_resize(pixels, INPUT_SIZE, INPUT_SIZE)
+    img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    if img.size != (INPUT_SIZE, INPUT_SIZE):
+        img = img.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
+    bgr = np.asarray(img, dtype=np.float32)[:, :, ::-1]
+    return np.ascontiguousarray(bgr - CAFFE_MEAN_BGR, dtype=np.float32)
