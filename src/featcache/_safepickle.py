@@ -56,6 +56,14 @@ def safe_unpickle(stream: BinaryIO | io.BytesIO, source: Path | str) -> Any:
         return _PlainDataUnpickler(stream, source).load()
     except UnsafePickleError:
         raise
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, MemoryError) as exc:
+    except (
+        EOFError,
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+    ) as exc:
         raise UnpicklingFailed(f"{type(exc).__name__}: {exc}") from exc

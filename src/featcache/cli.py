@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,18 +117,35 @@ def extract(
     from featcache.extractor.pipeline import extract as run_extract
 
     config = ExtractConfig(
-        profile=profile, resize=resize, precision=precision, layers=_layers(layers),
-        batch_size=batch_size, dtype=dtype, workers=workers, max_pixels=max_pixels,
+        profile=profile,
+        resize=resize,
+        precision=precision,
+        layers=_layers(layers),
+        batch_size=batch_size,
+        dtype=dtype,
+        workers=workers,
+        max_pixels=max_pixels,
     )
     name = dataset or data.stem
     with progress_bar("extracting") as update:
         report = run_extract(
-            data, weights, store, config=config, class_names_file=class_names, dataset=name,
-            split=split, append=append, progress=update,
+            data,
+            weights,
+            store,
+            config=config,
+            class_names_file=class_names,
+            dataset=name,
+            split=split,
+            append=append,
+            progress=update,
         )
     for path, reason in report.failures:
-        err.print(f"[yellow]skipped[/yellow] {reason}" if path in reason else
-                  f"[yellow]skipped[/yellow] {path}: {reason}", markup=True)
+        err.print(
+            f"[yellow]skipped[/yellow] {reason}"
+            if path in reason
+            else f"[yellow]skipped[/yellow] {path}: {reason}",
+            markup=True,
+        )
     rate = f", {report.images_per_second:.1f} img/s in the network" if report.extracted else ""
     out.print(
         f"dataset '{name}': {report.total} images, {report.extracted} extracted, "
@@ -179,13 +195,17 @@ def weights_fetch(
     from featcache.extractor.fetch import DEFAULT_WEIGHTS_URL, fetch_weights
 
     source = url or DEFAULT_WEIGHTS_URL
-    columns = (TextColumn("downloading"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("downloading"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("download", total=None)
-        weights = fetch_weights(dest, source,
-                                progress=lambda done, total: bar.update(task, completed=done,
-                                                                        total=total))
+        weights = fetch_weights(
+            dest, source, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
     out.print(f"wrote {dest} ({weights.nbytes / 1e6:.1f} MB of weights, sha256 {weights.sha256})")
 
 
@@ -258,7 +278,9 @@ def store_verify(store: Path = typer.Argument(..., help="Feature store directory
         report = fs.verify()
     for problem in report.problems:
         out.print(f"problem: {problem}")
-    out.print(f"{report.shards} shards, {report.vectors} vectors, {len(report.problems)} problem(s)")
+    out.print(
+        f"{report.shards} shards, {report.vectors} vectors, {len(report.problems)} problem(s)"
+    )
     if not report.ok:
         raise typer.Exit(EXIT_STRICT)
 
@@ -286,4 +308,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

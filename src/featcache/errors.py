@@ -3,7 +3,7 @@
 ::
 
     FeatcacheError                    anything featcache raises on purpose
-    ├── ConfigError                   a bad argument or option (names it, the value, what is allowed)
+    ├── ConfigError                   a bad argument or option (names it, the value, what is valid)
     ├── WeightsError                  a weights file that cannot be used (missing, truncated,
     │                                 wrong layout or shape)
     ├── UnsafePickleError             a pickle (weights, train.p) asks to build an object that

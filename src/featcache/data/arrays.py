@@ -21,7 +21,9 @@ def _load(path: Path) -> tuple[Any, Any]:
             with np.load(path, allow_pickle=False) as npz:
                 missing = {"images", "labels"} - set(npz.files)
                 if missing:
-                    raise DataError(f"{path}: missing array(s) {sorted(missing)}; found {npz.files}")
+                    raise DataError(
+                        f"{path}: missing array(s) {sorted(missing)}; found {npz.files}"
+                    )
                 return npz["images"], npz["labels"]
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: not a readable .npz ({exc})") from exc
@@ -56,7 +58,9 @@ def read_arrays(path: str | Path, class_names: list[str] | None = None) -> Image
     count = int(labels.max()) + 1 if len(labels) else 0
     names = class_names or [str(i) for i in range(count)]
     if count > len(names):
-        raise DataError(f"{path}: label {count - 1} but the class-names file has {len(names)} classes")
+        raise DataError(
+            f"{path}: label {count - 1} but the class-names file has {len(names)} classes"
+        )
     items = [
         ImageItem(f"{path}#{i}", int(labels[i]), None, None, images[i]) for i in range(len(images))
     ]

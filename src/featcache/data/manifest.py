@@ -27,8 +27,10 @@ def read_manifest(csv_path: str | Path, class_names: list[str] | None = None) ->
                     f"{csv_path}: header must name 'path' (and 'label', optional 'split'); "
                     f"found {reader.fieldnames}"
                 )
-            raw = [({k.strip().lower(): (v or "").strip() for k, v in row.items() if k}, n)
-                   for n, row in enumerate(reader, start=2)]
+            raw = [
+                ({k.strip().lower(): (v or "").strip() for k, v in row.items() if k}, n)
+                for n, row in enumerate(reader, start=2)
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{csv_path}: cannot read manifest ({exc})") from exc
     if not raw:
@@ -36,7 +38,9 @@ def read_manifest(csv_path: str | Path, class_names: list[str] | None = None) ->
     labels = [row.get("label", "") for row, _ in raw]
     numeric = all(label.lstrip("-").isdigit() for label in labels if label)
     if numeric:
-        names = class_names or [str(i) for i in range(max((int(x) for x in labels if x), default=-1) + 1)]
+        names = class_names or [
+            str(i) for i in range(max((int(x) for x in labels if x), default=-1) + 1)
+        ]
         ids = None
     else:
         names = sorted({label for label in labels if label})

@@ -14,15 +14,21 @@ from PIL import Image
 __all__ = ["write_digits_folder"]
 
 
-def write_digits_folder(root: str | Path, *, size: int = 32, test_fraction: float = 0.2,
-                        seed: int = 0, limit: int | None = None) -> Path:
+def write_digits_folder(
+    root: str | Path,
+    *,
+    size: int = 32,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    limit: int | None = None,
+) -> Path:
     """Write ``root/{train,test}/<digit>/<n>.png``; return `root`. `limit` keeps the first N."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = digits.images if limit is None else digits.images[:limit]
     order = np.random.default_rng(seed).permutation(len(images))
-    n_test = int(round(len(images) * test_fraction))
+    n_test = round(len(images) * test_fraction)
     root = Path(root)
     for rank, index in enumerate(order):
         split = "test" if rank < n_test else "train"

@@ -64,7 +64,9 @@ class ImageItem:
         if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
             raise ImageError(f"{self.path}: array shape {image.shape}, expected (H, W, 1|3|4)")
         if image.shape[0] * image.shape[1] > max_pixels:
-            raise ImageError(f"{self.path}: {image.shape[0]}x{image.shape[1]} exceeds {max_pixels} pixels")
+            raise ImageError(
+                f"{self.path}: {image.shape[0]}x{image.shape[1]} exceeds {max_pixels} pixels"
+            )
         if image.shape[2] == 1:
             return np.repeat(image, 3, axis=2)
         return np.ascontiguousarray(image[:, :, :3])

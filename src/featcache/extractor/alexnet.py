@@ -22,6 +22,7 @@ input's), which equals the seed's split-and-concat.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
@@ -122,7 +123,7 @@ class AlexNet:
         out: dict[str, Any] = {"pool5": tf.reshape(h, [-1, LAYER_DIMS["pool5"]])}
         # Stop at the deepest layer asked for: fc6 alone skips fc7 and fc8.
         depth = max(_CHAIN.index("fc8" if name == "prob" else name) for name in layers)
-        for previous, name in zip(_CHAIN[:depth], _CHAIN[1 : depth + 1], strict=True):
+        for previous, name in itertools.pairwise(_CHAIN[: depth + 1]):
             w, b = self._params[name]
             z = tf.matmul(out[previous], w) + b
             out[name] = z if name == "fc8" else tf.nn.relu(z)

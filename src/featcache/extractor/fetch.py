@@ -55,7 +55,9 @@ def fetch_weights(
                 out.flush()
                 os.fsync(out.fileno())
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise WeightsError(f"{url}: download failed ({exc}); nothing written to {dest}") from exc
+            raise WeightsError(
+                f"{url}: download failed ({exc}); nothing written to {dest}"
+            ) from exc
         if total is not None and done != total:
             raise WeightsError(
                 f"{url}: download cut short at {done} of {total} bytes; nothing written to {dest}"
@@ -64,7 +66,8 @@ def fetch_weights(
             weights = read_weights(tmp)
         except WeightsError as exc:
             raise WeightsError(
-                f"{url}: the download is not a usable weights file: {exc}; nothing written to {dest}"
+                f"{url}: the download is not a usable weights file: {exc}; "
+                f"nothing written to {dest}"
             ) from exc
         os.replace(tmp, dest)
     finally:

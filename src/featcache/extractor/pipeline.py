@@ -71,7 +71,9 @@ class ExtractConfig:
         if self.workers < 1:
             raise ConfigError(f"The 'workers' must be >= 1. Got {self.workers}.")
         if self.dtype not in STORAGE_DTYPES:
-            raise ConfigError(f"The 'dtype' must be one of {list(STORAGE_DTYPES)}. Got {self.dtype!r}.")
+            raise ConfigError(
+                f"The 'dtype' must be one of {list(STORAGE_DTYPES)}. Got {self.dtype!r}."
+            )
         if self.max_pixels < 1:
             raise ConfigError(f"The 'max_pixels' must be >= 1. Got {self.max_pixels}.")
 
@@ -220,8 +222,18 @@ def extract(
         report.cached = len(unique) - len(todo)
 
         if todo:
-            _compute(todo, weights_path, spec, store, config, report, pool, progress,
-                     network_factory, clock)
+            _compute(
+                todo,
+                weights_path,
+                spec,
+                store,
+                config,
+                report,
+                pool,
+                progress,
+                network_factory,
+                clock,
+            )
 
     failed_paths = {path for path, _ in report.failures}
     report.failed = len(failed_paths)
@@ -235,8 +247,9 @@ def extract(
                 for item, key in keyed
                 if key in stored
             ]
-            store.add_dataset(dataset, rows, source.class_names, source=source.description,
-                              append=append)
+            store.add_dataset(
+                dataset, rows, source.class_names, source=source.description, append=append
+            )
             clock.add("dataset", t)
     report.seconds = time.perf_counter() - start
     return report
@@ -260,7 +273,9 @@ def _compute(
     if weights.sha256 != spec.weights_sha256:
         raise FeatcacheError(f"{weights_path}: the file changed while extracting; run again")
     if store is not None:
-        store.register_extractor(spec.fingerprint, {**spec.as_dict(), "weights_note": weights.demo_note})
+        store.register_extractor(
+            spec.fingerprint, {**spec.as_dict(), "weights_note": weights.demo_note}
+        )
     clock.add("load_weights", t)
     t = time.perf_counter()
     network = network_factory(weights, spec)

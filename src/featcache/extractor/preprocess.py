@@ -78,17 +78,16 @@ def decode_image(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXE
         with warnings.catch_warnings():
             # Our own pixel limit is checked below; Pillow's global one must not fire first.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
+            opened = Image.open(io.BytesIO(data))
+            width, height = opened.size
             if width * height > max_pixels:
                 raise ImageTooLargeError(
                     f"{source}: {width}x{height} = {width * height} pixels exceeds the limit of "
                     f"{max_pixels} (raise max_pixels if the image is genuine)"
                 )
-            img.seek(0)  # first frame of an animation
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            opened.seek(0)  # first frame of an animation
+            opened.load()
+            return _to_rgb(ImageOps.exif_transpose(opened))
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{source}: {exc}") from exc
     except ImageError:

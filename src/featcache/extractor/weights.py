@@ -157,8 +157,7 @@ def read_weights(path: str | Path) -> Weights:
     obj = _unpickle_npy(data, path)
     if not isinstance(obj, Mapping):
         raise WeightsError(
-            f"{path}: holds a {type(obj).__name__}, expected a dict of layers "
-            f"{list(LAYER_SHAPES)}"
+            f"{path}: holds a {type(obj).__name__}, expected a dict of layers {list(LAYER_SHAPES)}"
         )
     missing = [name for name in LAYER_SHAPES if name not in obj]
     if missing:

@@ -90,7 +90,9 @@ class Catalog:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                raise StoreError(f"{self.path}: the catalog is locked or unwritable ({exc})") from exc
+                raise StoreError(
+                    f"{self.path}: the catalog is locked or unwritable ({exc})"
+                ) from exc
             try:
                 yield self._db
             except BaseException:
@@ -138,7 +140,9 @@ class Catalog:
             )
         return found
 
-    def locate(self, keys: Sequence[str], fingerprint: str, layer: str) -> dict[str, tuple[str, int]]:
+    def locate(
+        self, keys: Sequence[str], fingerprint: str, layer: str
+    ) -> dict[str, tuple[str, int]]:
         """Map each stored key to (shard name, row)."""
         where: dict[str, tuple[str, int]] = {}
         for chunk in _chunks(keys):
@@ -247,7 +251,8 @@ class Catalog:
                 db.execute("DELETE FROM dataset_rows WHERE dataset=?", (name,))
             db.execute(
                 "INSERT INTO datasets VALUES(?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-                "class_names=excluded.class_names, source=excluded.source, updated=excluded.updated",
+                "class_names=excluded.class_names, source=excluded.source, "
+                "updated=excluded.updated",
                 (name, json.dumps(list(class_names)), source, now, now),
             )
             before = db.total_changes
@@ -325,14 +330,25 @@ class Catalog:
             )
             db.execute(
                 "INSERT INTO heads VALUES(?, ?, ?, ?, ?, ?)",
-                (name, version, file.format(version=version), sha256, json.dumps(meta), time.time()),
+                (
+                    name,
+                    version,
+                    file.format(version=version),
+                    sha256,
+                    json.dumps(meta),
+                    time.time(),
+                ),
             )
         return version
 
-    def heads(self, name: str | None = None) -> list[tuple[str, int, str, str, dict[str, Any], float]]:
+    def heads(
+        self, name: str | None = None
+    ) -> list[tuple[str, int, str, str, dict[str, Any], float]]:
         sql = "SELECT name, version, file, sha256, meta, created FROM heads"
-        rows = self.query(sql + " WHERE name=? ORDER BY version", (name,)) if name else self.query(
-            sql + " ORDER BY name, version"
+        rows = (
+            self.query(sql + " WHERE name=? ORDER BY version", (name,))
+            if name
+            else self.query(sql + " ORDER BY name, version")
         )
         return [(n, v, f, s, json.loads(m), c) for n, v, f, s, m, c in rows]
 

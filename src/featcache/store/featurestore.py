@@ -367,7 +367,9 @@ class FeatureStore:
         versions = self.heads(name)
         if not versions:
             known = sorted({h.name for h in self.heads()})
-            raise NotFoundError(f"{self.path}: no head '{name}' (known: {', '.join(known) or 'none'})")
+            raise NotFoundError(
+                f"{self.path}: no head '{name}' (known: {', '.join(known) or 'none'})"
+            )
         if version is None:
             return versions[-1]
         for record in versions:
@@ -437,7 +439,9 @@ class FeatureStore:
                 used = self._catalog.shard_rows(shard_id)
                 report.vectors += len(used)
                 if used and max(used) >= rows:
-                    report.problems.append(f"{self._shards.path(name)}: a vector points past row {rows}")
+                    report.problems.append(
+                        f"{self._shards.path(name)}: a vector points past row {rows}"
+                    )
                 if used and not np.isfinite(np.asarray(matrix[sorted(used)])).all():
                     report.problems.append(f"{self._shards.path(name)}: holds NaN or infinity")
             except StoreError as exc:

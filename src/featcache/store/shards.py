@@ -1,4 +1,4 @@
-"""Vector shards: 2-D ``.npy`` files under ``STORE/shards/``, written atomically, read by memory map.
+"""Vector shards: 2-D ``.npy`` files under ``STORE/shards/``, written atomically, memory-mapped.
 
 A shard is written to a temporary name in its final folder, flushed, fsynced, renamed, and
 the folder fsynced; only then does the caller register it in the catalog. A crash leaves at
@@ -52,7 +52,7 @@ class ShardFiles:
         """Memory-map a shard read-only; raise `StoreError` naming it if it is unreadable."""
         path = self.path(name)
         try:
-            matrix = np.load(path, mmap_mode="r", allow_pickle=False)
+            matrix: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise StoreError(
                 f"{path}: registered shard is missing or unreadable ({exc}); "

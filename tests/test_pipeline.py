@@ -1,0 +1,222 @@
+"""The extraction run with a counting fake network: caching, failures, duplicates, datasets."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import CountingNetwork, write_images
+from featcache.errors import ConfigError, WeightsError
+from featcache.extractor.pipeline import ExtractConfig, extract
+from featcache.store import FeatureStore
+
+
+def test_second_run_only_hashes(
+    tmp_path: Path, weights_path: Path, counting_network: type[CountingNetwork]
+) -> None:
+    write_images(tmp_path / "data", 10)
+    store = FeatureStore(tmp_path / "store")
+    config = ExtractConfig(batch_size=4)
+    first = extract(
+        tmp_path / "data",
+        weights_path,
+        store,
+        config=config,
+        dataset="d",
+        network_factory=counting_network,
+    )
+    assert (first.extracted, first.cached, first.failed) == (10, 0, 0)
+    assert counting_network.calls == 3 and counting_network.images == 10
+    assert first.weights_note and "random" in first.weights_note
+    second = extract(
+        tmp_path / "data",
+        weights_path,
+        store,
+        config=config,
+        dataset="d",
+        network_factory=counting_network,
+    )
+    assert (second.extracted, second.cached) == (0, 10)
+    assert counting_network.calls == 3  # no new call: a cache hit costs only hashing
+    assert "load_weights" not in second.timings and "network" not in second.timings
+    _keys, X, y = store.vectors("d")
+    assert X.shape == (10, 4096) and sorted(set(y.tolist())) == [0, 1]
+
+
+def test_new_layer_or_profile_is_computed_again(
+    tmp_path: Path, weights_path: Path, counting_network: type[CountingNetwork]
+) -> None:
+    write_images(tmp_path / "data", 3)
+    store = FeatureStore(tmp_path / "store")
+    a = extract(tmp_path / "data", weights_path, store, network_factory=counting_network)
+    b = extract(
+        tmp_path / "data",
+        weights_path,
+        store,
+        config=ExtractConfig(layers=("fc7", "fc6")),
+        network_factory=counting_network,
+    )
+    c = extract(
+        tmp_path / "data",
+        weights_path,
+        store,
+        config=ExtractConfig(profile="udacity"),
+        network_factory=counting_network,
+    )
+    assert (a.extracted, b.extracted, c.extracted) == (3, 3, 3)
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+    assert len(store.extractors()) == 2
+
+
+def test_bad_images_are_reported_and_skipped(
+    tmp_path: Path, weights_path: Path, counting_network: type[CountingNetwork]
+) -> None:
+    paths = write_images(tmp_path / "data", 6)
+    paths[1].write_bytes(paths[1].read_bytes()[:60])  # truncated
+    paths[2].write_bytes(b"")  # empty
+    (tmp_path / "data" / "a" / "notes.png").write_text("not an image")
+    Image.new("L", (9000, 9000)).save(tmp_path / "data" / "b" / "huge.png")
+    store = FeatureStore(tmp_path / "store")
+    report = extract(
+        tmp_path / "data",
+        weights_path,
+        store,
+        dataset="d",
+        config=ExtractConfig(batch_size=2, max_pixels=10_000_000),
+        network_factory=counting_network,
+    )
+    assert (report.total, report.extracted, report.failed) == (8, 4, 4)
+    reasons = dict(report.failures)
+    assert "not a readable image" in reasons[str(paths[1])]
+    assert "empty file" in reasons[str(paths[2])]
+    assert "known format" in reasons[str(tmp_path / "data" / "a" / "notes.png")]
+    assert "exceeds the limit" in reasons[str(tmp_path / "data" / "b" / "huge.png")]
+    assert len(store.vectors("d").keys) == 4  # the rest of each batch is stored
+    assert len(store.failures("d")) == 4
+
+
+def test_duplicates_and_renames_are_computed_once(
+    tmp_path: Path, weights_path: Path, counting_network: type[CountingNetwork]
+) -> None:
+    paths = write_images(tmp_path / "data", 3)
+    shutil.copy(paths[0], tmp_path / "data" / "b" / "renamed.png")
+    store = FeatureStore(tmp_path / "store")
+    report = extract(
+        tmp_path / "data", weights_path, store, dataset="d", network_factory=counting_network
+    )
+    assert (report.total, report.extracted, report.duplicates) == (4, 3, 1)
+    data = store.vectors("d")
+    assert len(data.keys) == 4 and len(set(data.keys)) == 3
+
+
+def test_store_none_computes_without_storing(
+    tmp_path: Path, weights_path: Path, counting_network: type[CountingNetwork]
+) -> None:
+    write_images(tmp_path / "data", 5)
+    report = extract(
+        tmp_path / "data",
+        weights_path,
+        None,
+        network_factory=counting_network,
+        config=ExtractConfig(layers=("fc6", "fc7"), batch_size=2),
+    )
+    assert report.vectors["fc7"].shape == (5, 4096) and report.vectors["fc6"].shape == (5, 4096)
+    assert len(report.keys) == 5
+    assert not (tmp_path / "store").exists()
+
+
+def test_split_option_and_append(
+    tmp_path: Path, weights_path: Path, counting_network: type[CountingNetwork]
+) -> None:
+    write_images(tmp_path / "train", 4)
+    write_images(tmp_path / "test", 2, seed=9)
+    store = FeatureStore(tmp_path / "store")
+    extract(
+        tmp_path / "train",
+        weights_path,
+        store,
+        dataset="d",
+        split="train",
+        network_factory=counting_network,
+    )
+    extract(
+        tmp_path / "test",
+        weights_path,
+        store,
+        dataset="d",
+        split="test",
+        append=True,
+        network_factory=counting_network,
+    )
+    assert store.vectors("d").splits == ["train"] * 4 + ["test"] * 2
+
+
+def test_bad_config_and_weights_fail_before_work(
+    tmp_path: Path, counting_network: type[CountingNetwork]
+) -> None:
+    write_images(tmp_path / "data", 2)
+    with pytest.raises(ConfigError, match="'batch_size' must be >= 1. Got 0"):
+        ExtractConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="'layers'"):
+        ExtractConfig(layers=("fc9",))
+    (tmp_path / "w.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(WeightsError, match=r"w\.npy"):
+        extract(
+            tmp_path / "data",
+            tmp_path / "w.npy",
+            FeatureStore(tmp_path / "s"),
+            network_factory=counting_network,
+        )
+    assert counting_network.calls == 0
+    assert FeatureStore(tmp_path / "s").has(["x"], "f", "fc7") == set()
+
+
+def test_import_and_cached_run_never_import_tensorflow(
+    tmp_path: Path, weights_path: Path, counting_network: type[CountingNetwork]
+) -> None:
+    write_images(tmp_path / "data", 3)
+    extract(
+        tmp_path / "data",
+        weights_path,
+        tmp_path / "store",
+        dataset="d",
+        network_factory=counting_network,
+    )
+    code = (
+        "import sys, featcache\n"
+        "assert 'tensorflow' not in sys.modules, 'import featcache imported TensorFlow'\n"
+        f"r = featcache.extract({str(tmp_path / 'data')!r}, {str(weights_path)!r}, "
+        f"{str(tmp_path / 'store')!r}, dataset='d')\n"
+        "assert r.cached == 3 and r.extracted == 0, r\n"
+        "assert 'tensorflow' not in sys.modules, 'a cached run imported TensorFlow'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_real_network_stores_the_same_vectors_as_a_direct_forward(
+    tmp_path: Path, weights_path: Path
+) -> None:
+    from featcache.extractor.alexnet import AlexNet
+    from featcache.extractor.preprocess import preprocess_rgb
+    from featcache.extractor.weights import load_weights
+
+    paths = write_images(tmp_path / "data", 5)
+    store = FeatureStore(tmp_path / "store")
+    extract(tmp_path / "data", weights_path, store, dataset="d", config=ExtractConfig(batch_size=2))
+    data = store.vectors("d")
+    net = AlexNet(load_weights(weights_path), "caffe")
+    batch = np.stack(
+        [preprocess_rgb(np.asarray(Image.open(p).convert("RGB")), "caffe") for p in paths]
+    )
+    direct = net.forward(batch)["fc7"]
+    order = [data.paths.index(str(p)) for p in paths]
+    # oneDNN picks kernels by batch size, so batches of 2 and of 5 differ in rounding only.
+    err = np.linalg.norm(data.X[order] - direct, axis=1) / np.linalg.norm(direct, axis=1)
+    assert err.max() < 1e-5
