@@ -1,0 +1,220 @@
+"""Extraction speed, side by side in one run: featcache against the seed program.
+
+    python benchmarks/extract.py [--images 1024] [--precision float32|bf16] [--weights W]
+
+Every figure is measured in this run on the same images and weights:
+
+- whole-process wall time (start-up included) of the seed program and of
+  ``featcache extract --profile udacity``, their ratio, and each one's images/s;
+- the network's share of featcache's time and where the rest went (``--profile-time``);
+- the time of a fully cached rerun against the first run;
+- the machine's matrix-product rate (a 4096^3 product in TensorFlow) in the same precision,
+  and the fraction of it the network reaches (AlexNet: about 1.44 GFLOP an image);
+- with ``--precision bf16``: bf16 against float32 fc7 (cosine similarity) and the accuracy
+  of a softmax head trained on each, on the bundled digits sample.
+
+Weights are seeded RANDOM weights in the real layout unless --weights is given: speed does
+not depend on the values, and the accuracies printed are those of random features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = REPO.parent / "shared" / "reference" / "seed_program.py"
+GFLOP_PER_IMAGE = 1.44
+
+
+def run(cmd: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
+    return seconds, done.stdout
+
+
+def make_images(folder: Path, count: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    # Smooth colour blobs, not noise, so PNG decoding costs what real signs cost.
+    base = rng.integers(0, 256, (count, 4, 4, 3), dtype=np.uint8)
+    images = np.stack([np.asarray(Image.fromarray(b).resize((32, 32))) for b in base])
+    for i, pixels in enumerate(images):
+        cls = folder / str(i % 43)
+        cls.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(cls / f"{i:05d}.png")
+    return images
+
+
+def matmul_rate(precision: str) -> float:
+    """GFLOP/s of a 4096x4096 product in TensorFlow, best of five."""
+    import tensorflow as tf
+
+    dtype = {"float32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}[precision]
+    a = tf.cast(tf.random.normal((4096, 4096)), dtype)
+    b = tf.cast(tf.random.normal((4096, 4096)), dtype)
+    product = tf.function(lambda: tf.matmul(a, b))
+    product().numpy()
+    best = min(_timed(lambda: product().numpy()) for _ in range(5))
+    return 2 * 4096**3 / best / 1e9
+
+
+def _timed(fn: object) -> float:
+    start = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def extract_cmd(data: Path, store: Path, weights: Path, profile: str, precision: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "featcache",
+        "extract",
+        str(data),
+        "--store",
+        str(store),
+        "--weights",
+        str(weights),
+        "--profile",
+        profile,
+        "--precision",
+        precision,
+        "--dataset",
+        "bench",
+        "--profile-time",
+    ]
+
+
+def network_rate(output: str) -> float:
+    found = re.search(r"([\d.]+) img/s in the network", output)
+    return float(found.group(1)) if found else float("nan")
+
+
+def stages(output: str) -> str:
+    return "\n".join(line for line in output.splitlines() if line.startswith("  "))
+
+
+def compare_precisions(work: Path, weights: Path) -> None:
+    """bf16 against float32 on the digits sample: cosine similarity and head accuracy."""
+    from featcache.classifier.heads import SoftmaxHead
+    from featcache.data import write_digits_folder
+    from featcache.store import FeatureStore
+
+    digits = write_digits_folder(work / "digits")
+    results = {}
+    for precision in ("float32", "bf16"):
+        store = work / f"digits-{precision}"
+        run(extract_cmd(digits, store, weights, "caffe", precision))
+        results[precision] = FeatureStore(store).vectors("bench")
+    a, b = results["float32"], results["bf16"]
+    assert a.keys == b.keys
+    cosine = (a.X * b.X).sum(1) / (np.linalg.norm(a.X, axis=1) * np.linalg.norm(b.X, axis=1))
+    print(
+        f"bf16 vs float32 fc7 cosine similarity over {len(cosine)} images: "
+        f"mean {cosine.mean():.5f}, min {cosine.min():.5f}"
+    )
+    for precision, data in results.items():
+        train = np.array([s == "train" for s in data.splits])
+        head = SoftmaxHead(random_state=0).fit(data.X[train], data.y[train])
+        accuracy = (head.predict(data.X[~train]) == data.y[~train]).mean()
+        print(f"softmax head on {precision} digits features: test accuracy {accuracy:.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--precision", default="float32", choices=["float32", "bf16"])
+    parser.add_argument("--weights", type=Path, help="real weights (default: seeded random)")
+    parser.add_argument("--skip-seed", action="store_true", help="do not run the seed program")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="featcache-bench-") as tmp:
+        work = Path(tmp)
+        weights = args.weights
+        if weights is None:
+            from featcache.extractor.weights import write_demo_weights
+
+            weights = write_demo_weights(work / "random_alexnet.npy", seed=0)
+            print("weights: seeded RANDOM weights in the bvlc_alexnet.npy layout (not ImageNet)")
+        images = make_images(work / "images", args.images)
+        np.save(work / "images.npy", images)
+        print(f"images: {args.images} PNG files, 32x32 RGB")
+
+        seed_wall = None
+        if not args.skip_seed and SEED.exists():
+            seed_wall, seed_out = run(
+                [
+                    sys.executable,
+                    str(SEED),
+                    str(weights),
+                    str(work / "images.npy"),
+                    str(work / "seed.npy"),
+                    "--time",
+                ]
+            )
+            seed_rate = float(seed_out.split()[-1])
+            print(
+                f"seed program:     {seed_wall:7.2f} s whole process, "
+                f"{args.images / seed_wall:6.1f} img/s overall, {seed_rate:6.1f} img/s in its loop"
+            )
+
+        first_wall, first_out = run(
+            extract_cmd(work / "images", work / "store", weights, "udacity", args.precision)
+        )
+        net_rate = network_rate(first_out)
+        print(
+            f"featcache ({args.precision}): {first_wall:7.2f} s whole process, "
+            f"{args.images / first_wall:6.1f} img/s overall, {net_rate:6.1f} img/s in the network"
+        )
+        if seed_wall is not None:
+            print(f"ratio seed / featcache, whole process: {seed_wall / first_wall:.2f}x")
+        print("featcache time by stage (first run):")
+        print(stages(first_out))
+
+        cached_wall, cached_out = run(
+            extract_cmd(work / "images", work / "store", weights, "udacity", args.precision)
+        )
+        assert f"{args.images} already cached" in cached_out, cached_out
+        print(
+            f"fully cached rerun: {cached_wall:.2f} s = "
+            f"{100 * cached_wall / first_wall:.1f}% of the first run"
+        )
+
+        if seed_wall is not None:
+            seed_fc7 = np.load(work / "seed.npy")
+            from featcache.data.source import bytes_key
+            from featcache.store import FeatureStore
+
+            data = FeatureStore(work / "store").vectors("bench")
+            by_key = dict(zip(data.keys, data.X, strict=True))
+            paths = sorted((work / "images").rglob("*.png"), key=lambda p: p.name)
+            ours = np.stack([by_key[bytes_key(p.read_bytes())] for p in paths])
+            err = np.linalg.norm(ours - seed_fc7, axis=1) / np.linalg.norm(seed_fc7, axis=1)
+            print(
+                f"udacity fc7 vs seed program: relative error max {err.max():.2e} "
+                f"(mean {err.mean():.2e})"
+            )
+
+        peak = matmul_rate(args.precision)
+        print(
+            f"matrix-product rate ({args.precision}, 4096^3): {peak:.0f} GFLOP/s; network at "
+            f"{net_rate * GFLOP_PER_IMAGE:.0f} GFLOP/s = "
+            f"{100 * net_rate * GFLOP_PER_IMAGE / peak:.0f}% of it"
+        )
+        if args.precision == "bf16":
+            compare_precisions(work, weights)
+
+
+if __name__ == "__main__":
+    main()
