@@ -72,7 +72,8 @@ class _HeadMixin:
 
     def predict(self, X: Any) -> np.ndarray:
         best = np.argmax(self._logits(X), axis=1)  # checks fitted first
-        return self.classes_[best]
+        labels: np.ndarray = self.classes_[best]
+        return labels
 
 
 class SoftmaxHead(_HeadMixin, ClassifierMixin, BaseEstimator):
@@ -216,14 +217,15 @@ class SoftmaxHead(_HeadMixin, ClassifierMixin, BaseEstimator):
         if self.class_weight == "balanced":
             counts = np.bincount(y_idx, minlength=n_classes)
             return (len(y_idx) / (n_classes * counts)).astype(np.float32)
-        given = dict(self.class_weight)
+        given: dict[Any, float] = dict(self.class_weight)  # type: ignore[arg-type]
         return np.array([given.get(c, 1.0) for c in self.classes_], np.float32)
 
     def _logits(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
         z: np.ndarray = X.astype(np.float64, copy=False) @ self.coef_.T.astype(np.float64)
-        return z + self.intercept_
+        z += self.intercept_
+        return z
 
 
 class LogRegHead(_HeadMixin, ClassifierMixin, BaseEstimator):
@@ -236,7 +238,7 @@ class LogRegHead(_HeadMixin, ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         *,
-        C: float = 1.0,  # noqa: N803 (scikit-learn's name)
+        C: float = 1.0,
         max_iter: int = 200,
         tol: float = 1e-4,
         class_weight: str | dict[Any, float] | None = None,
@@ -265,7 +267,7 @@ class LogRegHead(_HeadMixin, ClassifierMixin, BaseEstimator):
         return self
 
     def _standardise(self, X: np.ndarray) -> np.ndarray:
-        out = np.subtract(X, self.mean_, dtype=X.dtype)  # the one copy of X
+        out: np.ndarray = np.subtract(X, self.mean_, dtype=X.dtype)  # the one copy of X
         out /= self.scale_
         return out
 
