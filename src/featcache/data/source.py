@@ -30,13 +30,14 @@ def array_key(image: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class ImageItem:
-    """One image to extract: a file, or a row of a pickled array (`array` set)."""
+    """One image to extract: a file, bytes already in memory (an upload), or an array row."""
 
     path: str
     label: int | None = None
     split: str | None = None
     file: Path | None = None
     array: np.ndarray | None = field(default=None, repr=False, compare=False)
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
     def key(self) -> str:
         """Hash the content (reads the file)."""
@@ -45,8 +46,10 @@ class ImageItem:
         return bytes_key(self._read())
 
     def _read(self) -> bytes:
+        if self.data is not None:
+            return self.data
         if self.file is None:
-            raise ImageError(f"{self.path}: item has neither a file nor an array")
+            raise ImageError(f"{self.path}: item has no file, bytes or array")
         try:
             return self.file.read_bytes()
         except OSError as exc:

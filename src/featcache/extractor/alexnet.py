@@ -23,13 +23,13 @@ input's), which equals the seed's split-and-concat.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 
 from featcache.errors import ConfigError
+from featcache.extractor._tf import import_tensorflow
 from featcache.extractor.preprocess import INPUT_SIZE, check_profile
 
 __all__ = ["LAYERS", "LAYER_DIMS", "PRECISIONS", "AlexNet", "check_layers"]
@@ -72,10 +72,7 @@ class AlexNet:
             raise ConfigError(
                 f"The 'precision' must be one of {list(PRECISIONS)}. Got {precision!r}."
             )
-        # Deferred: importing featcache must not import TensorFlow. Its C++ start-up chatter
-        # (CUDA probing, CPU flags) is silenced unless the user asked for it.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
+        tf = import_tensorflow()  # deferred: importing featcache must not import TensorFlow
 
         self.profile = profile
         self.precision = precision

@@ -163,7 +163,7 @@ def _batches(todo: list[tuple[ImageItem, str]], size: int) -> Iterator[list[tupl
 
 def extract(
     source: ImageSource | str | Path,
-    weights: str | Path,
+    weights: str | Path | Weights,
     store: FeatureStore | str | Path | None,
     *,
     config: ExtractConfig | None = None,
@@ -192,11 +192,13 @@ def extract(
         store = FeatureStore(store)
     report = ExtractReport(total=len(source.items), dataset=dataset)
     clock = _Clock(report.timings)
-    weights_path = Path(weights)
     t = time.perf_counter()
-    if not weights_path.is_file():
-        read_weights(weights_path)  # raises the standard, helpful WeightsError
-    spec = config.spec(file_sha256(weights_path))
+    if isinstance(weights, Weights):
+        spec = config.spec(weights.sha256)
+    else:
+        if not Path(weights).is_file():
+            read_weights(weights)  # raises the standard, helpful WeightsError
+        spec = config.spec(file_sha256(Path(weights)))
     report.fingerprint = spec.fingerprint
     clock.add("weights_hash", t)
 
@@ -224,7 +226,7 @@ def extract(
         if todo:
             _compute(
                 todo,
-                weights_path,
+                weights,
                 spec,
                 store,
                 config,
@@ -257,7 +259,7 @@ def extract(
 
 def _compute(
     todo: list[tuple[ImageItem, str]],
-    weights_path: Path,
+    weights_source: str | Path | Weights,
     spec: ExtractorSpec,
     store: FeatureStore | None,
     config: ExtractConfig,
@@ -268,10 +270,13 @@ def _compute(
     clock: _Clock,
 ) -> None:
     t = time.perf_counter()
-    weights = read_weights(weights_path)
+    if isinstance(weights_source, Weights):
+        weights = weights_source
+    else:
+        weights = read_weights(weights_source)
+        if weights.sha256 != spec.weights_sha256:
+            raise FeatcacheError(f"{weights_source}: the file changed while extracting; run again")
     report.weights_note = weights.demo_note
-    if weights.sha256 != spec.weights_sha256:
-        raise FeatcacheError(f"{weights_path}: the file changed while extracting; run again")
     if store is not None:
         store.register_extractor(
             spec.fingerprint, {**spec.as_dict(), "weights_note": weights.demo_note}

@@ -1,0 +1,188 @@
+"""Judge a registered head on a split of a dataset: metrics, per-class report, confusion matrix.
+
+`report_values` is the arithmetic (pure, testable by hand); `evaluate_head` reads the store
+and `write_report` writes ``summary.json``, ``per_class.csv``, ``confusion_matrix.csv`` and
+``confusion_matrix.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from featcache.classifier.heads import top_k
+from featcache.classifier.persist import load_head
+from featcache.classifier.splits import effective_splits
+from featcache.errors import DataError
+from featcache.store.featurestore import FeatureStore
+
+__all__ = ["Evaluation", "evaluate_head", "report_values", "write_report"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics of one head on one split."""
+
+    summary: dict[str, Any]
+    per_class: pd.DataFrame
+    confusion: pd.DataFrame
+
+
+def report_values(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    classes: np.ndarray,
+    class_names: list[str],
+    *,
+    k: int = 5,
+    most_confused: int = 10,
+) -> Evaluation:
+    """Accuracy, top-k accuracy, per-class precision/recall/F1 and the confusion matrix.
+
+    `proba` columns follow `classes` (label ids); names come from `class_names[id]`.
+    """
+    idx, _ = top_k(proba, k)
+    y_pred = classes[idx[:, 0]]
+    labels = np.union1d(classes, y_true)
+    names = [class_names[i] if 0 <= i < len(class_names) else str(i) for i in labels]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    per_class = pd.DataFrame(
+        {
+            "class_id": labels,
+            "label": names,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": support,
+        }
+    )
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    confusion = pd.DataFrame(
+        matrix, index=pd.Index(names, name="true"), columns=pd.Index(names, name="predicted")
+    )
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    pairs = []
+    for flat in np.argsort(-off, axis=None, kind="stable")[:most_confused]:
+        i, j = np.unravel_index(flat, off.shape)
+        if off[i, j] == 0:
+            break
+        pairs.append({"true": names[i], "predicted": names[j], "count": int(off[i, j])})
+    summary = {
+        "n": len(y_true),
+        "accuracy": float((y_pred == y_true).mean()) if len(y_true) else float("nan"),
+        f"top{min(k, len(classes))}_accuracy": float(
+            (classes[idx] == y_true[:, None]).any(axis=1).mean()
+        ),
+        "macro_f1": float(f1.mean()),
+        "most_confused": pairs,
+    }
+    return Evaluation(summary, per_class, confusion)
+
+
+def evaluate_head(
+    store: FeatureStore,
+    head_name: str,
+    dataset: str,
+    *,
+    split: str | None = "test",
+    version: int | None = None,
+) -> Evaluation:
+    """Evaluate a head on the rows of `dataset` in `split` (None: every labelled row)."""
+    head = load_head(store, head_name, version)
+    data = store.vectors(dataset, head.layer, head.fingerprint)
+    head.check_vectors(data.fingerprint, data.layer)
+    splits = effective_splits(data.keys, data.splits, float(head.meta.get("val_fraction", 0.2)))
+    mask = data.y >= 0
+    if split is not None:
+        mask &= splits == split
+    if not mask.any():
+        present = sorted(set(splits.tolist()))
+        raise DataError(
+            f"dataset '{dataset}' has no labelled rows in split '{split}' "
+            f"(its splits: {', '.join(present)})"
+        )
+    proba = head.estimator.predict_proba(data.X[mask])
+    evaluation = report_values(data.y[mask], proba, head.estimator.classes_, head.class_names)
+    evaluation.summary.update(
+        {
+            "head": head.name,
+            "version": head.version,
+            "dataset": dataset,
+            "split": split,
+            "fingerprint": head.fingerprint,
+            "layer": head.layer,
+            "weights_note": head.meta.get("weights_note"),
+        }
+    )
+    return evaluation
+
+
+def write_report(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
+    """Write the summary (JSON), per-class and confusion CSVs and a confusion PNG."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [
+        out / "summary.json",
+        out / "per_class.csv",
+        out / "confusion_matrix.csv",
+        out / "confusion_matrix.png",
+    ]
+    paths[0].write_text(json.dumps(evaluation.summary, indent=2) + "\n")
+    evaluation.per_class.to_csv(paths[1], index=False, float_format="%.6f")
+    evaluation.confusion.to_csv(paths[2])
+    _plot_confusion(evaluation, paths[3])
+    return paths
+
+
+def _plot_confusion(evaluation: Evaluation, path: Path) -> None:
+    # The object API, not pyplot: no global backend state, safe in threads and servers.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    matrix = evaluation.confusion.to_numpy().astype(float)
+    names = [n if len(n) <= 28 else n[:27] + "…" for n in evaluation.confusion.index]
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    n = len(names)
+    side = max(6.0, 0.28 * n + 3.0)
+    fig = Figure(figsize=(side + 1.5, side), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    font = 9 if n <= 20 else 6
+    ax.set_xticks(range(n), names, rotation=90, fontsize=font)
+    ax.set_yticks(range(n), names, fontsize=font)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    summary = evaluation.summary
+    ax.set_title(
+        f"{summary.get('head', '')} on {summary.get('dataset', '')} "
+        f"[{summary.get('split') or 'all'}]: accuracy {summary['accuracy']:.3f}, n={summary['n']}",
+        fontsize=10,
+    )
+    if n <= 20:  # counts are legible only on small matrices
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    colour = "white" if normalised[i, j] > 0.5 else "black"
+                    ax.text(
+                        j,
+                        i,
+                        str(int(matrix[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color=colour,
+                    )
+    fig.tight_layout()
+    fig.savefig(path)

@@ -1,0 +1,115 @@
+"""Fit a head on a dataset's cached vectors, judge it on the held-out rows, register it.
+
+Reads vectors from the store only: no TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from featcache.classifier.heads import LogRegHead, SoftmaxHead, make_head, top_k
+from featcache.classifier.persist import save_head
+from featcache.classifier.splits import effective_splits
+from featcache.errors import ConfigError, DataError
+from featcache.store.featurestore import FeatureStore, HeadRecord
+
+__all__ = ["TrainResult", "train_head", "training_digest"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The registered head, its held-out metrics and where the time went."""
+
+    record: HeadRecord
+    estimator: SoftmaxHead | LogRegHead
+    metrics: dict[str, Any]
+    timings: dict[str, float]
+
+
+def training_digest(fingerprint: str, layer: str, keys: list[str], labels: np.ndarray) -> str:
+    """SHA-256 of what a head was trained on: extractor, layer, image keys and labels."""
+    digest = hashlib.sha256(f"{fingerprint}:{layer}\n".encode())
+    for key, label in zip(keys, labels.tolist(), strict=True):
+        digest.update(f"{key}:{label}\n".encode())
+    return digest.hexdigest()
+
+
+def _json_safe(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v if isinstance(v, str | int | float | bool | type(None) | dict) else repr(v)
+        for k, v in params.items()
+    }
+
+
+def train_head(
+    store: FeatureStore,
+    dataset: str,
+    *,
+    layer: str = "fc7",
+    head: str = "softmax",
+    params: dict[str, Any] | None = None,
+    val_fraction: float = 0.2,
+    name: str | None = None,
+    fingerprint: str | None = None,
+) -> TrainResult:
+    """Train a `head` ("softmax" or "logreg") on `dataset` and register it as `name`.
+
+    Rows split as `featcache.classifier.splits` says; the head is judged on the ``val``
+    rows (accuracy, top-5 accuracy). Retraining under the same name adds a version.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"The 'val_fraction' must be in [0, 1). Got {val_fraction}.")
+    estimator = make_head(head, params)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    data = store.vectors(dataset, layer, fingerprint)
+    timings["read_vectors"] = time.perf_counter() - t
+    splits = effective_splits(data.keys, data.splits, val_fraction)
+    labelled = data.y >= 0
+    train = labelled & (splits == "train")
+    held = labelled & (splits == "val")
+    if train.sum() == 0:
+        raise DataError(f"dataset '{dataset}' has no labelled training rows")
+    if len(np.unique(data.y[train])) < 2:
+        raise DataError(f"dataset '{dataset}': the training rows hold fewer than 2 classes")
+    t = time.perf_counter()
+    estimator.fit(data.X[train], data.y[train])
+    timings["fit"] = time.perf_counter() - t
+
+    train_keys = [k for k, m in zip(data.keys, train, strict=True) if m]
+    metrics: dict[str, Any] = {
+        "n_train": int(train.sum()),
+        "n_val": int(held.sum()),
+        "train_accuracy": float((estimator.predict(data.X[train]) == data.y[train]).mean()),
+    }
+    if held.any():
+        proba = estimator.predict_proba(data.X[held])
+        idx, _ = top_k(proba, 5)
+        truth = data.y[held]
+        classes = estimator.classes_
+        metrics["val_accuracy"] = float((classes[idx[:, 0]] == truth).mean())
+        metrics["val_top5_accuracy"] = float((classes[idx] == truth[:, None]).any(axis=1).mean())
+    spec = store.extractors().get(data.fingerprint, {})
+    meta = {
+        "head": head,
+        "params": _json_safe(estimator.get_params()),
+        "dataset": dataset,
+        "fingerprint": data.fingerprint,
+        "layer": layer,
+        "extractor": spec,
+        "weights_note": spec.get("weights_note"),
+        "classes": [int(c) for c in estimator.classes_],
+        "class_names": data.class_names,
+        "val_fraction": val_fraction,
+        "train_digest": training_digest(data.fingerprint, layer, train_keys, data.y[train]),
+        "metrics": metrics,
+        "timings": timings,
+        "created": time.time(),
+    }
+    record = save_head(store, name or f"{dataset}-{head}", estimator, meta)
+    return TrainResult(record, estimator, metrics, timings)

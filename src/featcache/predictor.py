@@ -1,0 +1,210 @@
+"""Predictions from the cache: image → key → stored vector → head → top-k.
+
+Cached images never touch TensorFlow. An image the store has not seen is extracted with the
+head's own extractor settings (profile, precision, weights checked by SHA-256), stored, then
+answered; the network is built once, on the first such image. Used by ``featcache predict``
+and by the HTTP service, which also relies on `Predictor.head` picking up retrained versions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from featcache.classifier.persist import LoadedHead, Prediction, load_head
+from featcache.data.source import IMAGE_SUFFIXES, ImageItem, ImageSource
+from featcache.errors import ConfigError, DataError, FeatcacheError, ImageError, WeightsError
+from featcache.extractor.preprocess import DEFAULT_MAX_PIXELS
+from featcache.store.featurestore import FeatureStore
+
+__all__ = ["ImageResult", "Predictor", "list_images"]
+
+
+@dataclass
+class ImageResult:
+    """The answer for one image: its top-k predictions, or the reason it has none."""
+
+    path: str | None
+    key: str | None
+    cached: bool = False
+    predictions: list[Prediction] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "key": self.key, "cached": self.cached}
+        if self.error is None:
+            out["predictions"] = [p.as_dict() for p in self.predictions]
+        else:
+            out["error"] = self.error
+        return out
+
+
+def list_images(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to their image files (sorted, recursively)."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            out.append(path)
+    if not out:
+        raise DataError(f"no images in {', '.join(map(str, paths))}")
+    return out
+
+
+class Predictor:
+    """Answers for images and keys with a store's head (the newest version, re-checked)."""
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        head: str,
+        *,
+        weights: str | Path | None = None,
+        version: int | None = None,
+        top_k: int = 5,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        refresh_seconds: float = 2.0,
+    ) -> None:
+        if top_k < 1:
+            raise ConfigError(f"The 'top_k' must be >= 1. Got {top_k}.")
+        self.store = store
+        self.head_name = head
+        self.top_k = top_k
+        self.max_pixels = max_pixels
+        self._pinned = version
+        self._refresh_seconds = refresh_seconds
+        self._weights_path = Path(weights) if weights is not None else None
+        self._head = load_head(store, head, version)
+        self._checked_at = time.monotonic()
+        self._lock = threading.Lock()
+        self._extract_lock = threading.Lock()
+        self._weights: Any = None
+        self._networks: dict[str, Any] = {}  # by extractor fingerprint, built on first use
+
+    @property
+    def head(self) -> LoadedHead:
+        """The head in use; a newer registered version replaces it (checked every few s)."""
+        if self._pinned is not None:
+            return self._head
+        now = time.monotonic()
+        if now - self._checked_at >= self._refresh_seconds:
+            with self._lock:
+                if now - self._checked_at >= self._refresh_seconds:
+                    self._checked_at = now
+                    newest = self.store.head(self.head_name)
+                    if newest.version != self._head.version:
+                        self._head = load_head(self.store, self.head_name, newest.version)
+        return self._head
+
+    @property
+    def can_extract(self) -> bool:
+        return self._weights_path is not None
+
+    def predict_keys(self, keys: Sequence[str]) -> list[ImageResult]:
+        """Answer stored keys; a key without a vector gets an error result."""
+        head = self.head
+        found = self.store.has(list(keys), head.fingerprint, head.layer)
+        results = [ImageResult(None, key, cached=key in found) for key in keys]
+        ready = [r for r in results if r.cached]
+        if ready:
+            X = self.store.get([r.key for r in ready if r.key], head.fingerprint, head.layer)
+            for result, ranked in zip(ready, head.rank(X, self.top_k), strict=True):
+                result.predictions = ranked
+        for result in results:
+            if not result.cached:
+                result.error = (
+                    f"no '{head.layer}' vector for key {result.key} (extractor "
+                    f"{head.fingerprint[:12]}); send the image itself"
+                )
+        return results
+
+    def predict_items(self, items: Sequence[ImageItem]) -> list[ImageResult]:
+        """Answer images (files or uploaded bytes), extracting and storing unseen ones."""
+        results: list[ImageResult] = []
+        for item in items:
+            try:
+                results.append(ImageResult(item.path, item.key()))
+            except ImageError as exc:
+                results.append(ImageResult(item.path, None, error=str(exc)))
+        head = self.head
+        keys = [r.key for r in results if r.key]
+        cached = self.store.has(keys, head.fingerprint, head.layer)
+        unseen = [
+            item for item, r in zip(items, results, strict=True) if r.key and r.key not in cached
+        ]
+        failures = self._extract(unseen, head) if unseen else {}
+        answered = [r for r in results if r.key and r.key not in failures]
+        if answered:
+            X = self.store.get([r.key for r in answered if r.key], head.fingerprint, head.layer)
+            for result, ranked in zip(answered, head.rank(X, self.top_k), strict=True):
+                result.predictions = ranked
+                result.cached = result.key in cached
+        for result in results:
+            if result.key in failures:
+                result.error = failures[result.key]
+        return results
+
+    def predict_paths(self, paths: Sequence[str | Path]) -> list[ImageResult]:
+        """Answer image files and folders of images."""
+        return self.predict_items([ImageItem(str(p), file=p) for p in list_images(paths)])
+
+    def _extract(self, items: list[ImageItem], head: LoadedHead) -> dict[str, str]:
+        """Extract unseen images into the store; return {key: reason} for those that failed."""
+        from featcache.extractor.pipeline import ExtractConfig, extract
+
+        if self._weights_path is None:
+            raise WeightsError(
+                f"{len(items)} image(s) are not in the store (e.g. {items[0].path}); "
+                "pass the weights (--weights) to extract them"
+            )
+        spec = head.meta.get("extractor") or self.store.extractor_spec(head.fingerprint)
+        config = ExtractConfig(
+            profile=spec["profile"],
+            resize=spec["resize"],
+            precision=spec["precision"],
+            layers=(head.layer,),
+            max_pixels=self.max_pixels,
+        )
+        with self._extract_lock:  # one batch through the network at a time
+            weights = self._load_weights(spec)
+            report = extract(
+                ImageSource(items, [], "uploads"),
+                weights,
+                self.store,
+                config=config,
+                network_factory=self._network_factory,
+            )
+        if report.fingerprint != head.fingerprint:
+            raise FeatcacheError(
+                f"extracted with fingerprint {report.fingerprint[:12]} but head "
+                f"'{head.name}' expects {head.fingerprint[:12]}"
+            )
+        by_path = dict(report.failures)
+        return {item.key(): by_path[item.path] for item in items if item.path in by_path}
+
+    def _load_weights(self, spec: dict[str, Any]) -> Any:
+        from featcache.extractor.weights import read_weights
+
+        if self._weights is None:
+            weights = read_weights(self._weights_path)  # type: ignore[arg-type]
+            if weights.sha256 != spec["weights_sha256"]:
+                raise WeightsError(
+                    f"{self._weights_path}: SHA-256 {weights.sha256[:12]}... is not the "
+                    f"{spec['weights_sha256'][:12]}... that head '{self.head_name}' was "
+                    "trained with"
+                )
+            self._weights = weights
+        return self._weights
+
+    def _network_factory(self, weights: Any, spec: Any) -> Any:
+        from featcache.extractor.pipeline import build_alexnet
+
+        if spec.fingerprint not in self._networks:
+            self._networks[spec.fingerprint] = build_alexnet(weights, spec)
+        return self._networks[spec.fingerprint]

@@ -1,0 +1,119 @@
+"""Predict (cached without TensorFlow, unseen extracted then cached) and the demo, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import write_images
+from featcache.classifier.train import train_head
+from featcache.cli import app
+from featcache.demo import run_demo
+from featcache.errors import WeightsError
+from featcache.extractor.pipeline import extract
+from featcache.extractor.weights import write_demo_weights
+from featcache.predictor import Predictor
+from featcache.store import FeatureStore
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, weights_path: Path) -> Path:
+    root = tmp_path_factory.mktemp("predict")
+    write_images(root / "data", 24, classes=("stop", "yield", "priority"))
+    store = FeatureStore(root / "store")
+    extract(root / "data", weights_path, store, dataset="signs")
+    train_head(store, "signs", name="signs", params={"random_state": 0})
+    return root
+
+
+def test_cached_predictions_need_no_tensorflow(trained: Path) -> None:
+    image = sorted((trained / "data" / "stop").iterdir())[0]
+    code = (
+        "import sys, json\n"
+        "from typer.testing import CliRunner\n"
+        "from featcache.cli import app\n"
+        f"r = CliRunner().invoke(app, ['predict', '--store', {str(trained / 'store')!r}, "
+        f"'--head', 'signs', {str(image)!r}, '--json'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "print(r.output)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    answer = json.loads(done.stdout.strip().splitlines()[0])
+    assert answer["cached"] is True and answer["path"] == str(image)
+    probs = [p["probability"] for p in answer["predictions"]]
+    assert probs == sorted(probs, reverse=True) and len(probs) == 3  # 3 classes < top-k 5
+    assert {p["label"] for p in answer["predictions"]} == {"stop", "yield", "priority"}
+
+
+def test_unseen_image_is_extracted_stored_and_answered(
+    trained: Path, weights_path: Path, tmp_path: Path
+) -> None:
+    new = tmp_path / "new.png"
+    Image.fromarray(np.random.default_rng(42).integers(0, 256, (50, 40, 3), np.uint8)).save(new)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff truncated")
+    store = FeatureStore(trained / "store")
+    with pytest.raises(WeightsError, match="not in the store.*--weights"):
+        Predictor(store, "signs").predict_paths([new])
+    predictor = Predictor(store, "signs", weights=weights_path, top_k=2)
+    first, broken = predictor.predict_paths([new, bad])
+    assert first.cached is False and len(first.predictions) == 2
+    assert broken.error is not None and "bad.jpg" in broken.error
+    again = Predictor(store, "signs", top_k=2).predict_paths([new])[0]  # no weights needed
+    assert again.cached is True
+    assert [p.as_dict() for p in again.predictions] == [p.as_dict() for p in first.predictions]
+
+
+def test_predict_refuses_other_weights(trained: Path, tmp_path: Path) -> None:
+    other = write_demo_weights(tmp_path / "other.npy", seed=1)
+    new = tmp_path / "n.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(new)
+    predictor = Predictor(FeatureStore(trained / "store"), "signs", weights=other)
+    with pytest.raises(WeightsError, match="is not the .* that head 'signs' was trained with"):
+        predictor.predict_paths([new])
+
+
+def test_cli_text_output_like_the_seed(trained: Path) -> None:
+    images = sorted((trained / "data" / "yield").iterdir())[:2]
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "--store",
+            str(trained / "store"),
+            "--head",
+            "signs",
+            "--top-k",
+            "2",
+            *map(str, images),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"Image 0: {images[0]} (cached)"
+    label, prob = lines[1].split(": ")
+    assert label in {"stop", "yield", "priority"} and 0 <= float(prob) <= 1
+    assert "Image 1:" in result.output and "NOT ImageNet" in result.output
+
+
+def test_demo_runs_the_whole_job(tmp_path: Path) -> None:
+    result = run_demo(tmp_path / "demo", limit=200)
+    assert result.extraction.extracted == 200 and result.extraction.failed == 0
+    for kind in ("softmax", "logreg"):
+        summary = result.evaluations[kind].summary
+        assert summary["n"] == 40 and summary["accuracy"] > 0.5  # 10 classes: chance is 0.1
+        assert (result.reports[kind] / "confusion_matrix.png").exists()
+    assert len(result.predictions) == 3 and all(p.predictions for p in result.predictions)
+    rerun = run_demo(tmp_path / "demo", limit=200)
+    assert rerun.extraction.cached == 200 and rerun.extraction.extracted == 0
+    assert rerun.heads["softmax"].record.version == 2
