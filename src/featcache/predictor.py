@@ -33,9 +33,12 @@ class ImageResult:
     cached: bool = False
     predictions: list[Prediction] = field(default_factory=list)
     error: str | None = None
+    head: dict[str, Any] | None = None  # {"name", "version"} of the head that answered
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "key": self.key, "cached": self.cached}
+        if self.head is not None:
+            out["head"] = self.head
         if self.error is None:
             out["predictions"] = [p.as_dict() for p in self.predictions]
         else:
@@ -116,6 +119,7 @@ class Predictor:
             X = self.store.get([r.key for r in ready if r.key], head.fingerprint, head.layer)
             for result, ranked in zip(ready, head.rank(X, self.top_k), strict=True):
                 result.predictions = ranked
+                result.head = {"name": head.name, "version": head.version}
         for result in results:
             if not result.cached:
                 result.error = (
@@ -145,6 +149,7 @@ class Predictor:
             for result, ranked in zip(answered, head.rank(X, self.top_k), strict=True):
                 result.predictions = ranked
                 result.cached = result.key in cached
+                result.head = {"name": head.name, "version": head.version}
         for result in results:
             if result.key in failures:
                 result.error = failures[result.key]

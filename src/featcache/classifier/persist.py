@@ -30,7 +30,10 @@ class Prediction:
     probability: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"class_id": self.class_id, "label": self.label, "probability": self.probability}
+        # 6 significant digits: the same image answers the same alone or in a batch, where
+        # the last bits of a float64 sum can differ.
+        probability = float(f"{self.probability:.6g}")
+        return {"class_id": self.class_id, "label": self.label, "probability": probability}
 
 
 @dataclass(frozen=True)
