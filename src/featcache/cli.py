@@ -107,7 +107,11 @@ def extract(
     batch_size: int = typer.Option(64, help="Images per network batch."),
     dtype: str = typer.Option("float32", help="Storage dtype: float32 or float16."),
     precision: str = typer.Option("float32", help="Network precision: float32, bf16, fp16."),
-    workers: int = typer.Option(2, help="Threads that read, hash and decode images."),
+    workers: int = typer.Option(2, help="Decoding threads (local) or actors (ray)."),
+    engine: str = typer.Option("local", help="local, or ray (pip install 'featcache[ray]')."),
+    ray_address: str | None = typer.Option(
+        None, help="Ray cluster: auto or ray://HOST:PORT [default: start a local one]."
+    ),
     max_pixels: int = typer.Option(50_000_000, help="Refuse larger images (decompression bombs)."),
     strict: bool = typer.Option(False, help="Exit 3 if any image failed."),
     profile_time: bool = typer.Option(False, help="Print where the time went."),
@@ -138,6 +142,8 @@ def extract(
             split=split,
             append=append,
             progress=update,
+            engine=engine,
+            ray_address=ray_address,
         )
     for path, reason in report.failures:
         err.print(

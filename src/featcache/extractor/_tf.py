@@ -16,11 +16,15 @@ from typing import Any
 __all__ = ["import_tensorflow"]
 
 
-def import_tensorflow() -> Any:
-    """Return the ``tensorflow`` module, importing it with its start-up chatter captured."""
+def import_tensorflow(threads: int | None = None) -> Any:
+    """Return the ``tensorflow`` module, importing it with its start-up chatter captured.
+
+    `threads` caps TensorFlow's intra-op pool; it only takes effect on the first import.
+    """
     if "tensorflow" in sys.modules or os.environ.get("FEATCACHE_TF_LOGS") == "1":
         import tensorflow as tf
 
+        _set_threads(tf, threads)
         return tf
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
@@ -30,6 +34,7 @@ def import_tensorflow() -> Any:
         try:
             import tensorflow as tf
 
+            _set_threads(tf, threads)
             tf.config.list_logical_devices()  # device probing logs now, not mid-run
         except BaseException:
             os.dup2(saved, 2)
@@ -40,3 +45,13 @@ def import_tensorflow() -> Any:
             os.dup2(saved, 2)
             os.close(saved)
     return tf
+
+
+def _set_threads(tf: Any, threads: int | None) -> None:
+    if threads is None:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # the runtime is already up; its pools are fixed
+        pass

@@ -27,6 +27,7 @@ from featcache.extractor.weights import Weights, file_sha256, read_weights
 from featcache.store.featurestore import STORAGE_DTYPES, DatasetRow, FeatureStore
 
 __all__ = [
+    "ENGINES",
     "ExtractConfig",
     "ExtractReport",
     "Network",
@@ -41,6 +42,7 @@ class Network(Protocol):
 
 
 NetworkFactory = Callable[[Weights, ExtractorSpec], Network]
+ENGINES = ("local", "ray")
 Progress = Callable[[int, int], None]  # (images done, images to compute)
 
 
@@ -173,6 +175,8 @@ def extract(
     append: bool = False,
     progress: Progress | None = None,
     network_factory: NetworkFactory = build_alexnet,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> ExtractReport:
     """Extract `source` into `store` (or, with ``store=None``, into the returned report).
 
@@ -183,8 +187,20 @@ def extract(
     ``report.failures`` and skipped, and the rest are stored. With `dataset`, the images
     that have vectors are recorded as that dataset (replacing it, or extending with `append`);
     `split` fills the split of rows that have none.
+
+    `engine` "ray" runs the network on a Ray cluster (`ray_address`, default: start a local
+    one) with ``config.workers`` actors; they write shards into the store's directory (a
+    shared path on a cluster) and this process registers them.
     """
     config = config or ExtractConfig()
+    if engine not in ENGINES:
+        raise ConfigError(f"The 'engine' must be one of {list(ENGINES)}. Got {engine!r}.")
+    if engine == "ray":
+        from featcache.extractor.ray_engine import require_ray
+
+        require_ray()
+        if store is None or isinstance(weights, Weights):
+            raise ConfigError("engine='ray' needs a store and a weights file path")
     start = time.perf_counter()
     if not isinstance(source, ImageSource):
         source = open_source(source, class_names_file=class_names_file)
@@ -224,18 +240,27 @@ def extract(
         report.cached = len(unique) - len(todo)
 
         if todo:
-            _compute(
-                todo,
-                weights,
-                spec,
-                store,
-                config,
-                report,
-                pool,
-                progress,
-                network_factory,
-                clock,
-            )
+            t = time.perf_counter()
+            loaded = _load_weights(weights, spec, store)
+            report.weights_note = loaded.demo_note
+            clock.add("load_weights", t)
+            if engine == "ray" and store is not None:  # ray always has a store (checked above)
+                from featcache.extractor.ray_engine import compute_on_ray
+
+                compute_on_ray(
+                    todo,
+                    Path(loaded.path),
+                    spec,
+                    store,
+                    config,
+                    report,
+                    progress,
+                    clock,
+                    address=ray_address,
+                )
+            else:
+                network = _build(network_factory, loaded, spec, clock)
+                _compute(todo, network, spec, store, config, report, pool, progress, clock)
 
     failed_paths = {path for path, _ in report.failures}
     report.failed = len(failed_paths)
@@ -257,34 +282,41 @@ def extract(
     return report
 
 
+def _load_weights(
+    source: str | Path | Weights, spec: ExtractorSpec, store: FeatureStore | None
+) -> Weights:
+    """Read and check the weights (unless given loaded); record what the fingerprint means."""
+    weights = source if isinstance(source, Weights) else read_weights(source)
+    if weights.sha256 != spec.weights_sha256:
+        raise FeatcacheError(f"{weights.path}: the file changed while extracting; run again")
+    if store is not None:
+        store.register_extractor(
+            spec.fingerprint, {**spec.as_dict(), "weights_note": weights.demo_note}
+        )
+    return weights
+
+
+def _build(
+    factory: NetworkFactory, weights: Weights, spec: ExtractorSpec, clock: _Clock
+) -> Network:
+    t = time.perf_counter()
+    network = factory(weights, spec)
+    clock.add("build_network", t)
+    return network
+
+
 def _compute(
     todo: list[tuple[ImageItem, str]],
-    weights_source: str | Path | Weights,
+    network: Network,
     spec: ExtractorSpec,
     store: FeatureStore | None,
     config: ExtractConfig,
     report: ExtractReport,
     pool: ThreadPoolExecutor,
     progress: Progress | None,
-    network_factory: NetworkFactory,
     clock: _Clock,
 ) -> None:
-    t = time.perf_counter()
-    if isinstance(weights_source, Weights):
-        weights = weights_source
-    else:
-        weights = read_weights(weights_source)
-        if weights.sha256 != spec.weights_sha256:
-            raise FeatcacheError(f"{weights_source}: the file changed while extracting; run again")
-    report.weights_note = weights.demo_note
-    if store is not None:
-        store.register_extractor(
-            spec.fingerprint, {**spec.as_dict(), "weights_note": weights.demo_note}
-        )
-    clock.add("load_weights", t)
-    t = time.perf_counter()
-    network = network_factory(weights, spec)
-    clock.add("build_network", t)
+    """The local engine: decode on `pool`, compute here, write behind."""
 
     collected: dict[str, list[np.ndarray]] = {layer: [] for layer in config.layers}
     done = 0

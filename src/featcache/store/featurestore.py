@@ -190,13 +190,28 @@ class FeatureStore:
                     f"({len(keys)}, dim)"
                 )
             name = self._shards.write(fingerprint, layer, matrix.astype(dtype, copy=False))
-            new = self._catalog.register_shard(
-                name, fingerprint, layer, dtype, list(keys), int(matrix.shape[1])
-            )
-            if new == 0:
-                self._shards.remove(name)
-            added += new
+            added += self.register_shard(name, fingerprint, layer, keys)
         return added
+
+    def write_shard(self, fingerprint: str, layer: str, matrix: np.ndarray) -> str:
+        """Write a shard durably without registering it; return its name (for remote workers,
+        whose driver registers it with `register_shard`)."""
+        return self._shards.write(fingerprint, layer, matrix)
+
+    def register_shard(self, name: str, fingerprint: str, layer: str, keys: Sequence[str]) -> int:
+        """Register a written shard whose row i is the vector of ``keys[i]``; return how many
+        keys were new. A shard that adds nothing is deleted."""
+        matrix = self._shards.open(name)
+        if matrix.shape[0] != len(keys):
+            raise StoreError(
+                f"{self._shards.path(name)}: {matrix.shape[0]} rows for {len(keys)} keys"
+            )
+        dtype, dim = str(matrix.dtype), int(matrix.shape[1])
+        del matrix  # release the memory map before a possible delete
+        new = self._catalog.register_shard(name, fingerprint, layer, dtype, list(keys), dim)
+        if new == 0:
+            self._shards.remove(name)
+        return new
 
     def _map(self, name: str) -> np.ndarray:
         matrix = self._maps.get(name)
