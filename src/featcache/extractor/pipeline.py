@@ -240,6 +240,11 @@ def extract(
         report.cached = len(unique) - len(todo)
 
         if todo:
+            if network_factory is build_alexnet and engine == "local":
+                # TensorFlow's import (seconds) overlaps reading the weights.
+                from featcache.extractor._tf import import_tensorflow
+
+                tf_ready = pool.submit(import_tensorflow)
             t = time.perf_counter()
             loaded = _load_weights(weights, spec, store)
             report.weights_note = loaded.demo_note
@@ -259,8 +264,15 @@ def extract(
                     address=ray_address,
                 )
             else:
-                network = _build(network_factory, loaded, spec, clock)
-                _compute(todo, network, spec, store, config, report, pool, progress, clock)
+
+                def make_network() -> Network:
+                    if network_factory is build_alexnet:
+                        t = time.perf_counter()
+                        tf_ready.result()
+                        clock.add("import_tf_wait", t)
+                    return _build(network_factory, loaded, spec, clock)
+
+                _compute(todo, make_network, spec, store, config, report, pool, progress, clock)
 
     failed_paths = {path for path, _ in report.failures}
     report.failed = len(failed_paths)
@@ -307,7 +319,7 @@ def _build(
 
 def _compute(
     todo: list[tuple[ImageItem, str]],
-    network: Network,
+    make_network: Callable[[], Network],
     spec: ExtractorSpec,
     store: FeatureStore | None,
     config: ExtractConfig,
@@ -316,7 +328,10 @@ def _compute(
     progress: Progress | None,
     clock: _Clock,
 ) -> None:
-    """The local engine: decode on `pool`, compute here, write behind."""
+    """The local engine: decode on `pool`, compute here, write behind.
+
+    The network is built while the first batch decodes.
+    """
 
     collected: dict[str, list[np.ndarray]] = {layer: [] for layer in config.layers}
     done = 0
@@ -329,6 +344,7 @@ def _compute(
         batches = _batches(todo, config.batch_size)
         next_decode: Future[tuple[list[str], np.ndarray, list[tuple[str, str]]]] | None
         next_decode = prefetch.submit(_decode_batch, next(batches), config, pool)
+        network = make_network()
         while next_decode is not None:
             t = time.perf_counter()
             keys, inputs, failures = next_decode.result()

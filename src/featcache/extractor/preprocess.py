@@ -119,10 +119,19 @@ def legacy_bilinear_resize(image: np.ndarray, height: int, width: int) -> np.nda
     y0, y1, fy = axis(height, in_h)
     x0, x1, fx = axis(width, in_w)
     img = image.astype(np.float32, copy=False)
-    fx3 = fx[None, :, None]
-    top = img[y0][:, x0] + (img[y0][:, x1] - img[y0][:, x0]) * fx3
-    bottom = img[y1][:, x0] + (img[y1][:, x1] - img[y1][:, x0]) * fx3
-    return np.ascontiguousarray(top + (bottom - top) * fy[:, None, None], dtype=np.float32)
+    channels = img.shape[2]
+    # TF's per-pixel order, done separably: along x for every source row first (the "top"
+    # and "bottom" values), then along y. Same float operations, a quarter of the gathers;
+    # rows are handled as flat (width * channels) vectors, which NumPy loops over fast.
+    left = img[:, x0].reshape(in_h, -1)
+    right = img[:, x1].reshape(in_h, -1)
+    rows = left + (right - left) * np.repeat(fx, channels)[None, :]
+    top = rows[y0]
+    out = rows[y1]
+    out -= top  # in place: fresh 600 kB temporaries cost more in page faults than arithmetic
+    out *= fy[:, None]
+    out += top
+    return out.reshape(height, width, channels)
 
 
 def _center_square(rgb: np.ndarray) -> np.ndarray:
@@ -146,5 +155,8 @@ def preprocess_rgb(rgb: np.ndarray, profile: str, resize: str = "squash") -> np.
     img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
     if img.size != (INPUT_SIZE, INPUT_SIZE):
         img = img.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
-    bgr = np.asarray(img, dtype=np.float32)[:, :, ::-1]
-    return np.ascontiguousarray(bgr - CAFFE_MEAN_BGR, dtype=np.float32)
+    pixels = np.asarray(img)
+    out = np.empty((INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+    for c in range(3):  # channel by channel: BGR order, mean removed, no slow stride-3 loop
+        np.subtract(pixels[:, :, 2 - c], CAFFE_MEAN_BGR[c], out=out[:, :, c], dtype=np.float32)
+    return out
