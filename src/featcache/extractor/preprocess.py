@@ -127,7 +127,7 @@ def legacy_bilinear_resize(image: np.ndarray, height: int, width: int) -> np.nda
     right = img[:, x1].reshape(in_h, -1)
     rows = left + (right - left) * np.repeat(fx, channels)[None, :]
     top = rows[y0]
-    out = rows[y1]
+    out: np.ndarray = rows[y1]
     out -= top  # in place: fresh 600 kB temporaries cost more in page faults than arithmetic
     out *= fy[:, None]
     out += top
