@@ -161,8 +161,9 @@ def test_bad_config_and_weights_fail_before_work(
     tmp_path: Path, counting_network: type[CountingNetwork]
 ) -> None:
     write_images(tmp_path / "data", 2)
-    with pytest.raises(ConfigError, match="'batch_size' must be >= 1. Got 0"):
-        ExtractConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="'batch_size' must be >= 1 .or 0: auto.. Got -1"):
+        ExtractConfig(batch_size=-1)
+    assert ExtractConfig().batch_size == 64 and ExtractConfig(precision="bf16").batch_size == 128
     with pytest.raises(ConfigError, match="'layers'"):
         ExtractConfig(layers=("fc9",))
     (tmp_path / "w.npy").write_bytes(b"\x93NUMPY garbage")

@@ -218,3 +218,21 @@ def test_no_temporary_files_are_left(tmp_path: Path) -> None:
     names = [p.name for p in (tmp_path / "shards").rglob("*")]
     assert not [n for n in names if n.startswith(".tmp-")]
     assert time.time() - os.path.getmtime(tmp_path / "catalog.sqlite") < 60
+
+
+def test_file_digests_are_remembered_until_the_file_changes(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path / "s")
+    target = tmp_path / "w.bin"
+    target.write_bytes(b"one")
+    calls: list[Path] = []
+
+    def digest(path: Path) -> str:
+        calls.append(path)
+        return path.read_bytes().decode()
+
+    assert store.file_sha256(target, digest) == "one"
+    assert FeatureStore(tmp_path / "s").file_sha256(target, digest) == "one"  # another run
+    assert len(calls) == 1
+    target.write_bytes(b"two!")
+    assert store.file_sha256(target, digest) == "two!"
+    assert len(calls) == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -51,10 +53,15 @@ def reports_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except FeatcacheError as exc:
-            err.print(f"[red]error:[/red] {exc}", markup=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
             raise typer.Exit(EXIT_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _note(meta_note: str | None) -> None:
+    if meta_note:
+        out.print(f"[bold yellow]note:[/bold yellow] {escape(meta_note)}", markup=True)
 
 
 @contextmanager
@@ -104,7 +111,7 @@ def extract(
     split: str | None = typer.Option(None, help="Split for rows that have none (train, test)."),
     append: bool = typer.Option(False, help="Add rows to an existing dataset."),
     class_names: Path | None = typer.Option(None, help="ClassId,Name CSV (like signnames.csv)."),
-    batch_size: int = typer.Option(64, help="Images per network batch."),
+    batch_size: int = typer.Option(0, help="Images per batch; 0: 64 for float32, 128 for bf16."),
     dtype: str = typer.Option("float32", help="Storage dtype: float32 or float16."),
     precision: str = typer.Option("float32", help="Network precision: float32, bf16, fp16."),
     workers: int = typer.Option(2, help="Decoding threads (local) or actors (ray)."),
@@ -146,12 +153,8 @@ def extract(
             ray_address=ray_address,
         )
     for path, reason in report.failures:
-        err.print(
-            f"[yellow]skipped[/yellow] {reason}"
-            if path in reason
-            else f"[yellow]skipped[/yellow] {path}: {reason}",
-            markup=True,
-        )
+        text = reason if path in reason else f"{path}: {reason}"
+        err.print(f"[yellow]skipped[/yellow] {escape(text)}", markup=True)
     rate = f", {report.images_per_second:.1f} img/s in the network" if report.extracted else ""
     out.print(
         f"dataset '{name}': {report.total} images, {report.extracted} extracted, "
@@ -160,8 +163,7 @@ def extract(
         + f" in {report.seconds:.1f}s{rate}"
     )
     out.print(f"extractor {report.fingerprint[:12]} ({profile}, {precision}) → {store}")
-    if report.weights_note:
-        out.print(f"[bold yellow]note:[/bold yellow] {report.weights_note}", markup=True)
+    _note(report.weights_note)
     if report.failed:
         out.print(f"failed images are listed in {store / 'failures.csv'}")
     if profile_time:
@@ -225,8 +227,7 @@ def weights_info(path: Path = typer.Argument(..., help="A weights file.")) -> No
     out.print(f"{path}: {path.stat().st_size} bytes, sha256 {weights.sha256}")
     for name, (w, b) in weights.layers.items():
         out.print(f"  {name:<6} W {w.shape!s:<20} b {b.shape!s:<8} {w.nbytes + b.nbytes:>11} bytes")
-    if weights.demo_note:
-        out.print(f"[bold yellow]note:[/bold yellow] {weights.demo_note}", markup=True)
+    _note(weights.demo_note)
 
 
 @weights_app.command("demo")
@@ -320,11 +321,6 @@ def _param(text: str) -> tuple[str, Any]:
     except json.JSONDecodeError:
         value = raw  # a bare word: class_weight=balanced
     return key.strip(), value
-
-
-def _note(meta_note: str | None) -> None:
-    if meta_note:
-        out.print(f"[bold yellow]note:[/bold yellow] {meta_note}", markup=True)
 
 
 @app.command()
@@ -599,7 +595,18 @@ def main() -> None:
 
     if importlib.util.find_spec("tf_keras") is None:
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        # TensorFlow's interpreter teardown takes most of a second and does nothing we need:
+        # every store write is committed and closed by now. Ray, when loaded, needs its own
+        # shutdown hooks (they stop a local cluster), so it gets the normal exit.
+        if "tensorflow" in sys.modules and "ray" not in sys.modules:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        raise
 
 
 if __name__ == "__main__":

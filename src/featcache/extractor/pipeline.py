@@ -8,7 +8,9 @@ hashes: it never builds the network nor imports TensorFlow.
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +45,9 @@ class Network(Protocol):
 
 NetworkFactory = Callable[[Weights, ExtractorSpec], Network]
 ENGINES = ("local", "ray")
+#: Measured on the CPU (2 cores, AMX): bf16 gains 8% from 64 to 128, float32 nothing.
+AUTO_BATCH_SIZE = {"float32": 64, "bf16": 128, "fp16": 128}
+_PREFETCH = 4  # batches decoded ahead of the network (about 40 MB each per 64 images)
 Progress = Callable[[int, int], None]  # (images done, images to compute)
 
 
@@ -61,15 +66,17 @@ class ExtractConfig:
     resize: str = "squash"
     precision: str = "float32"
     layers: tuple[str, ...] = ("fc7",)
-    batch_size: int = 64
+    batch_size: int = 0  # 0: what suits the precision (AUTO_BATCH_SIZE)
     dtype: str = "float32"
     workers: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", check_layers(self.layers))
-        if self.batch_size < 1:
-            raise ConfigError(f"The 'batch_size' must be >= 1. Got {self.batch_size}.")
+        if self.batch_size < 0:
+            raise ConfigError(f"The 'batch_size' must be >= 1 (or 0: auto). Got {self.batch_size}.")
+        if self.batch_size == 0:
+            object.__setattr__(self, "batch_size", AUTO_BATCH_SIZE[self.precision])
         if self.workers < 1:
             raise ConfigError(f"The 'workers' must be >= 1. Got {self.workers}.")
         if self.dtype not in STORAGE_DTYPES:
@@ -214,7 +221,10 @@ def extract(
     else:
         if not Path(weights).is_file():
             read_weights(weights)  # raises the standard, helpful WeightsError
-        spec = config.spec(file_sha256(Path(weights)))
+        digest = (
+            file_sha256(Path(weights)) if store is None else store.file_sha256(weights, file_sha256)
+        )
+        spec = config.spec(digest)
     report.fingerprint = spec.fingerprint
     clock.add("weights_hash", t)
 
@@ -330,7 +340,8 @@ def _compute(
 ) -> None:
     """The local engine: decode on `pool`, compute here, write behind.
 
-    The network is built while the first batch decodes.
+    Up to `_PREFETCH` batches are decoded ahead, so the first ones are ready while
+    TensorFlow loads and the network is built, and decoding keeps out of the network's way.
     """
 
     collected: dict[str, list[np.ndarray]] = {layer: [] for layer in config.layers}
@@ -341,18 +352,19 @@ def _compute(
         ThreadPoolExecutor(1, thread_name_prefix="featcache-write") as writer,
     ):
         pending_write: Future[int] | None = None
-        batches = _batches(todo, config.batch_size)
-        next_decode: Future[tuple[list[str], np.ndarray, list[tuple[str, str]]]] | None
-        next_decode = prefetch.submit(_decode_batch, next(batches), config, pool)
+        decoding: deque[Future[tuple[list[str], np.ndarray, list[tuple[str, str]]]]] = deque(
+            prefetch.submit(_decode_batch, batch, config, pool)
+            for batch in itertools.islice(_batches(todo, config.batch_size), _PREFETCH)
+        )
+        remaining = _batches(todo[_PREFETCH * config.batch_size :], config.batch_size)
         network = make_network()
-        while next_decode is not None:
+        while decoding:
             t = time.perf_counter()
-            keys, inputs, failures = next_decode.result()
+            keys, inputs, failures = decoding.popleft().result()
             clock.add("decode_wait", t)
-            following = next(batches, None)
-            next_decode = (
-                prefetch.submit(_decode_batch, following, config, pool) if following else None
-            )
+            following = next(remaining, None)
+            if following is not None:
+                decoding.append(prefetch.submit(_decode_batch, following, config, pool))
             report.failures.extend(failures)
             if keys:
                 t = time.perf_counter()

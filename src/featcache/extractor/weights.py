@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,10 @@ def read_weights(path: str | Path) -> Weights:
         raise WeightsError(f"{path}: cannot read weights file ({exc})") from exc
     if not data:
         raise WeightsError(f"{path}: the weights file is empty")
-    obj = _unpickle_npy(data, path)
+    # hashlib releases the GIL on large buffers: hash in a thread while unpickling here.
+    with ThreadPoolExecutor(1) as hasher:
+        digest = hasher.submit(lambda: hashlib.sha256(data).hexdigest())
+        obj = _unpickle_npy(data, path)
     if not isinstance(obj, Mapping):
         raise WeightsError(
             f"{path}: holds a {type(obj).__name__}, expected a dict of layers {list(LAYER_SHAPES)}"
@@ -170,7 +174,7 @@ def read_weights(path: str | Path) -> Weights:
     return Weights(
         path=path,
         layers=layers,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=digest.result(),
         demo_note=str(note) if note is not None else None,
     )
 

@@ -46,6 +46,9 @@ CREATE INDEX IF NOT EXISTS dataset_rows_key ON dataset_rows(key);
 CREATE TABLE IF NOT EXISTS failures(
     id INTEGER PRIMARY KEY, dataset TEXT, path TEXT NOT NULL, reason TEXT NOT NULL,
     time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS file_digests(
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL, sha256 TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS heads(
     name TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL,
     meta TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY(name, version));
@@ -318,6 +321,24 @@ class Catalog:
         return self.query(
             "SELECT path, reason FROM failures WHERE dataset=? ORDER BY id", (dataset,)
         )
+
+    # -- file digests (weights files: hashing 244 MB on every run is measurable) -----------
+
+    def file_digest(self, path: str, size: int, mtime_ns: int, inode: int) -> str | None:
+        found = self.query(
+            "SELECT sha256 FROM file_digests WHERE path=? AND size=? AND mtime_ns=? AND inode=?",
+            (path, size, mtime_ns, inode),
+        )
+        return str(found[0][0]) if found else None
+
+    def remember_file_digest(
+        self, path: str, size: int, mtime_ns: int, inode: int, sha256: str
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO file_digests VALUES(?, ?, ?, ?, ?)",
+                (path, size, mtime_ns, inode, sha256),
+            )
 
     # -- heads ------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import csv
 import hashlib
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,20 @@ class FeatureStore:
         if spec is None:
             raise NotFoundError(f"{self.path}: no extractor with fingerprint {fingerprint}")
         return spec
+
+    def file_sha256(self, path: str | Path, compute: Callable[[Path], str]) -> str:
+        """The SHA-256 of a file, remembered by (path, size, mtime, inode) between runs.
+
+        `compute` hashes the file when it is new or changed since it was last seen.
+        """
+        path = Path(path).resolve()
+        st = path.stat()
+        known = self._catalog.file_digest(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        if known is not None:
+            return known
+        digest = compute(path)
+        self._catalog.remember_file_digest(str(path), st.st_size, st.st_mtime_ns, st.st_ino, digest)
+        return digest
 
     # -- vectors ----------------------------------------------------------------------------
 
