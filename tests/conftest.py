@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +70,29 @@ def counting_network() -> type[CountingNetwork]:
     CountingNetwork.calls = 0
     CountingNetwork.images = 0
     return CountingNetwork
+
+
+class Evil:
+    """A pickle payload that runs a shell command when unpickled: it touches `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def make_trained_store(root: Path, weights: Path, count: int) -> Path:
+    """Images in root/data (3 sign classes), extracted into root/store, head 'signs' trained."""
+    from featcache.classifier.train import train_head
+    from featcache.extractor.pipeline import extract
+    from featcache.store import FeatureStore
+
+    write_images(root / "data", count, classes=("stop", "yield", "priority"))
+    store = FeatureStore(root / "store")
+    extract(root / "data", weights, store, dataset="signs")
+    train_head(store, "signs", name="signs", params={"random_state": 0})
+    return root
 
 
 PYTHON = sys.executable

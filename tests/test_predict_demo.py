@@ -12,12 +12,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import write_images
-from featcache.classifier.train import train_head
+from conftest import make_trained_store
 from featcache.cli import app
 from featcache.demo import run_demo
 from featcache.errors import WeightsError
-from featcache.extractor.pipeline import extract
 from featcache.extractor.weights import write_demo_weights
 from featcache.predictor import Predictor
 from featcache.store import FeatureStore
@@ -27,12 +25,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, weights_path: Path) -> Path:
-    root = tmp_path_factory.mktemp("predict")
-    write_images(root / "data", 24, classes=("stop", "yield", "priority"))
-    store = FeatureStore(root / "store")
-    extract(root / "data", weights_path, store, dataset="signs")
-    train_head(store, "signs", name="signs", params={"random_state": 0})
-    return root
+    return make_trained_store(tmp_path_factory.mktemp("predict"), weights_path, 24)
 
 
 def test_cached_predictions_need_no_tensorflow(trained: Path) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import write_images
+from conftest import Evil, write_images
 from featcache.data import open_source, read_class_names
 from featcache.data.source import array_key
 from featcache.errors import DataError, ImageError, UnsafePickleError
@@ -94,16 +93,12 @@ def test_train_p_pickle_read_safely(tmp_path: Path) -> None:
     assert source.items[0].path.endswith("train.p#0")
 
 
-class Evil:
-    def __reduce__(self) -> tuple[object, ...]:
-        return (os.system, ("echo pwned",))
-
-
 def test_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
     with open(tmp_path / "train.p", "wb") as f:
-        pickle.dump({"features": Evil(), "labels": [0]}, f)
+        pickle.dump({"features": Evil(tmp_path / "pwned"), "labels": [0]}, f)
     with pytest.raises(UnsafePickleError, match=r"train\.p: refused to load '(posix|os)\.system'"):
         open_source(tmp_path / "train.p")
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_pickle_with_wrong_arrays(tmp_path: Path) -> None:

@@ -19,10 +19,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import write_images
+from conftest import make_trained_store
 from featcache.classifier.train import train_head
 from featcache.cli import app as cli_app
-from featcache.extractor.pipeline import extract
 from featcache.service import ServiceConfig, create_app
 from featcache.store import FeatureStore
 
@@ -31,12 +30,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, weights_path: Path) -> Path:
-    root = tmp_path_factory.mktemp("service")
-    write_images(root / "data", 12, classes=("stop", "yield", "priority"))
-    store = FeatureStore(root / "store")
-    extract(root / "data", weights_path, store, dataset="signs")
-    train_head(store, "signs", name="signs", params={"random_state": 0})
-    return root
+    return make_trained_store(tmp_path_factory.mktemp("service"), weights_path, 12)
 
 
 def png(seed: int, size: int = 32) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import Evil
 from featcache.classifier.evaluate import evaluate_head, report_values, write_report
 from featcache.classifier.persist import load_head
 from featcache.classifier.splits import effective_splits, key_fraction
@@ -138,14 +138,6 @@ def test_head_refuses_vectors_of_another_extractor(tmp_path: Path) -> None:
     other.add_dataset("other", [DatasetRow("k", "x.png", 0)], ["class 0"])
     with pytest.raises(NotFoundError, match="no 'fc7' vector for extractor aaaaaaaaaaaa"):
         evaluate_head(other, "h", "other", split=None)
-
-
-class Evil:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_tampered_head_file_is_refused_before_unpickling(tmp_path: Path) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from conftest import Evil
 from featcache.errors import UnsafePickleError, WeightsError
 from featcache.extractor.weights import (
     DEMO_MARKER,
@@ -32,14 +32,6 @@ def small_layers(**overrides: Any) -> dict[str, Any]:
 def save_obj(path: Path, obj: Any) -> Path:
     np.save(path, np.array(obj, dtype=object), allow_pickle=True)
     return path
-
-
-class Evil:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_lists_layout_loads_as_float32_with_checked_shapes(weights_path: Path) -> None:

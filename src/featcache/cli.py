@@ -524,6 +524,11 @@ def demo(
     for p in result.predictions:
         ranked = ", ".join(f"{x.label}: {x.probability:.3f}" for x in p.predictions)
         out.print(f"  {p.path} → {ranked}")
+    out.print(f"next: featcache predict --store {result.store} --head digits-softmax IMAGE...")
+    out.print(
+        f"      featcache serve --store {result.store} --head digits-softmax "
+        f"--weights {result.weights}"
+    )
     out.print(
         "[bold yellow]note:[/bold yellow] these features come from seeded RANDOM weights, "
         "NOT ImageNet-trained AlexNet; with the real bvlc_alexnet.npy "
