@@ -236,3 +236,13 @@ def test_file_digests_are_remembered_until_the_file_changes(tmp_path: Path) -> N
     target.write_bytes(b"two!")
     assert store.file_sha256(target, digest) == "two!"
     assert len(calls) == 2
+
+
+def test_append_accepts_a_source_lacking_the_last_classes(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path)
+    store.add_dataset("d", [DatasetRow("k1", "a", 0)], ["0", "1"])
+    store.add_dataset("d", [DatasetRow("k2", "b", 2)], ["0", "1", "2"], append=True)
+    store.add_dataset("d", [DatasetRow("k3", "c", 0)], ["0"], append=True)
+    assert store.dataset("d") == (["0", "1", "2"], "", 3)
+    with pytest.raises(StoreError, match="cannot append rows with classes"):
+        store.add_dataset("d", [DatasetRow("k4", "d", 0)], ["cat", "dog"], append=True)

@@ -240,13 +240,14 @@ class Catalog:
             found = db.execute("SELECT class_names FROM datasets WHERE name=?", (name,)).fetchone()
             start = 0
             if found is not None and append:
-                old = json.loads(found[0])
-                if old and class_names and list(old) != list(class_names):
+                old, new = list(json.loads(found[0])), list(class_names)
+                shorter, longer = sorted((old, new), key=len)
+                if longer[: len(shorter)] != shorter:  # a file may lack the last classes
                     raise StoreError(
-                        f"dataset '{name}': cannot append rows with classes {list(class_names)[:5]}"
-                        f"... to a dataset with classes {old[:5]}...; use another --dataset name"
+                        f"dataset '{name}': cannot append rows with classes {new[:5]}... to a "
+                        f"dataset with classes {old[:5]}...; use another --dataset name"
                     )
-                class_names = class_names or old
+                class_names = longer
                 start = db.execute(
                     "SELECT COALESCE(MAX(idx) + 1, 0) FROM dataset_rows WHERE dataset=?", (name,)
                 ).fetchone()[0]
