@@ -1,0 +1,60 @@
+"""The ``featcache`` command: parse, call the library, print. Nothing else happens here.
+
+Exit codes: 0 success; 1 an error (the message names the file, row or field); 2 bad usage;
+3 finished, but ``--strict`` saw failed images, ``predict`` could not answer an image, or
+``store verify`` found problems.
+
+One module per group of commands; this one assembles them into the ``featcache`` app.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from featcache.cli.demo import demo
+from featcache.cli.extraction import export, extract
+from featcache.cli.heads import evaluate, heads_app, predict, train
+from featcache.cli.serve import serve
+from featcache.cli.store import store_app
+from featcache.cli.weights import weights_app
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Extract frozen AlexNet features once, cache them by image content, train heads fast.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for command in (extract, export, train, evaluate, predict, serve, demo):
+    app.command()(command)
+app.add_typer(weights_app, name="weights")
+app.add_typer(store_app, name="store")
+app.add_typer(heads_app, name="heads")
+
+
+def main() -> None:
+    """Entry point of the ``featcache`` script."""
+    # TensorFlow imports all of Keras 3 at start-up (about 2 s here) unless it is told to use
+    # legacy Keras; with tf_keras absent it then loads no Keras at all. featcache never uses
+    # tf.keras, and this process is ours, so the command line starts that way. The library
+    # (notebooks, embedding apps) leaves the environment alone.
+    import importlib.util
+
+    if importlib.util.find_spec("tf_keras") is None:
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        # TensorFlow's interpreter teardown takes most of a second and does nothing we need:
+        # every store write is committed and closed by now. Ray, when loaded, needs its own
+        # shutdown hooks (they stop a local cluster), so it gets the normal exit.
+        if "tensorflow" in sys.modules and "ray" not in sys.modules:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        raise

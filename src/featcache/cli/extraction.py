@@ -1,0 +1,107 @@
+"""Extraction commands: ``extract`` (images → store) and ``export`` (store → files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from featcache.cli._shared import EXIT_STRICT, err, note, out, progress_bar, reports_errors
+
+
+def _layers(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+# -- extract ---------------------------------------------------------------------------------
+
+
+@reports_errors
+def extract(
+    data: Path = typer.Argument(..., help="Image folder, CSV manifest, train.p pickle or .npz."),
+    store: Path = typer.Option(..., "--store", help="Feature store directory (created if new)."),
+    weights: Path = typer.Option(..., "--weights", help="bvlc_alexnet.npy (or demo weights)."),
+    profile: str = typer.Option("caffe", help="caffe (deploy.prototxt) or udacity (the lab)."),
+    resize: str = typer.Option("squash", help="squash (whole image) or crop (centre square)."),
+    layers: str = typer.Option("fc7", help="Comma-separated: pool5,fc6,fc7,fc8,prob."),
+    dataset: str | None = typer.Option(None, help="Dataset name [default: the data's name]."),
+    split: str | None = typer.Option(None, help="Split for rows that have none (train, test)."),
+    append: bool = typer.Option(False, help="Add rows to an existing dataset."),
+    class_names: Path | None = typer.Option(None, help="ClassId,Name CSV (like signnames.csv)."),
+    batch_size: int = typer.Option(0, help="Images per batch; 0: 64 for float32, 128 for bf16."),
+    dtype: str = typer.Option("float32", help="Storage dtype: float32 or float16."),
+    precision: str = typer.Option("float32", help="Network precision: float32, bf16, fp16."),
+    workers: int = typer.Option(2, help="Decoding threads (local) or actors (ray)."),
+    engine: str = typer.Option("local", help="local, or ray (pip install 'featcache[ray]')."),
+    ray_address: str | None = typer.Option(
+        None, help="Ray cluster: auto or ray://HOST:PORT [default: start a local one]."
+    ),
+    max_pixels: int = typer.Option(50_000_000, help="Refuse larger images (decompression bombs)."),
+    strict: bool = typer.Option(False, help="Exit 3 if any image failed."),
+    profile_time: bool = typer.Option(False, help="Print where the time went."),
+) -> None:
+    """Run the frozen network over DATA once; cached images cost only hashing."""
+    from featcache.extractor.pipeline import ExtractConfig
+    from featcache.extractor.pipeline import extract as run_extract
+
+    config = ExtractConfig(
+        profile=profile,
+        resize=resize,
+        precision=precision,
+        layers=_layers(layers),
+        batch_size=batch_size,
+        dtype=dtype,
+        workers=workers,
+        max_pixels=max_pixels,
+    )
+    name = dataset or data.stem
+    with progress_bar("extracting") as update:
+        report = run_extract(
+            data,
+            weights,
+            store,
+            config=config,
+            class_names_file=class_names,
+            dataset=name,
+            split=split,
+            append=append,
+            progress=update,
+            engine=engine,
+            ray_address=ray_address,
+        )
+    for path, reason in report.failures:
+        text = reason if path in reason else f"{path}: {reason}"
+        err.print(f"[yellow]skipped[/yellow] {escape(text)}", markup=True)
+    rate = f", {report.images_per_second:.1f} img/s in the network" if report.extracted else ""
+    out.print(
+        f"dataset '{name}': {report.total} images, {report.extracted} extracted, "
+        f"{report.cached} already cached, {report.failed} failed"
+        + (f", {report.duplicates} duplicate(s)" if report.duplicates else "")
+        + f" in {report.seconds:.1f}s{rate}"
+    )
+    out.print(f"extractor {report.fingerprint[:12]} ({profile}, {precision}) → {store}")
+    note(report.weights_note)
+    if report.failed:
+        out.print(f"failed images are listed in {store / 'failures.csv'}")
+    if profile_time:
+        for stage, seconds in sorted(report.timings.items(), key=lambda kv: -kv[1]):
+            out.print(f"  {stage:<14} {seconds:8.3f}s")
+    if strict and report.failed:
+        raise typer.Exit(EXIT_STRICT)
+
+
+@reports_errors
+def export(
+    store: Path = typer.Option(..., "--store", help="Feature store directory."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
+    out_path: Path = typer.Option(..., "--out", help="FILE.npz or FILE.parquet."),
+    layer: str = typer.Option("fc7", help="Layer to export."),
+    fingerprint: str | None = typer.Option(None, help="Extractor, if the dataset has several."),
+) -> None:
+    """Write a dataset's keys, paths, labels, splits and vectors to .npz or Parquet."""
+    from featcache.store import FeatureStore, export_vectors
+
+    with FeatureStore(store, create=False) as fs:
+        path = export_vectors(fs, dataset, out_path, layer=layer, fingerprint=fingerprint)
+    out.print(f"wrote {path}")

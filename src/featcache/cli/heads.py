@@ -1,0 +1,189 @@
+"""Head commands: ``train``, ``evaluate``, ``predict`` and ``heads list|show|delete``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from featcache.cli._shared import EXIT_STRICT, note, out, reports_errors
+
+heads_app = typer.Typer(help="List, show and delete heads in a store.", no_args_is_help=True)
+
+
+def _param(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise typer.BadParameter(f"expected key=value, got {text!r}", param_hint="--param")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # a bare word: class_weight=balanced
+    return key.strip(), value
+
+
+@reports_errors
+def train(
+    store: Path = typer.Option(..., "--store", help="Feature store directory."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
+    layer: str = typer.Option("fc7", help="Which stored layer to train on."),
+    head: str = typer.Option("softmax", help="softmax (fast, ours) or logreg (scikit-learn)."),
+    param: list[str] = typer.Option([], help="Head parameter key=value, repeatable."),
+    val_fraction: float = typer.Option(0.2, help="Held out by key hash if there is no val split."),
+    name: str | None = typer.Option(None, help="Head name [default: DATASET-HEAD]."),
+    fingerprint: str | None = typer.Option(None, help="Extractor, if the dataset has several."),
+) -> None:
+    """Fit a head on cached vectors (no TensorFlow), evaluate it, register a new version."""
+    from featcache.classifier.train import train_head
+    from featcache.store import FeatureStore
+
+    params = dict(_param(p) for p in param)
+    with FeatureStore(store, create=False) as fs:
+        result = train_head(
+            fs,
+            dataset,
+            layer=layer,
+            head=head,
+            params=params,
+            val_fraction=val_fraction,
+            name=name,
+            fingerprint=fingerprint,
+        )
+    record, metrics = result.record, result.metrics
+    out.print(
+        f"head '{record.name}' v{record.version} ({head}) on {metrics['n_train']} vectors "
+        f"of '{dataset}' [{layer}]: fit {result.timings['fit']:.2f}s, "
+        f"read {result.timings['read_vectors']:.2f}s"
+    )
+    out.print(f"  train accuracy {metrics['train_accuracy']:.4f}")
+    if metrics["n_val"]:
+        out.print(
+            f"  held-out ({metrics['n_val']} rows): accuracy {metrics['val_accuracy']:.4f}, "
+            f"top-5 {metrics['val_top5_accuracy']:.4f}"
+        )
+    else:
+        out.print("  no held-out rows (val_fraction 0 and no val split)")
+    note(record.meta.get("weights_note"))
+
+
+@reports_errors
+def evaluate(
+    store: Path = typer.Option(..., "--store", help="Feature store directory."),
+    head: str = typer.Option(..., "--head", help="Head name."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
+    split: str = typer.Option("test", help="Split to evaluate on (train, val, test, all)."),
+    version: int | None = typer.Option(None, help="Head version [default: newest]."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Report folder [default: in store]."),
+) -> None:
+    """Accuracy, top-5, per-class P/R/F1 (CSV), confusion matrix (PNG, CSV), JSON summary."""
+    from featcache.classifier.evaluate import evaluate_head, write_report
+    from featcache.store import FeatureStore
+
+    with FeatureStore(store, create=False) as fs:
+        evaluation = evaluate_head(
+            fs, head, dataset, split=None if split == "all" else split, version=version
+        )
+    summary = evaluation.summary
+    folder = out_dir or store / "reports" / f"{head}-v{summary['version']}-{dataset}-{split}"
+    paths = write_report(evaluation, folder)
+    topk = next(k for k in summary if k.startswith("top"))
+    out.print(
+        f"head '{head}' v{summary['version']} on '{dataset}' [{split}], {summary['n']} images: "
+        f"accuracy {summary['accuracy']:.4f}, {topk.replace('_', ' ')} {summary[topk]:.4f}, "
+        f"macro F1 {summary['macro_f1']:.4f}"
+    )
+    for pair in summary["most_confused"][:5]:
+        out.print(f"  {pair['true']} → {pair['predicted']}: {pair['count']}")
+    out.print(f"report: {', '.join(str(p) for p in paths)}")
+    note(summary.get("weights_note"))
+
+
+@reports_errors
+def predict(
+    images: list[Path] = typer.Argument(..., help="Image files or folders."),
+    store: Path = typer.Option(..., "--store", help="Feature store directory."),
+    head: str = typer.Option(..., "--head", help="Head name."),
+    top_k: int = typer.Option(5, help="How many classes per image."),
+    weights: Path | None = typer.Option(None, help="Weights, to extract images not in the store."),
+    version: int | None = typer.Option(None, help="Head version [default: newest]."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Top-k classes per image: cached images need no TensorFlow; new ones are extracted."""
+    from featcache.predictor import Predictor
+    from featcache.store import FeatureStore
+
+    with FeatureStore(store, create=False) as fs:
+        predictor = Predictor(fs, head, weights=weights, version=version, top_k=top_k)
+        results = predictor.predict_paths(images)
+        weights_note = predictor.head.meta.get("weights_note")
+    for i, result in enumerate(results):
+        if as_json:
+            out.print_json(json.dumps(result.as_dict()), indent=None)
+            continue
+        if result.error is not None:
+            out.print(f"Image {i}: {result.path}\n  error: {result.error}\n")
+            continue
+        source = "cached" if result.cached else "extracted"
+        out.print(f"Image {i}: {result.path} ({source})")
+        for p in result.predictions:
+            out.print(f"{p.label}: {p.probability:.3f}")
+        out.print()
+    if not as_json:
+        note(weights_note)
+    if any(r.error for r in results):
+        raise typer.Exit(EXIT_STRICT)
+
+
+@heads_app.command("list")
+@reports_errors
+def heads_list(store: Path = typer.Argument(..., help="Feature store directory.")) -> None:
+    """Every head version with its dataset, extractor and held-out accuracy."""
+    from featcache.store import FeatureStore
+
+    with FeatureStore(store, create=False) as fs:
+        records = fs.heads()
+    for r in records:
+        acc = r.meta.get("metrics", {}).get("val_accuracy")
+        score = f"val accuracy {acc:.4f}" if acc is not None else "no held-out score"
+        out.print(
+            f"{r.name} v{r.version}: {r.meta.get('head')} on '{r.meta.get('dataset')}' "
+            f"[{r.meta.get('layer')}, extractor {str(r.meta.get('fingerprint'))[:12]}], {score}"
+        )
+    if not records:
+        out.print("no heads")
+
+
+@heads_app.command("show")
+@reports_errors
+def heads_show(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    name: str = typer.Argument(..., help="Head name."),
+    version: int | None = typer.Option(None, help="Version [default: newest]."),
+) -> None:
+    """A head's full metadata as JSON."""
+    from featcache.store import FeatureStore
+
+    with FeatureStore(store, create=False) as fs:
+        r = fs.head(name, version)
+    out.print_json(
+        json.dumps(
+            {"name": r.name, "version": r.version, "file": r.file, "sha256": r.sha256, **r.meta}
+        )
+    )
+
+
+@heads_app.command("delete")
+@reports_errors
+def heads_delete(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    name: str = typer.Argument(..., help="Head name."),
+    version: int | None = typer.Option(None, help="Only this version [default: all]."),
+) -> None:
+    """Delete a head (every version, or one)."""
+    from featcache.store import FeatureStore
+
+    with FeatureStore(store, create=False) as fs:
+        count = fs.delete_head(name, version)
+    out.print(f"deleted {count} version(s) of head '{name}'")
