@@ -66,7 +66,7 @@ class Catalog:
             self._db = sqlite3.connect(
                 path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal(timeout)
             self._db.execute("PRAGMA synchronous=NORMAL")
             with self.transaction() as db:
                 # statement by statement: executescript() would commit the open transaction
@@ -81,6 +81,19 @@ class Catalog:
                     )
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a usable featcache catalog ({exc})") from exc
+
+    def _enable_wal(self, timeout: float) -> None:
+        # Switching a new database to WAL takes an exclusive lock, and SQLite does not wait
+        # for it through the busy handler: two processes creating one store at once must retry.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def close(self) -> None:
         with self._lock:
