@@ -44,7 +44,7 @@ def demo(
     )
     out.print(
         "[bold yellow]note:[/bold yellow] these features come from seeded RANDOM weights, "
-        "NOT ImageNet-trained AlexNet; with the real bvlc_alexnet.npy "
-        "(featcache weights fetch) the same commands give real transfer-learning results.",
+        "NOT ImageNet-trained AlexNet. Run the same commands with the real bvlc_alexnet.npy "
+        "(featcache weights fetch) for ImageNet features.",
         markup=True,
     )
