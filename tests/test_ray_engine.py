@@ -92,3 +92,20 @@ def test_without_ray_says_how_to_install(
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(DependencyError, match=r'pip install "featcache\[ray\]"'):
         extract(images, weights_path, FeatureStore(tmp_path / "s"), engine="ray")
+
+
+def test_ray_reads_the_parquet_export(
+    cluster: None, images: Path, weights_path: Path, tmp_path: Path
+) -> None:
+    import ray
+
+    from featcache.store import export_vectors
+
+    store = FeatureStore(tmp_path / "st")
+    extract(images, weights_path, store, dataset="d", engine="ray", config=ExtractConfig(workers=2))
+    path = export_vectors(store, "d", tmp_path / "d.parquet")
+    rows = ray.data.read_parquet(str(path)).take_all()
+    assert len(rows) == 19
+    by_key = {r["key"]: np.asarray(r["features"]) for r in rows}
+    data = store.vectors("d")
+    np.testing.assert_array_equal(by_key[data.keys[0]], data.X[0])
