@@ -100,17 +100,28 @@ def _status_of(exc: FeatcacheError) -> tuple[int, str]:
     return 400, "bad_request"
 
 
-def _decode_errors(
-    items: list[ImageItem], max_pixels: int = DEFAULT_MAX_PIXELS
-) -> list[str | None]:
-    errors: list[str | None] = []
-    for item in items:
+@dataclass
+class _Upload:
+    """One file of a request: its image, or the answer (and HTTP status) it already has."""
+
+    item: ImageItem
+    result: ImageResult | None = None
+    status: int = 200
+
+    def fail(self, status: int, error: str) -> None:
+        self.result = ImageResult(self.item.path, None, error=error)
+        self.status = status
+
+
+def _check_decodes(uploads: list[_Upload], max_pixels: int) -> None:
+    """Decode unseen uploads (no TensorFlow) so a broken file is told from a good one."""
+    for upload in uploads:
         try:
-            item.rgb(max_pixels=max_pixels)
-            errors.append(None)
+            upload.item.rgb(max_pixels=max_pixels)
+        except ImageTooLargeError as exc:
+            upload.fail(413, str(exc))
         except ImageError as exc:
-            errors.append(str(exc))
-    return errors
+            upload.fail(422, str(exc))
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
@@ -214,61 +225,46 @@ def create_app(config: ServiceConfig) -> FastAPI:
     ) -> JSONResponse:
         if len(files) > config.max_files:
             raise ApiError(413, "too_many_files", f"{len(files)} files; at most {config.max_files}")
-        items: list[ImageItem | None] = []
-        results: list[ImageResult | None] = []
-        for i, upload in enumerate(files):
-            name = upload.filename or f"file {i}"
-            data = await upload.read(config.max_upload_bytes + 1)
+        uploads = []
+        for i, file in enumerate(files):
+            name = file.filename or f"file {i}"
+            data = await file.read(config.max_upload_bytes + 1)
+            upload = _Upload(ImageItem(name, data=data))
             if len(data) > config.max_upload_bytes:
-                results.append(
-                    ImageResult(
-                        name, None, error=f"{name}: larger than {config.max_upload_bytes} bytes"
-                    )
-                )
-                items.append(None)
+                upload.fail(413, f"{name}: larger than {config.max_upload_bytes} bytes")
             elif not data:
-                results.append(ImageResult(name, None, error=f"{name}: empty file"))
-                items.append(None)
-            else:
-                results.append(None)
-                items.append(ImageItem(name, data=data))
-        todo = [(i, item) for i, item in enumerate(items) if item is not None]
-        keys = await run_in_threadpool(lambda: [item.key() for _, item in todo])
-        cached = await run_in_threadpool(predictor.predict_keys, keys)
-        unseen = [(i, item) for (i, item), hit in zip(todo, cached, strict=True) if hit.error]
-        for (i, item), hit in zip(todo, cached, strict=True):
+                upload.fail(422, f"{name}: empty file")
+            uploads.append(upload)
+        todo = [u for u in uploads if u.result is None]
+        keys = await run_in_threadpool(lambda: [u.item.key() for u in todo])
+        for upload, hit in zip(
+            todo, await run_in_threadpool(predictor.predict_keys, keys), strict=True
+        ):
             if hit.error is None:
-                hit.path = item.path
-                results[i] = hit
+                hit.path = upload.item.path
+                upload.result = hit
+        unseen = [u for u in todo if u.result is None]
         metrics.inc("featcache_cache_hits_total", len(todo) - len(unseen))
+        metrics.inc("featcache_cache_misses_total", len(unseen))
+        await run_in_threadpool(_check_decodes, unseen, config.max_pixels)
+        unseen = [u for u in unseen if u.result is None]
+        if unseen and not predictor.can_extract:
+            raise ApiError(
+                409,
+                "not_cached",
+                f"{len(unseen)} image(s) are not in the store (e.g. {unseen[0].item.path}) "
+                "and this server was started without --weights, so it cannot extract them",
+            )
         if unseen:
-            metrics.inc("featcache_cache_misses_total", len(unseen))
-            if not predictor.can_extract:
-                # Tell a broken file from a good one we cannot extract: decode them (no TF).
-                errors = await run_in_threadpool(
-                    _decode_errors, [item for _, item in unseen], config.max_pixels
-                )
-                for (i, item), error in zip(unseen, errors, strict=True):
-                    if error is not None:
-                        results[i] = ImageResult(item.path, item.key(), error=error)
-                unseen = [u for u, error in zip(unseen, errors, strict=True) if error is None]
-            if unseen and not predictor.can_extract:
-                raise ApiError(
-                    409,
-                    "not_cached",
-                    f"{len(unseen)} image(s) are not in the store (e.g. {unseen[0][1].path}) "
-                    "and this server was started without --weights, so it cannot extract them",
-                )
-            if unseen:
-                extracted = await batcher.submit([item for _, item in unseen])
-                for (i, _), result in zip(unseen, extracted, strict=True):
-                    results[i] = result
-        answers = [r.as_dict() for r in results if r is not None]
-        if all(a.get("error") for a in answers):
-            first = next(r for r in results if r is not None and r.error)
-            too_big = "larger than" in (first.error or "") or "exceeds" in (first.error or "")
-            status = 413 if too_big else 422
-            return _error(status, "bad_image", first.error, results=answers)
+            extracted = await batcher.submit([u.item for u in unseen])
+            for upload, result in zip(unseen, extracted, strict=True):
+                upload.result = result
+                upload.status = 422 if result.error else 200
+        answers = [u.result.as_dict() for u in uploads if u.result is not None]
+        if all(u.status != 200 for u in uploads):
+            first = uploads[0]
+            detail = first.result.error if first.result is not None else "bad image"
+            return _error(first.status, "bad_image", detail, results=answers)
         return JSONResponse({"results": answers})
 
     @app.get("/v1/heads", summary="Heads in the store and the one being served")
