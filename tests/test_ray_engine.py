@@ -13,6 +13,7 @@ from conftest import write_images
 from featcache.errors import DependencyError
 from featcache.extractor.pipeline import ExtractConfig, extract
 from featcache.store import FeatureStore
+from featcache.store.shards import ShardFiles
 
 pytestmark = [
     pytest.mark.slow,
@@ -70,7 +71,7 @@ def test_ray_resumes_after_an_interrupted_run(
         _as_folder(tmp_path / "part", first), weights_path, store, config=config, engine="ray"
     )
     assert partial.extracted == 6
-    store.write_shard(partial.fingerprint, "fc7", np.ones((2, 4096), np.float32))
+    ShardFiles(store.path / "shards").write(partial.fingerprint, "fc7", np.ones((2, 4096)))
     resumed = extract(images, weights_path, store, config=config, dataset="d", engine="ray")
     assert (resumed.cached, resumed.extracted, resumed.failed) == (6, 13, 1)
     assert not store.verify().ok  # the orphan is reported until gc

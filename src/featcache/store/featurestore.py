@@ -66,20 +66,6 @@ class LabelledVectors:
     def __iter__(self) -> Iterator[Any]:
         return iter((self.keys, self.X, self.y))
 
-    def subset(self, mask: np.ndarray) -> LabelledVectors:
-        """The rows where `mask` is true."""
-        idx = np.flatnonzero(mask)
-        return LabelledVectors(
-            [self.keys[i] for i in idx],
-            self.X[idx],
-            self.y[idx],
-            [self.paths[i] for i in idx],
-            [self.splits[i] for i in idx],
-            self.class_names,
-            self.fingerprint,
-            self.layer,
-        )
-
 
 @dataclass(frozen=True)
 class HeadRecord:
@@ -207,14 +193,10 @@ class FeatureStore:
             added += self.register_shard(name, fingerprint, layer, keys)
         return added
 
-    def write_shard(self, fingerprint: str, layer: str, matrix: np.ndarray) -> str:
-        """Write a shard durably without registering it; return its name (for remote workers,
-        whose driver registers it with `register_shard`)."""
-        return self._shards.write(fingerprint, layer, matrix)
-
     def register_shard(self, name: str, fingerprint: str, layer: str, keys: Sequence[str]) -> int:
-        """Register a written shard whose row i is the vector of ``keys[i]``; return how many
-        keys were new. A shard that adds nothing is deleted."""
+        """Register a shard written under ``shards/`` (by `put_batch`, or by a Ray worker)
+        whose row i is the vector of ``keys[i]``; return how many keys were new. A shard that
+        adds nothing is deleted."""
         matrix = self._shards.open(name)
         if matrix.shape[0] != len(keys):
             raise StoreError(
