@@ -83,7 +83,9 @@ def test_dataset_vectors_in_order_with_labels(tmp_path: Path) -> None:
     assert data.fingerprint == FP
     store.add_dataset("d", [DatasetRow("k003", "d.png", 0)], append=True)
     assert store.vectors("d").keys[-1] == "k003"
-    assert store.dataset("d") == (["cat", "dog"], "", 4)
+    info = store.dataset("d")
+    assert (info.class_names, info.source, info.rows) == (["cat", "dog"], "", 4)
+    assert info.splits == {"train": 2, "test": 1, "": 1}
 
 
 def test_dataset_with_missing_vectors_names_an_image(tmp_path: Path) -> None:
@@ -129,7 +131,8 @@ def test_verify_finds_corrupt_and_orphan_shards_and_gc_cleans(tmp_path: Path) ->
     survivor.write_bytes(survivor.read_bytes()[:100])
     fresh = FeatureStore(tmp_path)
     report = fresh.verify()
-    assert not report.ok and "missing or unreadable" in report.problems[0]
+    assert not report.ok and "truncated" in report.problems[0]
+    assert report.damaged == [survivor.relative_to(tmp_path / "shards").as_posix()]
 
 
 def _writer(path: str, offset: int, n: int) -> None:
@@ -243,6 +246,6 @@ def test_append_accepts_a_source_lacking_the_last_classes(tmp_path: Path) -> Non
     store.add_dataset("d", [DatasetRow("k1", "a", 0)], ["0", "1"])
     store.add_dataset("d", [DatasetRow("k2", "b", 2)], ["0", "1", "2"], append=True)
     store.add_dataset("d", [DatasetRow("k3", "c", 0)], ["0"], append=True)
-    assert store.dataset("d") == (["0", "1", "2"], "", 3)
-    with pytest.raises(StoreError, match="cannot append rows with classes"):
+    assert (store.dataset("d").class_names, store.dataset("d").rows) == (["0", "1", "2"], 3)
+    with pytest.raises(StoreError, match="cannot add rows with classes"):
         store.add_dataset("d", [DatasetRow("k4", "d", 0)], ["cat", "dog"], append=True)

@@ -5,12 +5,13 @@ An interrupted or bad download leaves nothing at the destination.
 
 from __future__ import annotations
 
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
+from featcache._io import atomic_write
 from featcache.errors import WeightsError
 from featcache.extractor.weights import Weights, read_weights
 
@@ -40,36 +41,38 @@ def fetch_weights(
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
     try:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                done = 0
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
-                out.flush()
-                os.fsync(out.fileno())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise WeightsError(
-                f"{url}: download failed ({exc}); nothing written to {dest}"
-            ) from exc
-        if total is not None and done != total:
-            raise WeightsError(
-                f"{url}: download cut short at {done} of {total} bytes; nothing written to {dest}"
-            )
-        try:
-            weights = read_weights(tmp)
-        except WeightsError as exc:
-            raise WeightsError(
-                f"{url}: the download is not a usable weights file: {exc}; "
-                f"nothing written to {dest}"
-            ) from exc
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+        with atomic_write(dest) as out:
+            weights = _download(url, dest, out, timeout, progress)
+    except OSError as exc:
+        raise WeightsError(f"{dest}: cannot write the download ({exc})") from exc
     return Weights(dest, weights.layers, weights.sha256, weights.demo_note)
+
+
+def _download(
+    url: str, dest: Path, out: BinaryIO, timeout: float, progress: ProgressCallback | None
+) -> Weights:
+    """Stream `url` into `out` (a temporary file) and check it is a weights file."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            done = 0
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+            out.flush()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise WeightsError(f"{url}: download failed ({exc}); nothing written to {dest}") from exc
+    if total is not None and done != total:
+        raise WeightsError(
+            f"{url}: download cut short at {done} of {total} bytes; nothing written to {dest}"
+        )
+    try:
+        return read_weights(out.name)
+    except WeightsError as exc:
+        raise WeightsError(
+            f"{url}: the download is not a usable weights file: {exc}; nothing written to {dest}"
+        ) from exc

@@ -27,7 +27,7 @@ from featcache.extractor.fingerprint import ExtractorSpec
 
 if TYPE_CHECKING:  # the pipeline imports this module lazily; no cycle at run time
     from featcache.extractor.pipeline import ExtractConfig, ExtractReport, _Clock
-    from featcache.store.featurestore import FeatureStore
+    from featcache.store import FeatureStore, ShardInfo
 
 __all__ = ["compute_on_ray", "require_ray"]
 
@@ -81,13 +81,13 @@ class _ExtractActor:
         from featcache.extractor._tf import import_tensorflow
         from featcache.extractor.pipeline import build_alexnet
         from featcache.extractor.weights import read_weights
-        from featcache.store.shards import ShardFiles
+        from featcache.store import ShardFiles
 
         import_tensorflow(threads)  # one actor per CPU share: TensorFlow's pools to that share
         self.spec = ExtractorSpec(**spec)
         loaded = read_weights(weights)
         self.network = build_alexnet(loaded, self.spec)
-        self.shards = ShardFiles(Path(store) / "shards")
+        self.shards = ShardFiles.in_store(store)
         self.options = options
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -116,16 +116,18 @@ class _ExtractActor:
             "path": batch["path"],
             "error": np.array(errors, dtype=object),
         }
-        names: dict[str, str] = {}
+        written: dict[str, ShardInfo] = {}
         if good:
             vectors = self.network.forward(np.stack(inputs), opts["layers"])
             for layer in opts["layers"]:
                 matrix = vectors[layer].astype(opts["dtype"], copy=False)
-                names[layer] = self.shards.write(self.spec.fingerprint, layer, matrix)
+                written[layer] = self.shards.write(self.spec.fingerprint, layer, matrix)
             rows[good] = np.arange(len(good))
         out["row"] = rows
         for layer in opts["layers"]:
-            out[f"shard_{layer}"] = np.array([names.get(layer, "")] * n, dtype=object)
+            shard = written.get(layer)
+            out[f"shard_{layer}"] = np.array([shard.name if shard else ""] * n, dtype=object)
+            out[f"sha256_{layer}"] = np.array([shard.sha256 if shard else ""] * n, dtype=object)
         return out
 
 
@@ -180,18 +182,19 @@ def compute_on_ray(
     )
     done = 0
     for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-        by_shard: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+        by_shard: dict[tuple[str, str, str], list[tuple[int, str]]] = defaultdict(list)
         for i, key in enumerate(batch["key"]):
             if batch["error"][i]:
                 report.failures.append((str(batch["path"][i]), str(batch["error"][i])))
                 continue
             for layer in config.layers:
                 name = str(batch[f"shard_{layer}"][i])
-                by_shard[(layer, name)].append((int(batch["row"][i]), str(key)))
+                sha256 = str(batch[f"sha256_{layer}"][i])
+                by_shard[(layer, name, sha256)].append((int(batch["row"][i]), str(key)))
         extracted: set[str] = set()
-        for (layer, name), entries in by_shard.items():
+        for (layer, name, sha256), entries in by_shard.items():
             keys = [key for _, key in sorted(entries)]
-            store.register_shard(name, spec.fingerprint, layer, keys)
+            store.register_shard(name, spec.fingerprint, layer, keys, sha256=sha256)
             extracted.update(keys)
         report.extracted += len(extracted)
         done += len(batch["key"])

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from featcache._io import atomic_write
 from featcache._safepickle import UnpicklingFailed, safe_unpickle
 from featcache.errors import WeightsError
 
@@ -202,8 +203,6 @@ def write_demo_weights(path: str | Path, seed: int = 0, layout: str = "lists") -
         b = rng.standard_normal(shape[-1], dtype=np.float32) * np.float32(0.01)
         content[name] = [w, b] if layout == "lists" else {"weights": w, "biases": b}
     content[DEMO_MARKER] = f"seeded random weights (seed={seed}), NOT ImageNet-trained"
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         np.save(f, np.array(content, dtype=object), allow_pickle=True)
-    tmp.replace(path)
     return path

@@ -1,28 +1,43 @@
 """The SQLite catalog of a store (``catalog.sqlite``, WAL mode): every SQL statement lives here.
 
 Tables: ``extractors`` (fingerprint → spec), ``shards`` (file, fingerprint, layer, dtype,
-shape), ``vectors`` ((key, fingerprint, layer) → shard row), ``datasets`` and ``dataset_rows``
-((key, path, label, split) per dataset), ``failures`` and ``heads`` (versioned head files).
+shape, SHA-256, size), ``vectors`` ((key, fingerprint, layer) → shard row), ``datasets`` and
+``dataset_rows`` ((key, path, label, split) per dataset, one row per path), ``failures``,
+``file_digests``, ``heads`` (versioned head files) and ``head_versions`` (the last version
+each head name ever had, so versions are never reused).
+
 Writes take SQLite's write lock up front (``BEGIN IMMEDIATE``), so processes that share a
-store queue instead of failing half-way.
+store queue instead of failing half-way. A catalog opened read-only (``mode=ro``, or
+``immutable=1`` when its folder cannot be written) answers every query and refuses writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from featcache._io import describe_failure
 from featcache.errors import StoreError
+from featcache.store.records import (
+    DatasetChange,
+    DatasetInfo,
+    DatasetRow,
+    HeadRecord,
+    ShardRecord,
+    VectorRow,
+)
 
-__all__ = ["Catalog"]
+__all__ = ["SCHEMA_VERSION", "Catalog"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS extractors(
@@ -30,7 +45,7 @@ CREATE TABLE IF NOT EXISTS extractors(
 CREATE TABLE IF NOT EXISTS shards(
     id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, fingerprint TEXT NOT NULL,
     layer TEXT NOT NULL, dtype TEXT NOT NULL, rows INTEGER NOT NULL, dim INTEGER NOT NULL,
-    created REAL NOT NULL);
+    created REAL NOT NULL, sha256 TEXT, bytes INTEGER, mtime_ns INTEGER);
 CREATE TABLE IF NOT EXISTS vectors(
     key TEXT NOT NULL, fingerprint TEXT NOT NULL, layer TEXT NOT NULL,
     shard_id INTEGER NOT NULL, row INTEGER NOT NULL,
@@ -52,35 +67,102 @@ CREATE TABLE IF NOT EXISTS file_digests(
 CREATE TABLE IF NOT EXISTS heads(
     name TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL,
     meta TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY(name, version));
+CREATE TABLE IF NOT EXISTS head_versions(name TEXT PRIMARY KEY, last INTEGER NOT NULL);
 """
+# After the migration (duplicate rows must be gone before the index can exist).
+_ROW_IDENTITY = "CREATE UNIQUE INDEX IF NOT EXISTS dataset_rows_path ON dataset_rows(dataset, path)"
+_SPLIT_COUNTS = "SELECT COALESCE(split, ''), COUNT(*) FROM dataset_rows WHERE dataset=? GROUP BY 1"
 _MAX_PARAMS = 500  # keys per IN (...) query, well under SQLite's variable limit
+_SHARD_COLUMNS = "id, name, fingerprint, layer, dtype, rows, dim, sha256, bytes, mtime_ns"
 
 
 class Catalog:
-    """A connection to one store's catalog, safe to share between threads."""
+    """A connection to one store's catalog, safe to share between threads.
 
-    def __init__(self, path: Path, *, timeout: float = 60.0) -> None:
+    ``read_only=True`` opens it with ``mode=ro`` (falling back to ``immutable=1`` when SQLite
+    cannot create its WAL index beside a catalog in an unwritable folder); writes then raise
+    `StoreError` saying the store is read-only.
+    """
+
+    def __init__(self, path: Path, *, timeout: float = 60.0, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         self._lock = threading.RLock()
+        self.migrated_from: int | None = None
         try:
-            self._db = sqlite3.connect(
-                path, timeout=timeout, isolation_level=None, check_same_thread=False
-            )
-            self._enable_wal(timeout)
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            with self.transaction() as db:
-                # statement by statement: executescript() would commit the open transaction
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    db.execute(statement)
-                found = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-                if found is None:
-                    db.execute("INSERT INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
-                elif int(found[0]) != SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{path}: catalog schema {found[0]} is not the supported {SCHEMA_VERSION}"
-                    )
+            if read_only:
+                self._db = self._open_read_only(timeout)
+            else:
+                self._db = sqlite3.connect(
+                    path, timeout=timeout, isolation_level=None, check_same_thread=False
+                )
+                self._enable_wal(timeout)
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._create_or_migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a usable featcache catalog ({exc})") from exc
+
+    def _open_read_only(self, timeout: float) -> sqlite3.Connection:
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        last: sqlite3.OperationalError | None = None
+        # mode=ro needs the WAL index (-shm) to exist or be creatable; immutable=1 does not.
+        for suffix in ("", "&immutable=1"):
+            db = sqlite3.connect(
+                uri + suffix,
+                uri=True,
+                timeout=timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                self._check_schema(db)
+                return db
+            except sqlite3.OperationalError as exc:
+                db.close()
+                last = exc
+        raise StoreError(f"{self.path}: cannot open the catalog read-only ({last})") from last
+
+    def _check_schema(self, db: sqlite3.Connection) -> None:
+        try:
+            found = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise StoreError(f"{self.path}: not a featcache catalog (no 'meta' table)") from exc
+            raise
+        if found is None or int(found[0]) != SCHEMA_VERSION:
+            version = None if found is None else found[0]
+            raise StoreError(
+                f"{self.path}: catalog schema {version} is not the supported {SCHEMA_VERSION}; "
+                "open the store once with write access to upgrade it"
+            )
+
+    def _create_or_migrate(self) -> None:
+        with self.transaction() as db:
+            # statement by statement: executescript() would commit the open transaction
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            found = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if found is None:
+                db.execute("INSERT INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(found[0]) == 1:
+                self._migrate_from_1(db)
+                self.migrated_from = 1
+            elif int(found[0]) != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: catalog schema {found[0]} is not the supported {SCHEMA_VERSION}"
+                )
+            db.execute(_ROW_IDENTITY)
+
+    @staticmethod
+    def _migrate_from_1(db: sqlite3.Connection) -> None:
+        """Version 1 had no shard checksums, reused head versions and duplicated rows."""
+        for column in ("sha256 TEXT", "bytes INTEGER", "mtime_ns INTEGER"):
+            db.execute(f"ALTER TABLE shards ADD COLUMN {column}")
+        db.execute(
+            "INSERT OR IGNORE INTO head_versions SELECT name, MAX(version) FROM heads GROUP BY name"
+        )
+        _dedupe_rows(db)
+        db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
     def _enable_wal(self, timeout: float) -> None:
         # Switching a new database to WAL takes an exclusive lock, and SQLite does not wait
@@ -101,25 +183,40 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction holding SQLite's write lock from its start."""
+        """One write transaction holding SQLite's write lock from its start.
+
+        A failure rolls back what the transaction did and raises `StoreError` with the cause
+        (a full disk says so); SQLite's own automatic rollback is not mistaken for the cause.
+        """
         with self._lock:
+            if self.read_only:
+                raise StoreError(
+                    f"{self.path}: the store is read-only here (opened without write access); "
+                    "run this command as a user who may write the store's folder"
+                )
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 raise StoreError(
-                    f"{self.path}: the catalog is locked or unwritable ({exc})"
+                    describe_failure(self.path, "locking the catalog for writing", exc)
                 ) from exc
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise StoreError(
+                        describe_failure(self.path, "writing the catalog", exc)
+                    ) from exc
                 raise
-            else:
-                try:
-                    self._db.execute("COMMIT")
-                except sqlite3.DatabaseError as exc:
-                    self._db.execute("ROLLBACK")
-                    raise StoreError(f"{self.path}: commit failed ({exc})") from exc
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back (a full disk does); then there is nothing to undo.
+        if self._db.in_transaction:
+            # the error that led here is the one to report, not a failed rollback
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self._db.execute("ROLLBACK")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -141,20 +238,7 @@ class Catalog:
         rows = self.query("SELECT fingerprint, spec FROM extractors ORDER BY created")
         return {fp: json.loads(spec) for fp, spec in rows}
 
-    # -- vectors ----------------------------------------------------------------------------
-
-    def present(self, keys: Sequence[str], fingerprint: str, layer: str) -> set[str]:
-        found: set[str] = set()
-        for chunk in _chunks(keys):
-            marks = ",".join("?" * len(chunk))
-            found.update(
-                row[0]
-                for row in self.query(
-                    f"SELECT key FROM vectors WHERE fingerprint=? AND layer=? AND key IN ({marks})",
-                    (fingerprint, layer, *chunk),
-                )
-            )
-        return found
+    # -- vectors and shards -----------------------------------------------------------------
 
     def locate(
         self, keys: Sequence[str], fingerprint: str, layer: str
@@ -172,7 +256,9 @@ class Catalog:
         return where
 
     def register_shard(
-        self, name: str, fingerprint: str, layer: str, dtype: str, keys: Sequence[str], dim: int
+        self,
+        shard: ShardRecord,
+        keys: Sequence[str],
     ) -> int:
         """Register a written shard and its keys in one transaction; return how many were new.
 
@@ -181,14 +267,28 @@ class Catalog:
         """
         with self.transaction() as db:
             shard_id = db.execute(
-                "INSERT INTO shards(name, fingerprint, layer, dtype, rows, dim, created) "
-                "VALUES(?, ?, ?, ?, ?, ?, ?)",
-                (name, fingerprint, layer, dtype, len(keys), dim, time.time()),
+                "INSERT INTO shards(name, fingerprint, layer, dtype, rows, dim, created, sha256, "
+                "bytes, mtime_ns) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    shard.name,
+                    shard.fingerprint,
+                    shard.layer,
+                    shard.dtype,
+                    len(keys),
+                    shard.dim,
+                    time.time(),
+                    shard.sha256,
+                    shard.bytes,
+                    shard.mtime_ns,
+                ),
             ).lastrowid
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO vectors VALUES(?, ?, ?, ?, ?)",
-                [(key, fingerprint, layer, shard_id, row) for row, key in enumerate(keys)],
+                [
+                    (key, shard.fingerprint, shard.layer, shard_id, row)
+                    for row, key in enumerate(keys)
+                ],
             )
             added = db.total_changes - before
             if added == 0:
@@ -200,12 +300,41 @@ class Catalog:
             "SELECT fingerprint, layer, COUNT(*) FROM vectors GROUP BY fingerprint, layer"
         )
 
-    def shards(self) -> list[tuple[int, str, str, int, int]]:
-        """(id, name, dtype, rows, dim) of every registered shard."""
-        return self.query("SELECT id, name, dtype, rows, dim FROM shards ORDER BY id")
+    def shards(self, names: Sequence[str] | None = None) -> list[ShardRecord]:
+        """Every registered shard (or those among `names`), in registration order."""
+        if names is None:
+            rows = self.query(f"SELECT {_SHARD_COLUMNS} FROM shards ORDER BY id")
+        else:
+            rows = []
+            for chunk in _chunks(names):
+                marks = ",".join("?" * len(chunk))
+                rows += self.query(
+                    f"SELECT {_SHARD_COLUMNS} FROM shards WHERE name IN ({marks})", tuple(chunk)
+                )
+        return [ShardRecord(*row) for row in rows]
+
+    def record_shard_file(self, shard_id: int, sha256: str, size: int, mtime_ns: int) -> None:
+        """Remember a shard's checksum, size and mtime (after hashing it)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE shards SET sha256=?, bytes=?, mtime_ns=? WHERE id=?",
+                (sha256, size, mtime_ns, shard_id),
+            )
 
     def shard_rows(self, shard_id: int) -> list[int]:
         return [r[0] for r in self.query("SELECT row FROM vectors WHERE shard_id=?", (shard_id,))]
+
+    def forget_shards(self, shard_ids: Sequence[int]) -> int:
+        """Unregister shards and their vectors (their keys are then computed again)."""
+        if not shard_ids:
+            return 0
+        with self.transaction() as db:
+            before = db.total_changes
+            for shard_id in shard_ids:
+                db.execute("DELETE FROM vectors WHERE shard_id=?", (shard_id,))
+            dropped = db.total_changes - before
+            db.executemany("DELETE FROM shards WHERE id=?", [(i,) for i in shard_ids])
+        return dropped
 
     def dangling_vectors(self) -> int:
         return int(
@@ -214,6 +343,12 @@ class Catalog:
                 "WHERE s.id IS NULL"
             )[0][0]
         )
+
+    def drop_dangling_vectors(self) -> int:
+        with self.transaction() as db:
+            before = db.total_changes
+            db.execute("DELETE FROM vectors WHERE shard_id NOT IN (SELECT id FROM shards)")
+            return db.total_changes - before
 
     def drop_unused_vectors(self, older_than: float) -> tuple[int, list[str]]:
         """Delete vectors of keys no dataset lists (in shards older than `older_than`).
@@ -242,72 +377,105 @@ class Catalog:
     def put_dataset(
         self,
         name: str,
-        rows: Iterable[tuple[str, str, int | None, str | None]],
+        rows: Sequence[DatasetRow],
         class_names: Sequence[str],
         source: str,
         *,
         append: bool,
-    ) -> int:
+        split: str | None,
+    ) -> DatasetChange:
+        """Write rows into a dataset, one row per path (see `FeatureStore.add_dataset`)."""
+        incoming: dict[str, DatasetRow] = {}
+        for row in rows:
+            incoming.setdefault(row.path, row)  # a path listed twice: its first row counts
         now = time.time()
         with self.transaction() as db:
             found = db.execute("SELECT class_names FROM datasets WHERE name=?", (name,)).fetchone()
-            start = 0
-            if found is not None and append:
-                old, new = list(json.loads(found[0])), list(class_names)
-                shorter, longer = sorted((old, new), key=len)
-                if longer[: len(shorter)] != shorter:  # a file may lack the last classes
-                    raise StoreError(
-                        f"dataset '{name}': cannot append rows with classes {new[:5]}... to a "
-                        f"dataset with classes {old[:5]}...; use another --dataset name"
-                    )
-                class_names = longer
-                start = db.execute(
-                    "SELECT COALESCE(MAX(idx) + 1, 0) FROM dataset_rows WHERE dataset=?", (name,)
-                ).fetchone()[0]
+            if found is not None and (append or split is not None):
+                class_names = _merged_classes(name, json.loads(found[0]), list(class_names))
+            existing = {
+                path: (idx, key, label, row_split)
+                for idx, key, path, label, row_split in db.execute(
+                    "SELECT idx, key, path, label, split FROM dataset_rows WHERE dataset=?",
+                    (name,),
+                )
+            }
+            if append:
+                doomed: list[int] = []
             else:
-                db.execute("DELETE FROM dataset_rows WHERE dataset=?", (name,))
+                doomed = [
+                    idx
+                    for path, (idx, _, _, row_split) in existing.items()
+                    if path not in incoming and (split is None or row_split == split)
+                ]
+            db.executemany(
+                "DELETE FROM dataset_rows WHERE dataset=? AND idx=?", [(name, i) for i in doomed]
+            )
+            next_idx = max((v[0] for v in existing.values()), default=-1) + 1
+            added, updated, unchanged = [], [], 0
+            for path, row in incoming.items():
+                old = existing.get(path)
+                if old is None:
+                    added.append((name, next_idx, row.key, path, row.label, row.split))
+                    next_idx += 1
+                elif old[1:] != (row.key, row.label, row.split):
+                    updated.append((row.key, row.label, row.split, name, old[0]))
+                else:
+                    unchanged += 1
             db.execute(
                 "INSERT INTO datasets VALUES(?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
                 "class_names=excluded.class_names, source=excluded.source, "
                 "updated=excluded.updated",
                 (name, json.dumps(list(class_names)), source, now, now),
             )
-            before = db.total_changes
+            db.executemany("INSERT INTO dataset_rows VALUES(?, ?, ?, ?, ?, ?)", added)
             db.executemany(
-                "INSERT INTO dataset_rows VALUES(?, ?, ?, ?, ?, ?)",
-                (
-                    (name, start + i, key, path, label, split)
-                    for i, (key, path, label, split) in enumerate(rows)
-                ),
+                "UPDATE dataset_rows SET key=?, label=?, split=? WHERE dataset=? AND idx=?",
+                updated,
             )
-            return db.total_changes - before
+            splits = _split_counts(db.execute(_SPLIT_COUNTS, (name,)).fetchall())
+        return DatasetChange(
+            dataset=name,
+            added=len(added),
+            updated=len(updated),
+            removed=len(doomed),
+            unchanged=unchanged,
+            rows=sum(splits.values()),
+            splits=splits,
+        )
 
-    def dataset(self, name: str) -> tuple[list[str], str, int] | None:
-        """(class names, source, row count) of a dataset, or None."""
+    def dataset(self, name: str) -> DatasetInfo | None:
+        """A dataset's record with its rows per split, or None."""
         found = self.query("SELECT class_names, source FROM datasets WHERE name=?", (name,))
         if not found:
             return None
-        count = self.query("SELECT COUNT(*) FROM dataset_rows WHERE dataset=?", (name,))[0][0]
-        return json.loads(found[0][0]), found[0][1], int(count)
+        splits = _split_counts(self.query(_SPLIT_COUNTS, (name,)))
+        return DatasetInfo(name, json.loads(found[0][0]), found[0][1], sum(splits.values()), splits)
 
     def dataset_names(self) -> list[str]:
         return [r[0] for r in self.query("SELECT name FROM datasets ORDER BY name")]
 
-    def dataset_rows(
-        self, name: str, fingerprint: str | None = None, layer: str | None = None
-    ) -> list[tuple[Any, ...]]:
-        """(key, path, label, split[, shard name, row]) in dataset order."""
-        if fingerprint is None:
-            return self.query(
+    def dataset_rows(self, name: str) -> list[DatasetRow]:
+        """The rows of a dataset in dataset order."""
+        return [
+            DatasetRow(*r)
+            for r in self.query(
                 "SELECT key, path, label, split FROM dataset_rows WHERE dataset=? ORDER BY idx",
                 (name,),
             )
-        return self.query(
-            "SELECT r.key, r.path, r.label, r.split, s.name, v.row FROM dataset_rows r "
-            "LEFT JOIN vectors v ON v.key = r.key AND v.fingerprint = ? AND v.layer = ? "
-            "LEFT JOIN shards s ON s.id = v.shard_id WHERE r.dataset = ? ORDER BY r.idx",
-            (fingerprint, layer, name),
-        )
+        ]
+
+    def vector_rows(self, name: str, fingerprint: str, layer: str) -> list[VectorRow]:
+        """The rows of a dataset with where each one's vector is stored, in dataset order."""
+        return [
+            VectorRow(*r)
+            for r in self.query(
+                "SELECT r.key, r.path, r.label, r.split, s.name, v.row FROM dataset_rows r "
+                "LEFT JOIN vectors v ON v.key = r.key AND v.fingerprint = ? AND v.layer = ? "
+                "LEFT JOIN shards s ON s.id = v.shard_id WHERE r.dataset = ? ORDER BY r.idx",
+                (fingerprint, layer, name),
+            )
+        ]
 
     def dataset_fingerprints(self, name: str, layer: str) -> list[str]:
         return [
@@ -318,6 +486,11 @@ class Catalog:
                 (layer, name),
             )
         ]
+
+    def dedupe_dataset_rows(self) -> int:
+        """Merge rows that share a (dataset, path); return how many were removed."""
+        with self.transaction() as db:
+            return _dedupe_rows(db)
 
     # -- failures ---------------------------------------------------------------------------
 
@@ -357,37 +530,38 @@ class Catalog:
     # -- heads ------------------------------------------------------------------------------
 
     def add_head(self, name: str, file: str, sha256: str, meta: dict[str, Any]) -> int:
+        """Register a head file under a version `name` never had before; return it."""
         with self.transaction() as db:
-            version = int(
+            version = 1 + int(
                 db.execute(
-                    "SELECT COALESCE(MAX(version), 0) + 1 FROM heads WHERE name=?", (name,)
+                    "SELECT MAX(COALESCE((SELECT last FROM head_versions WHERE name=?), 0), "
+                    "COALESCE((SELECT MAX(version) FROM heads WHERE name=?), 0))",
+                    (name, name),
                 ).fetchone()[0]
             )
             db.execute(
+                "INSERT INTO head_versions VALUES(?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "last=excluded.last",
+                (name, version),
+            )
+            # the file name is stored as given: names are data, never format strings
+            db.execute(
                 "INSERT INTO heads VALUES(?, ?, ?, ?, ?, ?)",
-                (
-                    name,
-                    version,
-                    file.format(version=version),
-                    sha256,
-                    json.dumps(meta),
-                    time.time(),
-                ),
+                (name, version, file, sha256, json.dumps(meta), time.time()),
             )
         return version
 
-    def heads(
-        self, name: str | None = None
-    ) -> list[tuple[str, int, str, str, dict[str, Any], float]]:
+    def heads(self, name: str | None = None) -> list[HeadRecord]:
         sql = "SELECT name, version, file, sha256, meta, created FROM heads"
         rows = (
             self.query(sql + " WHERE name=? ORDER BY version", (name,))
             if name
             else self.query(sql + " ORDER BY name, version")
         )
-        return [(n, v, f, s, json.loads(m), c) for n, v, f, s, m, c in rows]
+        return [HeadRecord(n, v, f, s, json.loads(m), c) for n, v, f, s, m, c in rows]
 
     def delete_heads(self, name: str, version: int | None) -> list[str]:
+        """Unregister a head's versions (all, or one); their numbers stay used."""
         with self.transaction() as db:
             if version is None:
                 rows = db.execute("SELECT file FROM heads WHERE name=?", (name,)).fetchall()
@@ -398,6 +572,45 @@ class Catalog:
                 ).fetchall()
                 db.execute("DELETE FROM heads WHERE name=? AND version=?", (name, version))
         return [r[0] for r in rows]
+
+
+def _merged_classes(name: str, old: list[str], new: list[str]) -> list[str]:
+    shorter, longer = sorted((old, new), key=len)
+    if longer[: len(shorter)] != shorter:  # a file may lack the last classes
+        raise StoreError(
+            f"dataset '{name}': cannot add rows with classes {new[:5]}... to a "
+            f"dataset with classes {old[:5]}...; use another --dataset name"
+        )
+    return longer
+
+
+def _split_counts(rows: Sequence[tuple[Any, ...]]) -> dict[str, int]:
+    """{split: rows} in the order train, val, test, others ("" for rows without a split)."""
+    order = {"train": 0, "val": 1, "test": 2}
+    return {s: int(n) for s, n in sorted(rows, key=lambda r: (order.get(r[0], 3), r[0]))}
+
+
+def _dedupe_rows(db: sqlite3.Connection) -> int:
+    """Keep one row per (dataset, path): the first position, with the newest values."""
+    groups = db.execute(
+        "SELECT dataset, path, MIN(idx), MAX(idx) FROM dataset_rows "
+        "GROUP BY dataset, path HAVING COUNT(*) > 1"
+    ).fetchall()
+    removed = 0
+    for dataset, path, first, last in groups:
+        key, label, split = db.execute(
+            "SELECT key, label, split FROM dataset_rows WHERE dataset=? AND idx=?", (dataset, last)
+        ).fetchone()
+        before = db.total_changes
+        db.execute(
+            "DELETE FROM dataset_rows WHERE dataset=? AND path=? AND idx<>?", (dataset, path, first)
+        )
+        removed += db.total_changes - before
+        db.execute(
+            "UPDATE dataset_rows SET key=?, label=?, split=? WHERE dataset=? AND idx=?",
+            (key, label, split, dataset, first),
+        )
+    return removed
 
 
 def _chunks(keys: Sequence[str]) -> Iterator[Sequence[str]]:

@@ -7,13 +7,15 @@ The ``.npz`` holds ``keys``, ``paths``, ``labels``, ``splits`` and ``features`` 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from featcache._io import atomic_write, describe_failure
 from featcache.errors import ConfigError, StoreError
 from featcache.store.featurestore import FeatureStore
+from featcache.store.records import LabelledVectors
 
 __all__ = ["export_vectors"]
 
@@ -34,11 +36,10 @@ def export_vectors(
     data = store.vectors(dataset, layer, fingerprint)
     names = data.class_names
     splits = ["" if s is None else s for s in data.splits]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        if suffix == ".npz":
-            with open(tmp, "wb") as f:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out) as f:
+            if suffix == ".npz":
                 np.savez(
                     f,
                     keys=np.array(data.keys),
@@ -47,29 +48,30 @@ def export_vectors(
                     splits=np.array(splits),
                     features=data.X,
                 )
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            dim = data.X.shape[1]
-            features = pa.FixedSizeListArray.from_arrays(pa.array(data.X.reshape(-1)), dim)
-            table = pa.table(
-                {
-                    "key": data.keys,
-                    "path": data.paths,
-                    "label": data.y,
-                    "label_name": [names[i] if 0 <= i < len(names) else None for i in data.y],
-                    "split": [s or None for s in splits],
-                    "features": features,
-                }
-            )
-            table = table.replace_schema_metadata(
-                {"featcache.fingerprint": data.fingerprint, "featcache.layer": layer}
-            )
-            pq.write_table(table, tmp)
-        os.replace(tmp, out)
+            else:
+                _write_parquet(f, data, names, splits)
     except OSError as exc:
-        raise StoreError(f"{out}: cannot write export ({exc})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+        raise StoreError(describe_failure(out, "writing the export", exc)) from exc
     return out
+
+
+def _write_parquet(f: BinaryIO, data: LabelledVectors, names: list[str], splits: list[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dim = data.X.shape[1]
+    features = pa.FixedSizeListArray.from_arrays(pa.array(data.X.reshape(-1)), dim)
+    table = pa.table(
+        {
+            "key": data.keys,
+            "path": data.paths,
+            "label": data.y,
+            "label_name": [names[i] if 0 <= i < len(names) else None for i in data.y],
+            "split": [s or None for s in splits],
+            "features": features,
+        }
+    )
+    table = table.replace_schema_metadata(
+        {"featcache.fingerprint": data.fingerprint, "featcache.layer": data.layer}
+    )
+    pq.write_table(table, f)

@@ -3,32 +3,49 @@
 One directory::
 
     STORE/catalog.sqlite        the catalog (WAL mode)
-    STORE/shards/FP/LAYER/*.npy vector shards, memory-mapped for reading
-    STORE/heads/NAME/vN.joblib  saved heads (written by featcache.classifier.persist)
+    STORE/shards/FP/LAYER/*.npy vector shards, memory-mapped for reading, SHA-256 recorded
+    STORE/heads/NAME/*.joblib   saved heads (bytes from featcache.classifier.persist)
     STORE/failures.csv          every image that could not be extracted, with the reason
 
 The store knows nothing of TensorFlow or of the heads' format: it keeps arrays and bytes.
+A store the user may only read is opened read-only and answers every read.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from featcache.errors import ConfigError, HeadError, NotFoundError, StoreError
+from featcache.errors import ConfigError, NotFoundError, StoreError
+from featcache.store import maintenance
 from featcache.store.catalog import Catalog
-from featcache.store.shards import TMP_PREFIX, ShardFiles
+from featcache.store.heads import HEADS_FOLDER, HeadFiles
+from featcache.store.names import normalize_split, validate_dataset_name, validate_head_name
+from featcache.store.records import (
+    DatasetChange,
+    DatasetInfo,
+    DatasetRow,
+    GcReport,
+    HeadRecord,
+    LabelledVectors,
+    ShardRecord,
+    VerifyReport,
+)
+from featcache.store.shards import SHARDS_FOLDER, ShardFiles
 
+# The records are defined in featcache.store.records; re-exported here for older imports.
 __all__ = [
+    "CATALOG_FILE",
     "STORAGE_DTYPES",
+    "DatasetChange",
+    "DatasetInfo",
     "DatasetRow",
     "FeatureStore",
     "GcReport",
@@ -38,83 +55,69 @@ __all__ = [
 ]
 
 STORAGE_DTYPES = ("float32", "float16")
-
-
-@dataclass(frozen=True)
-class DatasetRow:
-    """One image of a dataset: its content key, where it came from, label id and split."""
-
-    key: str
-    path: str
-    label: int | None = None
-    split: str | None = None
-
-
-@dataclass(frozen=True)
-class LabelledVectors:
-    """The vectors of a dataset in dataset order; unpacks as ``keys, X, y``."""
-
-    keys: list[str]
-    X: np.ndarray
-    y: np.ndarray
-    paths: list[str]
-    splits: list[str | None]
-    class_names: list[str]
-    fingerprint: str
-    layer: str
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.keys, self.X, self.y))
-
-
-@dataclass(frozen=True)
-class HeadRecord:
-    """A registered head version: its file (relative to the store), digest and metadata."""
-
-    name: str
-    version: int
-    file: str
-    sha256: str
-    meta: dict[str, Any]
-    created: float
-
-
-@dataclass
-class VerifyReport:
-    """What `FeatureStore.verify` found; ``ok`` when there are no problems."""
-
-    shards: int = 0
-    vectors: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-@dataclass(frozen=True)
-class GcReport:
-    """What `FeatureStore.gc` removed."""
-
-    files_removed: int
-    vectors_removed: int
-    bytes_freed: int
+CATALOG_FILE = "catalog.sqlite"
 
 
 class FeatureStore:
-    """A feature store in directory `path` (created if missing, unless ``create=False``)."""
+    """A feature store in directory `path` (created if missing, unless ``create=False``).
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    `read_only`: None (default) opens read-only exactly when the user may not write the
+    store; True never writes (nothing is created or migrated); False requires write access.
+    """
+
+    def __init__(
+        self, path: str | Path, *, create: bool = True, read_only: bool | None = None
+    ) -> None:
         self.path = Path(path)
-        if not (self.path / "catalog.sqlite").exists():
-            if not create:
-                raise NotFoundError(f"{self.path}: no feature store here (no catalog.sqlite)")
+        catalog = self.path / CATALOG_FILE
+        self._shards = ShardFiles(self.path / SHARDS_FOLDER)
+        self._heads = HeadFiles(self.path)
+        if catalog.exists() and catalog.stat().st_size == 0:
+            self._refuse_empty_catalog(catalog)
+        if not catalog.exists():
+            if not create or read_only:
+                raise NotFoundError(f"{self.path}: no feature store here (no {CATALOG_FILE})")
             if self.path.exists() and not self.path.is_dir():
                 raise StoreError(f"{self.path}: exists and is not a directory")
-            self.path.mkdir(parents=True, exist_ok=True)
-        self._catalog = Catalog(self.path / "catalog.sqlite")
-        self._shards = ShardFiles(self.path / "shards")
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{self.path}: cannot create the store ({exc})") from exc
+        if read_only is None:
+            read_only = not (os.access(self.path, os.W_OK) and _writable_or_new(catalog))
+        self._catalog = Catalog(catalog, read_only=read_only)
         self._maps: dict[str, np.ndarray] = {}
+        self._intact: set[str] = set()  # shards checked by this instance
+        self._check_lock = threading.Lock()
+        #: Problems with shards this instance found (and, when writable, dropped) while
+        #: looking keys up; their images are then computed again by the next extraction.
+        self.repairs: list[str] = []
+        if self._catalog.migrated_from is not None:
+            self._record_missing_checksums()
+
+    def _refuse_empty_catalog(self, catalog: Path) -> None:
+        # A zero-byte catalog beside shards or heads is a lost catalog, not a new store:
+        # treating it as new would let gc delete every shard.
+        if any(self._shards.names()) or (self.path / HEADS_FOLDER).exists():
+            raise StoreError(
+                f"{catalog}: the catalog is empty (0 bytes) but the store holds shard or head "
+                "files; refusing to treat it as a new store. Restore catalog.sqlite from a "
+                "backup, or move the folder aside and extract again"
+            )
+
+    def _record_missing_checksums(self) -> None:
+        for record in self._catalog.shards():
+            if record.sha256 is None:
+                check = self._shards.check(record)
+                if check.problem is None and check.sha256 is not None:
+                    self._catalog.record_shard_file(
+                        record.id, check.sha256, check.size or 0, check.mtime_ns or 0
+                    )
+
+    @property
+    def read_only(self) -> bool:
+        """True when the catalog was opened read-only (writes raise `StoreError`)."""
+        return self._catalog.read_only
 
     def close(self) -> None:
         self._maps.clear()
@@ -148,7 +151,8 @@ class FeatureStore:
     def file_sha256(self, path: str | Path, compute: Callable[[Path], str]) -> str:
         """The SHA-256 of a file, remembered by (path, size, mtime, inode) between runs.
 
-        `compute` hashes the file when it is new or changed since it was last seen.
+        `compute` hashes the file when it is new or changed since it was last seen (a
+        read-only store computes it without remembering).
         """
         path = Path(path).resolve()
         st = path.stat()
@@ -156,14 +160,54 @@ class FeatureStore:
         if known is not None:
             return known
         digest = compute(path)
-        self._catalog.remember_file_digest(str(path), st.st_size, st.st_mtime_ns, st.st_ino, digest)
+        if not self.read_only:
+            self._catalog.remember_file_digest(
+                str(path), st.st_size, st.st_mtime_ns, st.st_ino, digest
+            )
         return digest
 
     # -- vectors ----------------------------------------------------------------------------
 
     def has(self, keys: Sequence[str], fingerprint: str, layer: str = "fc7") -> set[str]:
-        """The subset of `keys` with a stored vector for this fingerprint and layer."""
-        return self._catalog.present(list(keys), fingerprint, layer)
+        """The subset of `keys` with an intact stored vector for this fingerprint and layer.
+
+        Each shard involved is checked once per store object (its size, and its SHA-256
+        when its mtime changed). Keys in a damaged shard are left out, so extraction
+        computes them again; when the store is writable, the damaged shard is unregistered
+        and deleted first (the problem is kept in `repairs`).
+        """
+        where = self._catalog.locate(list(keys), fingerprint, layer)
+        problems = self._check_shards({name for name, _ in where.values()})
+        if problems and not self.read_only:
+            self._forget_damaged(problems)
+        return {key for key, (name, _) in where.items() if name not in problems}
+
+    def _check_shards(self, names: set[str]) -> dict[str, str]:
+        """{shard name: problem} for the damaged ones among `names` (each checked once)."""
+        todo = sorted(names - self._intact)
+        if not todo:
+            return {}
+        problems: dict[str, str] = {}
+        with self._check_lock:
+            for record in self._catalog.shards(todo):
+                check = self._shards.check(record)
+                if check.problem is not None:
+                    problems[record.name] = check.problem
+                    continue
+                if check.sha256 is not None and not self.read_only:
+                    self._catalog.record_shard_file(
+                        record.id, check.sha256, check.size or 0, check.mtime_ns or 0
+                    )
+                self._intact.add(record.name)
+        return problems
+
+    def _forget_damaged(self, problems: Mapping[str, str]) -> None:
+        ids = [r.id for r in self._catalog.shards(list(problems))]
+        self._catalog.forget_shards(ids)
+        for name, problem in problems.items():
+            self._maps.pop(name, None)
+            self._shards.remove(name)
+            self.repairs.append(f"{problem}; its vectors will be computed again")
 
     def put_batch(
         self,
@@ -175,8 +219,9 @@ class FeatureStore:
     ) -> int:
         """Store one batch: ``vectors[layer]`` has a row per key. Return the new vectors count.
 
-        Each layer's rows go to one shard, written durably before it is registered. Keys that
-        are already stored (by this or another process) keep their first vector.
+        Each layer's rows go to one shard, written durably before it is registered with its
+        SHA-256. Keys that are already stored (by this or another process) keep their first
+        vector. A write that fails (a full disk) registers nothing of its shard.
         """
         if dtype not in STORAGE_DTYPES:
             raise ConfigError(f"The 'dtype' must be one of {list(STORAGE_DTYPES)}. Got {dtype!r}.")
@@ -189,14 +234,26 @@ class FeatureStore:
                     f"put_batch: layer '{layer}' has shape {matrix.shape}, expected "
                     f"({len(keys)}, dim)"
                 )
-            name = self._shards.write(fingerprint, layer, matrix.astype(dtype, copy=False))
-            added += self.register_shard(name, fingerprint, layer, keys)
+            shard = self._shards.write(fingerprint, layer, matrix.astype(dtype, copy=False))
+            added += self.register_shard(shard.name, fingerprint, layer, keys, sha256=shard.sha256)
         return added
 
-    def register_shard(self, name: str, fingerprint: str, layer: str, keys: Sequence[str]) -> int:
-        """Register a shard written under ``shards/`` (by `put_batch`, or by a Ray worker)
-        whose row i is the vector of ``keys[i]``; return how many keys were new. A shard that
-        adds nothing is deleted."""
+    def register_shard(
+        self,
+        name: str,
+        fingerprint: str,
+        layer: str,
+        keys: Sequence[str],
+        *,
+        sha256: str | None = None,
+    ) -> int:
+        """Register a shard written by `ShardFiles.write` (in `put_batch`, or by a Ray worker)
+        whose row i is the vector of ``keys[i]``; return how many keys were new.
+
+        `sha256` is the checksum the writer computed (`ShardInfo.sha256`); without it the
+        file is hashed here. A shard that adds nothing, or whose registration fails, is
+        deleted.
+        """
         matrix = self._shards.open(name)
         if matrix.shape[0] != len(keys):
             raise StoreError(
@@ -204,14 +261,39 @@ class FeatureStore:
             )
         dtype, dim = str(matrix.dtype), int(matrix.shape[1])
         del matrix  # release the memory map before a possible delete
-        new = self._catalog.register_shard(name, fingerprint, layer, dtype, list(keys), dim)
+        path = self._shards.path(name)
+        st = path.stat()
+        record = ShardRecord(
+            id=0,
+            name=name,
+            fingerprint=fingerprint,
+            layer=layer,
+            dtype=dtype,
+            rows=len(keys),
+            dim=dim,
+            sha256=sha256 or self._shards.sha256(name),
+            bytes=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+        )
+        try:
+            new = self._catalog.register_shard(record, list(keys))
+        except StoreError:
+            self._shards.remove(name)  # nothing half-written stays behind
+            raise
         if new == 0:
             self._shards.remove(name)
+        else:
+            self._intact.add(name)
         return new
 
     def _map(self, name: str) -> np.ndarray:
         matrix = self._maps.get(name)
         if matrix is None:
+            problem = self._check_shards({name}).get(name)
+            if problem is not None:
+                raise StoreError(
+                    f"{problem}; run 'featcache store verify --repair', then extract again"
+                )
             matrix = self._maps[name] = self._shards.open(name)
         return matrix
 
@@ -228,11 +310,26 @@ class FeatureStore:
             if matrix.shape[1] != dim:
                 raise StoreError(f"{self._shards.path(name)}: width {matrix.shape[1]} != {dim}")
             rows = np.fromiter((places[i][1] for i in positions), dtype=np.intp)
-            out[positions] = matrix[rows]
+            if rows.max() >= matrix.shape[0]:
+                raise StoreError(
+                    f"{self._shards.path(name)}: a vector points past its {matrix.shape[0]} rows; "
+                    "run 'featcache store verify --repair', then extract again"
+                )
+            block = np.asarray(matrix[rows], dtype=np.float32)
+            if not np.isfinite(block).all():
+                bad = sorted({int(r) for r in rows[~np.isfinite(block).all(axis=1)]})
+                raise StoreError(
+                    f"{self._shards.path(name)}: NaN or infinite values in row(s) {bad[:5]}; "
+                    "run 'featcache store verify --repair', then extract again"
+                )
+            out[positions] = block
         return out
 
     def get(self, keys: Sequence[str], fingerprint: str, layer: str = "fc7") -> np.ndarray:
-        """Vectors for `keys` as (N, dim) float32, in order; `NotFoundError` names a missing key."""
+        """Vectors for `keys` as (N, dim) float32, in order; `NotFoundError` names a missing key.
+
+        A damaged shard, or a NaN or infinite value, raises `StoreError` naming the shard.
+        """
         where = self._catalog.locate(list(keys), fingerprint, layer)
         missing = [k for k in keys if k not in where]
         if missing:
@@ -265,24 +362,25 @@ class FeatureStore:
         """All of a dataset's vectors in dataset order, read through memory maps.
 
         Unpacks as ``keys, X, y``; X is (N, dim) float32, y int64 (-1 where unlabelled).
-        Raises `NotFoundError` naming the first image without a vector.
+        Raises `NotFoundError` naming the first image without a vector, `StoreError` naming
+        a damaged shard.
         """
-        names, _, _ = self.dataset(dataset)
+        found = self.dataset(dataset)
         fp = self.resolve_fingerprint(dataset, layer, fingerprint)
-        rows = self._catalog.dataset_rows(dataset, fp, layer)
-        missing = [r for r in rows if r[4] is None]
+        rows = self._catalog.vector_rows(dataset, fp, layer)
+        missing = [r for r in rows if r.shard is None or r.row is None]
         if missing:
             raise NotFoundError(
                 f"dataset '{dataset}': {len(missing)} of {len(rows)} image(s) have no '{layer}' "
-                f"vector for extractor {fp[:12]}, e.g. {missing[0][1]}; run extract again"
+                f"vector for extractor {fp[:12]}, e.g. {missing[0].path}; run extract again"
             )
         return LabelledVectors(
-            keys=[r[0] for r in rows],
-            X=self._gather([(r[4], r[5]) for r in rows]),
-            y=np.array([-1 if r[2] is None else r[2] for r in rows], dtype=np.int64),
-            paths=[r[1] for r in rows],
-            splits=[r[3] for r in rows],
-            class_names=names,
+            keys=[r.key for r in rows],
+            X=self._gather([(str(r.shard), int(r.row or 0)) for r in rows]),
+            y=np.array([-1 if r.label is None else r.label for r in rows], dtype=np.int64),
+            paths=[r.path for r in rows],
+            splits=[r.split for r in rows],
+            class_names=found.class_names,
             fingerprint=fp,
             layer=layer,
         )
@@ -297,26 +395,38 @@ class FeatureStore:
         *,
         source: str = "",
         append: bool = False,
-    ) -> int:
-        """Create or replace (or with `append`, extend) a named dataset; return rows written."""
-        if not name or "/" in name:
-            raise ConfigError(f"The dataset 'name' must be non-empty without '/'. Got {name!r}.")
+        split: str | None = None,
+    ) -> DatasetChange:
+        """Write rows into a named dataset; a row is identified by its `path`.
+
+        - ``append=True``: new paths are added, known ones updated (key, label, split);
+          nothing is removed.
+        - `split` given (without append): only that split's rows are replaced, so commands
+          writing different splits can run in any order.
+        - neither: the dataset is replaced.
+
+        Writing the same rows again changes nothing. Return what changed and the totals.
+        """
+        validate_dataset_name(name)
+        split = normalize_split(split, where="split")
+        checked = []
         for i, row in enumerate(rows):
             if row.label is not None and class_names and not 0 <= row.label < len(class_names):
                 raise ConfigError(
                     f"dataset '{name}' row {i} ({row.path}): label {row.label} is outside "
                     f"0..{len(class_names) - 1}"
                 )
+            row_split = normalize_split(row.split, where=f"dataset '{name}' row {i} ({row.path})")
+            checked.append(DatasetRow(row.key, row.path, row.label, row_split))
         return self._catalog.put_dataset(
-            name,
-            ((r.key, r.path, r.label, r.split) for r in rows),
-            list(class_names),
-            source,
-            append=append,
+            name, checked, list(class_names), source, append=append, split=split
         )
 
-    def dataset(self, name: str) -> tuple[list[str], str, int]:
-        """(class names, source, number of rows); `NotFoundError` lists the known datasets."""
+    def dataset(self, name: str) -> DatasetInfo:
+        """A dataset's class names, source, row count and rows per split.
+
+        `NotFoundError` lists the known datasets.
+        """
         found = self._catalog.dataset(name)
         if found is None:
             known = self._catalog.dataset_names()
@@ -330,7 +440,7 @@ class FeatureStore:
 
     def dataset_rows(self, name: str) -> list[DatasetRow]:
         self.dataset(name)
-        return [DatasetRow(*row) for row in self._catalog.dataset_rows(name)]
+        return self._catalog.dataset_rows(name)
 
     # -- failures ---------------------------------------------------------------------------
 
@@ -354,27 +464,24 @@ class FeatureStore:
     # -- heads (bytes in, bytes out; featcache.classifier.persist owns the format) ----------
 
     def add_head(self, name: str, payload: bytes, meta: Mapping[str, Any]) -> HeadRecord:
-        """Store a head file under the next version of `name`; return its record."""
-        if not name or "/" in name or name.startswith("."):
-            raise ConfigError(f"The head 'name' must be a plain name. Got {name!r}.")
-        digest = hashlib.sha256(payload).hexdigest()
-        folder = self.path / "heads" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        staged = folder / f"{TMP_PREFIX}{digest}.joblib"
-        with open(staged, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        final = f"heads/{name}/{digest[:16]}.joblib"
-        os.replace(staged, self.path / final)
-        version = self._catalog.add_head(name, final, digest, dict(meta))
+        """Store a head file under a new version of `name` (never one used before, also
+        after `delete_head`); return its record."""
+        validate_head_name(name)
+        file, digest = self._heads.write(name, payload)
+        try:
+            version = self._catalog.add_head(name, file, digest, dict(meta))
+        except StoreError:
+            if file not in {h.file for h in self.heads()}:
+                self._heads.delete(file)
+            raise
         return self.head(name, version)
 
     def heads(self, name: str | None = None) -> list[HeadRecord]:
-        return [HeadRecord(*row) for row in self._catalog.heads(name)]
+        return self._catalog.heads(name)
 
     def head(self, name: str, version: int | None = None) -> HeadRecord:
-        """A head's record (the newest version unless one is given)."""
+        """A head's record (the newest version unless one is given), with its file's SHA-256:
+        a cache of loaded heads compares that digest to see a change."""
         versions = self.heads(name)
         if not versions:
             known = sorted({h.name for h in self.heads()})
@@ -390,100 +497,49 @@ class FeatureStore:
 
     def head_bytes(self, record: HeadRecord) -> bytes:
         """The head file's bytes, only if their SHA-256 matches the registered digest."""
-        path = self.path / record.file
-        try:
-            payload = path.read_bytes()
-        except OSError as exc:
-            raise HeadError(f"{path}: head file unreadable ({exc})") from exc
-        digest = hashlib.sha256(payload).hexdigest()
-        if digest != record.sha256:
-            raise HeadError(
-                f"{path}: SHA-256 {digest[:16]}... does not match the registered "
-                f"{record.sha256[:16]}... for head '{record.name}' v{record.version}; the file "
-                "was changed outside featcache and will not be unpickled"
-            )
-        return payload
+        return self._heads.read(record.file, record.sha256, f"'{record.name}' v{record.version}")
 
     def delete_head(self, name: str, version: int | None = None) -> int:
-        """Delete a head (all versions, or one); return how many versions went."""
+        """Delete a head (all versions, or one); return how many versions went.
+
+        Their version numbers stay used: the next `add_head` of `name` gets a new one.
+        """
         self.head(name, version)
         files = self._catalog.delete_heads(name, version)
         still_used = {h.file for h in self.heads()}
         for file in files:
             if file not in still_used:
-                (self.path / file).unlink(missing_ok=True)
+                self._heads.delete(file)
         return len(files)
 
-    # -- maintenance ------------------------------------------------------------------------
+    # -- maintenance (featcache.store.maintenance) ------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        """A summary: datasets, extractors, vector counts per (fingerprint, layer), disk use."""
-        size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
-        return {
-            "path": str(self.path),
-            "bytes": size,
-            "datasets": {n: self.dataset(n)[2] for n in self.datasets()},
-            "extractors": self.extractors(),
-            "vectors": [
-                {"fingerprint": fp, "layer": layer, "count": n}
-                for fp, layer, n in self._catalog.vector_counts()
-            ],
-            "heads": sorted({h.name for h in self.heads()}),
-            "failures": len(self.failures()),
-        }
+        """A summary: datasets (rows, rows per split), extractors, vector counts per
+        (fingerprint, layer), heads, failures, disk use."""
+        return maintenance.info(self.path, self._catalog)
 
-    def verify(self) -> VerifyReport:
-        """Check every registered vector is readable and every shard file is accounted for."""
-        report = VerifyReport()
-        registered = set()
-        for shard_id, name, dtype, rows, dim in self._catalog.shards():
-            registered.add(name)
-            report.shards += 1
-            try:
-                matrix = self._shards.open(name)
-                if matrix.shape != (rows, dim) or str(matrix.dtype) != dtype:
-                    report.problems.append(
-                        f"{self._shards.path(name)}: {matrix.shape} {matrix.dtype}, registered "
-                        f"as ({rows}, {dim}) {dtype}"
-                    )
-                    continue
-                used = self._catalog.shard_rows(shard_id)
-                report.vectors += len(used)
-                if used and max(used) >= rows:
-                    report.problems.append(
-                        f"{self._shards.path(name)}: a vector points past row {rows}"
-                    )
-                if used and not np.isfinite(np.asarray(matrix[sorted(used)])).all():
-                    report.problems.append(f"{self._shards.path(name)}: holds NaN or infinity")
-            except StoreError as exc:
-                report.problems.append(str(exc))
-        dangling = self._catalog.dangling_vectors()
-        if dangling:
-            report.problems.append(f"{dangling} vector(s) point to an unregistered shard")
-        for name, _ in self._shards.names():
-            if name not in registered:
-                report.problems.append(
-                    f"{self._shards.path(name)}: shard file not in the catalog (left by an "
-                    "interrupted run; 'featcache store gc' removes it)"
-                )
+    def verify(self, *, repair: bool = False) -> VerifyReport:
+        """Re-hash every shard and read back every vector; name what is damaged.
+
+        With `repair`, damaged shards' vectors are dropped (the next extract computes them).
+        """
+        self._maps.clear()  # release the memory maps before a possible delete
+        report = maintenance.verify(self._catalog, self._shards, repair=repair)
+        self._intact.difference_update(report.damaged)
         return report
 
     def gc(self, *, grace_seconds: float = 900.0) -> GcReport:
         """Remove unregistered shard files and vectors no dataset uses.
 
         Only what is older than `grace_seconds` goes, so a concurrent extraction's shard,
-        written but not yet registered or not yet in its dataset, is left alone.
+        written but not yet registered or not yet in its dataset, is left alone. A shard
+        the catalog references is never deleted; with no shard registered while shard files
+        exist (a lost catalog), gc refuses with `StoreError`.
         """
-        cutoff = time.time() - grace_seconds
-        dropped, emptied = self._catalog.drop_unused_vectors(cutoff)
-        registered = {name for _, name, _, _, _ in self._catalog.shards()}
-        doomed = list(emptied)
-        doomed += [n for n, mtime in self._shards.names() if n not in registered and mtime < cutoff]
-        freed = 0
-        for name in dict.fromkeys(doomed):
-            path = self._shards.path(name)
-            if path.exists():
-                freed += path.stat().st_size
-                self._shards.remove(name)
-            self._maps.pop(name, None)
-        return GcReport(files_removed=len(set(doomed)), vectors_removed=dropped, bytes_freed=freed)
+        self._maps.clear()
+        return maintenance.gc(self._catalog, self._shards, grace_seconds=grace_seconds)
+
+
+def _writable_or_new(catalog: Path) -> bool:
+    return not catalog.exists() or os.access(catalog, os.W_OK)

@@ -1,52 +1,91 @@
 """Vector shards: 2-D ``.npy`` files under ``STORE/shards/``, written atomically, memory-mapped.
 
-A shard is written to a temporary name in its final folder, flushed, fsynced, renamed, and
-the folder fsynced; only then does the caller register it in the catalog. A crash leaves at
-worst a temporary file or an unregistered shard, both of which `FeatureStore.gc` removes.
+A shard is written through `featcache._io.atomic_write` (unique temporary name, fsync,
+rename, folder fsync) and hashed while it is written; only then does the caller register it
+in the catalog with its SHA-256 and size. A crash leaves at worst a temporary file or an
+unregistered shard, both of which `FeatureStore.gc` removes. Everything outside the store
+(the Ray workers included) writes shards through `ShardFiles.in_store(...).write(...)`.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import hashlib
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from featcache._io import TMP_PREFIX, atomic_write, describe_failure
 from featcache.errors import StoreError
+from featcache.store.records import ShardInfo, ShardRecord
 
-__all__ = ["ShardFiles"]
+__all__ = ["SHARDS_FOLDER", "TMP_PREFIX", "ShardCheck", "ShardFiles"]
 
-TMP_PREFIX = ".tmp-"
+SHARDS_FOLDER = "shards"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ShardCheck:
+    """A shard file against its record: `problem` is None when it is intact.
+
+    `sha256` is set when the file was hashed for this check (its mtime had changed), and
+    `mtime_ns` is the file's current mtime, so the caller can remember both.
+    """
+
+    problem: str | None
+    sha256: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+
+
+class _HashingWriter:
+    """A write-only file wrapper that hashes what goes through it (np.save writes here)."""
+
+    def __init__(self, f: object) -> None:
+        self._f = f
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self._f.write(data)  # type: ignore[attr-defined, no-any-return]
 
 
 class ShardFiles:
-    """The shard folder of one store: write, open and list shard files by relative name."""
+    """The shard folder of one store: write, open, check and list shard files by name."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @classmethod
+    def in_store(cls, store_dir: str | Path) -> ShardFiles:
+        """The shard folder of the store in `store_dir` (for writers outside the store)."""
+        return cls(Path(store_dir) / SHARDS_FOLDER)
+
     def path(self, name: str) -> Path:
         return self.root / name
 
-    def write(self, fingerprint: str, layer: str, matrix: np.ndarray) -> str:
-        """Write `matrix` durably; return its name relative to the shard root."""
+    def write(self, fingerprint: str, layer: str, matrix: np.ndarray) -> ShardInfo:
+        """Write `matrix` durably; return its name (relative to the root), SHA-256 and size.
+
+        A full disk (or any other write error) raises `StoreError` and leaves no file.
+        """
         folder = self.root / fingerprint[:16] / layer
-        folder.mkdir(parents=True, exist_ok=True)
         name = f"{uuid.uuid4().hex}.npy"
-        tmp = folder / f"{TMP_PREFIX}{name}"
         try:
-            with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(matrix), allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, folder / name)
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_write(folder / name) as f:
+                writer = _HashingWriter(f)
+                np.save(writer, np.ascontiguousarray(matrix), allow_pickle=False)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StoreError(f"{folder / name}: cannot write shard ({exc})") from exc
-        _fsync_dir(folder)
-        return f"{fingerprint[:16]}/{layer}/{name}"
+            raise StoreError(describe_failure(folder / name, "writing a shard", exc)) from exc
+        relative = f"{fingerprint[:16]}/{layer}/{name}"
+        return ShardInfo(relative, writer.digest.hexdigest(), writer.size)
 
     def open(self, name: str) -> np.ndarray:
         """Memory-map a shard read-only; raise `StoreError` naming it if it is unreadable."""
@@ -56,26 +95,67 @@ class ShardFiles:
         except (OSError, ValueError) as exc:
             raise StoreError(
                 f"{path}: registered shard is missing or unreadable ({exc}); "
-                "run 'featcache store verify' and re-extract"
+                "run 'featcache store verify --repair', then extract again"
             ) from exc
         if matrix.ndim != 2:
             raise StoreError(f"{path}: shard has shape {matrix.shape}, expected 2-D")
         return matrix
 
+    def sha256(self, name: str) -> str:
+        """The SHA-256 of a shard file; `StoreError` naming it if it cannot be read."""
+        digest = hashlib.sha256()
+        try:
+            with open(self.path(name), "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise StoreError(f"{self.path(name)}: shard unreadable ({exc})") from exc
+        return digest.hexdigest()
+
+    def check(self, record: ShardRecord, *, rehash: bool = False) -> ShardCheck:
+        """Compare a shard file with its record: present, same size, same SHA-256.
+
+        The file is hashed when `rehash` is set, when its mtime differs from the recorded
+        one, or when no checksum is recorded; otherwise the size check is all it costs.
+        """
+        path = self.path(record.name)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            return ShardCheck(f"{path}: shard file is missing ({exc.strerror or exc})")
+        if record.bytes is not None and st.st_size != record.bytes:
+            return ShardCheck(
+                f"{path}: shard is {st.st_size} bytes, {record.bytes} were written (truncated "
+                "or overwritten)",
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+            )
+        if not rehash and record.sha256 is not None and st.st_mtime_ns == record.mtime_ns:
+            return ShardCheck(None)
+        try:
+            digest = self.sha256(record.name)
+        except StoreError as exc:
+            return ShardCheck(str(exc))
+        if record.sha256 is not None and digest != record.sha256:
+            return ShardCheck(
+                f"{path}: shard content changed (SHA-256 {digest[:16]}... is not the recorded "
+                f"{record.sha256[:16]}...)",
+                digest,
+                st.st_size,
+                st.st_mtime_ns,
+            )
+        return ShardCheck(None, digest, st.st_size, st.st_mtime_ns)
+
     def remove(self, name: str) -> None:
-        self.path(name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder: verify and gc report it
+            self.path(name).unlink(missing_ok=True)
 
     def names(self) -> Iterator[tuple[str, float]]:
         """Yield (relative name, mtime) of every file under the shard root, temporaries too."""
         if not self.root.exists():
             return
         for path in self.root.rglob("*.npy"):
-            yield path.relative_to(self.root).as_posix(), path.stat().st_mtime
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            try:
+                yield path.relative_to(self.root).as_posix(), path.stat().st_mtime
+            except FileNotFoundError:  # removed meanwhile (another process's rename or gc)
+                continue

@@ -1,0 +1,92 @@
+"""One atomic write for every file featcache produces (shards, heads, exports, weights).
+
+The content goes to a temporary name unique per process, thread and call, in the target's
+own folder; it is flushed and fsynced, renamed over the target, and the folder is fsynced,
+so a reader (or a crash) sees either the old file or the whole new one. On any error the
+temporary file is removed and the target is left as it was.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = [
+    "TMP_PREFIX",
+    "atomic_write",
+    "atomic_write_bytes",
+    "describe_failure",
+    "fsync_dir",
+    "is_disk_full",
+    "temporary_name",
+]
+
+#: Every temporary file starts with this (``featcache store gc`` knows them by it).
+TMP_PREFIX = ".tmp-"
+
+
+def temporary_name(path: Path) -> Path:
+    """A name beside `path` that no other process, thread or call uses."""
+    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}-{path.name}")
+
+
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
+    """Yield a binary file that becomes `path` only when the block ends without an error.
+
+    The yielded file's ``name`` is the temporary path, so a caller may check what it wrote
+    (after ``flush()``) before the rename; raising inside the block discards it.
+    """
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
+    """Write `payload` to `path` atomically (see `atomic_write`)."""
+    with atomic_write(path) as f:
+        f.write(payload)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in `folder` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a directory; the rename still happened
+        pass
+    finally:
+        os.close(fd)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for "no space left on device" and "quota exceeded" errors."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def describe_failure(path: str | Path, action: str, exc: BaseException) -> str:
+    """The message for a failed write; a full disk says so and that nothing was registered."""
+    text = str(exc)
+    if is_disk_full(exc) or "disk is full" in text:
+        return (
+            f"{path}: the disk is full while {action} ({text}); nothing half-written was kept "
+            "or registered. Free some space and run the command again: it resumes where it stopped."
+        )
+    return f"{path}: {action} failed ({text})"

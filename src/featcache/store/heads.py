@@ -1,0 +1,62 @@
+"""Head files: ``STORE/heads/NAME/DIGEST.joblib``, written atomically, read only if intact.
+
+The store keeps a head's bytes, never unpickles them (``featcache.classifier.persist``
+owns the format). A file is named by its content's SHA-256, so two versions with the same
+bytes share it, and it is handed back only when its bytes still match the digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+
+from featcache._io import atomic_write_bytes, describe_failure
+from featcache.errors import HeadError, StoreError
+
+__all__ = ["HEADS_FOLDER", "HeadFiles"]
+
+HEADS_FOLDER = "heads"
+
+
+class HeadFiles:
+    """The head folder of one store; file names are relative to the store's directory."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = store_dir
+
+    def path(self, file: str) -> Path:
+        return self.store_dir / file
+
+    def write(self, name: str, payload: bytes) -> tuple[str, str]:
+        """Write a head's bytes durably; return (file relative to the store, SHA-256)."""
+        digest = hashlib.sha256(payload).hexdigest()
+        folder = self.store_dir / HEADS_FOLDER / name
+        file = f"{HEADS_FOLDER}/{name}/{digest[:16]}.joblib"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.path(file), payload)
+        except OSError as exc:
+            raise StoreError(describe_failure(self.path(file), "writing a head", exc)) from exc
+        return file, digest
+
+    def read(self, file: str, sha256: str, label: str) -> bytes:
+        """The file's bytes, only if their SHA-256 is `sha256` (`label` names the head)."""
+        path = self.path(file)
+        try:
+            payload = path.read_bytes()
+        except OSError as exc:
+            raise HeadError(f"{path}: head file unreadable ({exc})") from exc
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != sha256:
+            raise HeadError(
+                f"{path}: SHA-256 {digest[:16]}... does not match the registered "
+                f"{sha256[:16]}... for head {label}; the file was changed outside featcache "
+                "and will not be unpickled"
+            )
+        return payload
+
+    def delete(self, file: str) -> None:
+        self.path(file).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the head's folder goes once it is empty
+            self.path(file).parent.rmdir()

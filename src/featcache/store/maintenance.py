@@ -1,0 +1,148 @@
+"""Store maintenance: `info` (what is stored), `verify` (is it intact, and ``repair``), `gc`.
+
+These read the catalog and the shard files directly; `FeatureStore.info`, `.verify` and
+`.gc` are the public entry points.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featcache.errors import StoreError
+from featcache.store.catalog import Catalog
+from featcache.store.records import GcReport, VerifyReport
+from featcache.store.shards import TMP_PREFIX, ShardFiles
+
+__all__ = ["gc", "info", "verify"]
+
+
+def info(path: Path, catalog: Catalog) -> dict[str, Any]:
+    """A summary: datasets (rows per split), extractors, vector counts, heads, disk use."""
+    size = 0
+    for p in path.rglob("*"):
+        try:
+            size += p.stat().st_size if p.is_file() else 0
+        except OSError:  # removed while walking (a concurrent run's temporary file)
+            continue
+    datasets = {}
+    for name in catalog.dataset_names():
+        found = catalog.dataset(name)
+        if found is not None:
+            datasets[name] = {"rows": found.rows, "splits": found.splits}
+    return {
+        "path": str(path),
+        "bytes": size,
+        "read_only": catalog.read_only,
+        "datasets": datasets,
+        "extractors": catalog.extractors(),
+        "vectors": [
+            {"fingerprint": fp, "layer": layer, "count": n}
+            for fp, layer, n in catalog.vector_counts()
+        ],
+        "heads": sorted({h.name for h in catalog.heads()}),
+        "failures": len(catalog.failures()),
+    }
+
+
+def verify(catalog: Catalog, shards: ShardFiles, *, repair: bool = False) -> VerifyReport:
+    """Re-hash every registered shard, read back every vector, account for every file.
+
+    Damaged shards (missing, truncated, changed since written, or holding NaN/infinity) are
+    named in ``report.damaged``. With `repair`, their vectors are dropped from the catalog and
+    their files deleted, so the next ``extract`` computes those images again; vectors that
+    point to no shard are dropped too, and rows sharing a dataset path are merged.
+    """
+    report = VerifyReport()
+    registered: set[str] = set()
+    damaged: dict[int, str] = {}
+    for record in catalog.shards():
+        registered.add(record.name)
+        report.shards += 1
+        path = shards.path(record.name)
+        check = shards.check(record, rehash=True)
+        if check.problem is not None:
+            damaged[record.id] = check.problem
+            continue
+        if record.sha256 is None and check.sha256 is not None and not catalog.read_only:
+            # a shard registered before checksums existed: its checksum from now on
+            catalog.record_shard_file(record.id, check.sha256, check.size or 0, check.mtime_ns or 0)
+        try:
+            matrix = shards.open(record.name)
+        except StoreError as exc:
+            damaged[record.id] = str(exc)
+            continue
+        if matrix.shape != (record.rows, record.dim) or str(matrix.dtype) != record.dtype:
+            damaged[record.id] = (
+                f"{path}: {matrix.shape} {matrix.dtype}, registered as "
+                f"({record.rows}, {record.dim}) {record.dtype}"
+            )
+            continue
+        used = catalog.shard_rows(record.id)
+        report.vectors += len(used)
+        if used and max(used) >= record.rows:
+            damaged[record.id] = f"{path}: a vector points past row {record.rows}"
+        elif used and not np.isfinite(np.asarray(matrix[sorted(used)])).all():
+            damaged[record.id] = f"{path}: holds NaN or infinity"
+        del matrix  # release the memory map before a possible delete
+    names = {r.id: r.name for r in catalog.shards()}
+    report.damaged = [names[i] for i in damaged]
+    dangling = catalog.dangling_vectors()
+    if repair:
+        report.vectors_dropped = catalog.forget_shards(list(damaged))
+        for shard_id in damaged:
+            shards.remove(names[shard_id])
+        report.repaired = list(report.damaged)
+        report.vectors_dropped += catalog.drop_dangling_vectors() if dangling else 0
+        catalog.dedupe_dataset_rows()
+    else:
+        report.problems += [
+            f"{problem}; 'featcache store verify --repair' drops its vectors, then extract "
+            "computes them again"
+            for problem in damaged.values()
+        ]
+        if dangling:
+            report.problems.append(
+                f"{dangling} vector(s) point to an unregistered shard ('featcache store verify "
+                "--repair' drops them)"
+            )
+    for name, _ in shards.names():
+        if name not in registered and name not in report.repaired:
+            report.problems.append(
+                f"{shards.path(name)}: shard file not in the catalog (left by an interrupted "
+                "run; 'featcache store gc' removes it)"
+            )
+    return report
+
+
+def gc(catalog: Catalog, shards: ShardFiles, *, grace_seconds: float = 900.0) -> GcReport:
+    """Remove unregistered shard files and vectors no dataset uses (see `FeatureStore.gc`)."""
+    registered = {record.name for record in catalog.shards()}
+    files = [(n, m) for n, m in shards.names() if not Path(n).name.startswith(TMP_PREFIX)]
+    if not registered and files:
+        raise StoreError(
+            f"{catalog.path}: the catalog lists no shards but {shards.root} holds {len(files)} "
+            "shard file(s); gc refuses to delete them, as the catalog may have been lost or "
+            "replaced. Restore the catalog, or delete the shards folder yourself if you are sure"
+        )
+    cutoff = time.time() - grace_seconds
+    dropped, emptied = catalog.drop_unused_vectors(cutoff)
+    registered = {record.name for record in catalog.shards()}
+    doomed = [n for n in emptied if n not in registered]
+    doomed += [n for n, mtime in shards.names() if n not in registered and mtime < cutoff]
+    freed = 0
+    removed = 0
+    for name in dict.fromkeys(doomed):
+        path = shards.path(name)
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue
+        shards.remove(name)
+        if not path.exists():
+            freed += size
+            removed += 1
+    return GcReport(files_removed=removed, vectors_removed=dropped, bytes_freed=freed)

@@ -1,0 +1,170 @@
+"""The store's records: named, typed rows instead of tuples."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DatasetChange",
+    "DatasetInfo",
+    "DatasetRow",
+    "GcReport",
+    "HeadRecord",
+    "LabelledVectors",
+    "ShardInfo",
+    "ShardRecord",
+    "VectorRow",
+    "VerifyReport",
+]
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    """One image of a dataset: its content key, where it came from, label id and split.
+
+    Within a dataset a row is identified by its `path` (``train.p#17`` for array rows).
+    """
+
+    key: str
+    path: str
+    label: int | None = None
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class VectorRow:
+    """A dataset row with where its vector is stored (`shard` None when it has none)."""
+
+    key: str
+    path: str
+    label: int | None
+    split: str | None
+    shard: str | None
+    row: int | None
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset: class names, where its rows came from, row count and rows per split.
+
+    `splits` maps each split (``""`` for rows without one) to its number of rows.
+    """
+
+    name: str
+    class_names: list[str]
+    source: str
+    rows: int
+    splits: dict[str, int]
+
+
+@dataclass(frozen=True)
+class DatasetChange:
+    """What writing a dataset did: rows added, updated (key, label or split), removed,
+    left as they were, and the dataset's totals afterwards (`splits`: rows per split)."""
+
+    dataset: str
+    added: int
+    updated: int
+    removed: int
+    unchanged: int
+    rows: int
+    splits: dict[str, int]
+
+    def summary(self) -> str:
+        """One line: ``3 added, 0 updated, 1 removed; now 12 rows (train 9, val 3)``."""
+        per_split = ", ".join(f"{s or 'no split'} {n}" for s, n in self.splits.items())
+        return (
+            f"{self.added} added, {self.updated} updated, {self.removed} removed; "
+            f"now {self.rows} rows" + (f" ({per_split})" if per_split else "")
+        )
+
+
+@dataclass(frozen=True)
+class LabelledVectors:
+    """The vectors of a dataset in dataset order; unpacks as ``keys, X, y``."""
+
+    keys: list[str]
+    X: np.ndarray
+    y: np.ndarray
+    paths: list[str]
+    splits: list[str | None]
+    class_names: list[str]
+    fingerprint: str
+    layer: str
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.keys, self.X, self.y))
+
+
+@dataclass(frozen=True)
+class HeadRecord:
+    """A registered head version: its file (relative to the store), digest and metadata.
+
+    A (name, version) pair names one model forever; `sha256` identifies the file's content,
+    so a cache of loaded heads compares digests, not version numbers.
+    """
+
+    name: str
+    version: int
+    file: str
+    sha256: str
+    meta: dict[str, Any]
+    created: float
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """A shard file just written: its name under ``STORE/shards/``, SHA-256 and size."""
+
+    name: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """A registered shard as the catalog knows it (`sha256`/`bytes` None if unrecorded)."""
+
+    id: int
+    name: str
+    fingerprint: str
+    layer: str
+    dtype: str
+    rows: int
+    dim: int
+    sha256: str | None
+    bytes: int | None
+    mtime_ns: int | None
+
+
+@dataclass
+class VerifyReport:
+    """What `FeatureStore.verify` found; ``ok`` when there are no problems.
+
+    `damaged` names the registered shards whose file is missing, truncated, changed or
+    holds NaN/infinity; `repaired` the ones whose vectors ``repair=True`` dropped.
+    """
+
+    shards: int = 0
+    vectors: int = 0
+    problems: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    vectors_dropped: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What `FeatureStore.gc` removed."""
+
+    files_removed: int
+    vectors_removed: int
+    bytes_freed: int
