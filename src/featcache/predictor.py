@@ -92,7 +92,11 @@ class Predictor:
 
     @property
     def head(self) -> LoadedHead:
-        """The head in use; a newer registered version replaces it (checked every few s)."""
+        """The head in use; a newly registered head replaces it (checked every few s).
+
+        A change is seen by the head file's SHA-256, not only by its version number, so a
+        head deleted and trained again is picked up; a deleted head raises `NotFoundError`.
+        """
         if self._pinned is not None:
             return self._head
         now = time.monotonic()
@@ -101,7 +105,10 @@ class Predictor:
                 if now - self._checked_at >= self._refresh_seconds:
                     self._checked_at = now
                     newest = self.store.head(self.head_name)
-                    if newest.version != self._head.version:
+                    if (newest.version, newest.sha256) != (
+                        self._head.version,
+                        self._head.record.sha256,
+                    ):
                         self._head = load_head(self.store, self.head_name, newest.version)
         return self._head
 

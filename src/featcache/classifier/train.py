@@ -16,7 +16,7 @@ from featcache.classifier.heads import LogRegHead, SoftmaxHead, make_head, top_k
 from featcache.classifier.persist import save_head
 from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError
-from featcache.store.featurestore import FeatureStore, HeadRecord
+from featcache.store import FeatureStore, HeadRecord, validate_head_name
 
 __all__ = ["TrainResult", "train_head", "training_digest"]
 
@@ -64,6 +64,7 @@ def train_head(
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"The 'val_fraction' must be in [0, 1). Got {val_fraction}.")
+    name = validate_head_name(name or f"{dataset}-{head}")  # before any work
     estimator = make_head(head, params)
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -111,5 +112,5 @@ def train_head(
         "timings": timings,
         "created": time.time(),
     }
-    record = save_head(store, name or f"{dataset}-{head}", estimator, meta)
+    record = save_head(store, name, estimator, meta)
     return TrainResult(record, estimator, metrics, timings)

@@ -26,8 +26,14 @@ def extract(
     resize: str = typer.Option("squash", help="squash (whole image) or crop (centre square)."),
     layers: str = typer.Option("fc7", help="Comma-separated: pool5,fc6,fc7,fc8,prob."),
     dataset: str | None = typer.Option(None, help="Dataset name [default: the data's name]."),
-    split: str | None = typer.Option(None, help="Split for rows that have none (train, test)."),
-    append: bool = typer.Option(False, help="Add rows to an existing dataset."),
+    split: str | None = typer.Option(
+        None,
+        help="Split for rows that have none: train, val (or valid), test. Without --append, "
+        "only this split's rows are replaced.",
+    ),
+    append: bool = typer.Option(
+        False, help="Add new rows and update known ones (by path); never remove any."
+    ),
     class_names: Path | None = typer.Option(None, help="ClassId,Name CSV (like signnames.csv)."),
     batch_size: int = typer.Option(0, help="Images per batch; 0: 64 for float32, 128 for bf16."),
     dtype: str = typer.Option("float32", help="Storage dtype: float32 or float16."),
@@ -80,6 +86,10 @@ def extract(
         + (f", {report.duplicates} duplicate(s)" if report.duplicates else "")
         + f" in {report.seconds:.1f}s{rate}"
     )
+    if report.rows is not None:
+        out.print(f"dataset '{name}' rows: {report.rows.summary()}")
+    for repair in report.repairs:
+        err.print(f"[yellow]repaired[/yellow] {escape(repair)}", markup=True)
     out.print(f"extractor {report.fingerprint[:12]} ({profile}, {precision}) → {store}")
     note(report.weights_note)
     if report.failed:
@@ -102,6 +112,6 @@ def export(
     """Write a dataset's keys, paths, labels, splits and vectors to .npz or Parquet."""
     from featcache.store import FeatureStore, export_vectors
 
-    with FeatureStore(store, create=False) as fs:
+    with FeatureStore(store, create=False, read_only=True) as fs:
         path = export_vectors(fs, dataset, out_path, layer=layer, fingerprint=fingerprint)
     out.print(f"wrote {path}")

@@ -21,14 +21,15 @@ def store_info(
     """Datasets, extractors, vector counts, heads and disk use."""
     from featcache.store import FeatureStore
 
-    with FeatureStore(store, create=False) as fs:
+    with FeatureStore(store, create=False, read_only=True) as fs:
         info = fs.info()
     if as_json:
         out.print_json(json.dumps(info))
         return
     out.print(f"store {info['path']}: {info['bytes'] / 1e6:.1f} MB, {info['failures']} failure(s)")
-    for name, rows in info["datasets"].items():
-        out.print(f"  dataset {name}: {rows} images")
+    for name, entry in info["datasets"].items():
+        splits = ", ".join(f"{s or 'no split'} {n}" for s, n in entry["splits"].items())
+        out.print(f"  dataset {name}: {entry['rows']} images" + (f" ({splits})" if splits else ""))
     for entry in info["vectors"]:
         spec = info["extractors"].get(entry["fingerprint"], {})
         random = " [RANDOM WEIGHTS]" if spec.get("weights_note") else ""
@@ -42,16 +43,29 @@ def store_info(
 
 @store_app.command("verify")
 @reports_errors
-def store_verify(store: Path = typer.Argument(..., help="Feature store directory.")) -> None:
-    """Exit 0 only if every registered vector reads back and every shard is accounted for."""
+def store_verify(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    repair: bool = typer.Option(
+        False, help="Drop damaged shards' vectors, so the next extract computes them again."
+    ),
+) -> None:
+    """Exit 0 only if every shard matches its checksum, every registered vector reads back
+    and every shard file is accounted for."""
     from featcache.store import FeatureStore
 
-    with FeatureStore(store, create=False) as fs:
-        report = fs.verify()
+    with FeatureStore(store, create=False, read_only=not repair) as fs:
+        report = fs.verify(repair=repair)
     for problem in report.problems:
         out.print(f"problem: {problem}")
+    for name in report.repaired:
+        out.print(f"repaired: shard {name} dropped; extract again to recompute its vectors")
     out.print(
         f"{report.shards} shards, {report.vectors} vectors, {len(report.problems)} problem(s)"
+        + (
+            f", {len(report.repaired)} shard(s) and {report.vectors_dropped} vector(s) dropped"
+            if repair
+            else ""
+        )
     )
     if not report.ok:
         raise typer.Exit(EXIT_STRICT)
@@ -63,7 +77,8 @@ def store_gc(
     store: Path = typer.Argument(..., help="Feature store directory."),
     grace: float = typer.Option(900.0, help="Leave files younger than this many seconds."),
 ) -> None:
-    """Remove unregistered shard files and vectors that no dataset uses."""
+    """Remove unregistered shard files and vectors that no dataset uses (never a shard the
+    catalog references; refuses when the catalog lists no shard but shard files exist)."""
     from featcache.store import FeatureStore
 
     with FeatureStore(store, create=False) as fs:

@@ -26,7 +26,14 @@ from featcache.extractor.alexnet import check_layers
 from featcache.extractor.fingerprint import ExtractorSpec
 from featcache.extractor.preprocess import DEFAULT_MAX_PIXELS, preprocess_rgb
 from featcache.extractor.weights import Weights, file_sha256, read_weights
-from featcache.store.featurestore import STORAGE_DTYPES, DatasetRow, FeatureStore
+from featcache.store import (
+    STORAGE_DTYPES,
+    DatasetChange,
+    DatasetRow,
+    FeatureStore,
+    normalize_split,
+    validate_dataset_name,
+)
 
 __all__ = [
     "ENGINES",
@@ -107,6 +114,8 @@ class ExtractReport:
     timings: dict[str, float] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: DatasetChange | None = None  # what writing the dataset changed, and its totals
+    repairs: list[str] = field(default_factory=list)  # damaged shards found, recomputed
 
     @property
     def images_per_second(self) -> float:
@@ -192,14 +201,19 @@ def extract(
 
     Images already stored for this extractor are skipped; unreadable ones are reported in
     ``report.failures`` and skipped, and the rest are stored. With `dataset`, the images
-    that have vectors are recorded as that dataset (replacing it, or extending with `append`);
-    `split` fills the split of rows that have none.
+    that have vectors are recorded as that dataset, one row per source path (see
+    `FeatureStore.add_dataset`: `append` adds and updates rows, `split` replaces only that
+    split's rows, neither replaces the dataset); `split` also fills the split of rows that
+    have none. Names and splits are checked before any work.
 
     `engine` "ray" runs the network on a Ray cluster (`ray_address`, default: start a local
     one) with ``config.workers`` actors; they write shards into the store's directory (a
     shared path on a cluster) and this process registers them.
     """
     config = config or ExtractConfig()
+    if dataset is not None:
+        validate_dataset_name(dataset)
+    split = normalize_split(split, where="--split")
     if engine not in ENGINES:
         raise ConfigError(f"The 'engine' must be one of {list(ENGINES)}. Got {engine!r}.")
     if engine == "ray":
@@ -211,6 +225,8 @@ def extract(
     start = time.perf_counter()
     if not isinstance(source, ImageSource):
         source = open_source(source, class_names_file=class_names_file)
+    for item in source.items:
+        normalize_split(item.split, where=item.path)  # a bad split stops before any work
     if store is not None and not isinstance(store, FeatureStore):
         store = FeatureStore(store)
     report = ExtractReport(total=len(source.items), dataset=dataset)
@@ -284,6 +300,7 @@ def extract(
 
                 _compute(todo, make_network, spec, store, config, report, pool, progress, clock)
 
+    report.repairs = list(store.repairs) if store is not None else []
     failed_paths = {path for path, _ in report.failures}
     report.failed = len(failed_paths)
     if store is not None:
@@ -296,8 +313,13 @@ def extract(
                 for item, key in keyed
                 if key in stored
             ]
-            store.add_dataset(
-                dataset, rows, source.class_names, source=source.description, append=append
+            report.rows = store.add_dataset(
+                dataset,
+                rows,
+                source.class_names,
+                source=source.description,
+                append=append,
+                split=split,
             )
             clock.add("dataset", t)
     report.seconds = time.perf_counter() - start
