@@ -83,8 +83,14 @@ class FeatureStore:
                 self.path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"{self.path}: cannot create the store ({exc})") from exc
+        writable = os.access(self.path, os.W_OK) and _writable_or_new(catalog)
         if read_only is None:
-            read_only = not (os.access(self.path, os.W_OK) and _writable_or_new(catalog))
+            read_only = not writable
+        elif not read_only and not writable:
+            raise StoreError(
+                f"{self.path}: the store is read-only for this user and this command writes "
+                "to it; run it as a user who may write the store's folder"
+            )
         self._catalog = Catalog(catalog, read_only=read_only)
         self._maps: dict[str, np.ndarray] = {}
         self._intact: set[str] = set()  # shards checked by this instance
