@@ -51,16 +51,16 @@ def read_only_tree(root: Path) -> None:
         path.chmod(stat.S_IMODE(path.stat().st_mode) & ~0o222)
 
 
-def as_reader(*args: str) -> subprocess.CompletedProcess[str]:
+def as_reader(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python -m featcache ARGS`` as a user who cannot write the store."""
-    return run_child(["-m", "featcache", *args])
+    return run_child(["-m", "featcache", *args], cwd)
 
 
 def as_reader_python(code: str) -> subprocess.CompletedProcess[str]:
     return run_child(["-c", code])
 
 
-def run_child(args: list[str]) -> subprocess.CompletedProcess[str]:
+def run_child(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     def drop() -> None:
         if os.geteuid() == 0:
             libc = ctypes.CDLL(None, use_errno=True)
@@ -76,6 +76,7 @@ def run_child(args: list[str]) -> subprocess.CompletedProcess[str]:
         timeout=120,
         env=env,
         preexec_fn=drop,
+        cwd=cwd,
         check=False,
     )
 
@@ -114,6 +115,20 @@ def test_read_only_store_answers_info_verify_export_and_cached_predict(
     )
     assert export.returncode == 0, export.stderr
     assert (outbox / "s.npz").stat().st_size > 0
+    evaluate = as_reader(
+        "evaluate",
+        "--store",
+        str(store),
+        "--head",
+        "signs",
+        "--dataset",
+        "signs",
+        "--split",
+        "all",
+        cwd=outbox,
+    )
+    assert evaluate.returncode == 0, evaluate.stdout + evaluate.stderr
+    assert list((outbox / "featcache-reports").glob("signs-v1-signs-all/*.json"))
     predict = as_reader("predict", "--store", str(store), "--head", "signs", str(images))
     assert predict.returncode == 0, predict.stdout + predict.stderr
     assert predict.stdout.count("(cached)") == 6

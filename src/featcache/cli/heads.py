@@ -85,8 +85,10 @@ def evaluate(
         evaluation = evaluate_head(
             fs, head, dataset, split=None if split == "all" else split, version=version
         )
+        # a read-only store cannot hold the report: it goes to the working folder
+        reports = Path("featcache-reports") if fs.read_only else store / "reports"
     summary = evaluation.summary
-    folder = out_dir or store / "reports" / f"{head}-v{summary['version']}-{dataset}-{split}"
+    folder = out_dir or reports / f"{head}-v{summary['version']}-{dataset}-{split}"
     paths = write_report(evaluation, folder)
     topk = next(k for k in summary if k.startswith("top"))
     out.print(
