@@ -255,6 +255,20 @@ class Catalog:
                 where[key] = (name, row)
         return where
 
+    def shard_ids(self, keys: Sequence[str], fingerprint: str, layer: str) -> dict[str, int]:
+        """Map each stored key to the id of its shard."""
+        found: dict[str, int] = {}
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                self.query(
+                    "SELECT key, shard_id FROM vectors WHERE fingerprint=? AND layer=? "
+                    f"AND key IN ({marks})",
+                    (fingerprint, layer, *chunk),
+                )
+            )
+        return found
+
     def register_shard(
         self,
         shard: ShardRecord,
@@ -300,16 +314,20 @@ class Catalog:
             "SELECT fingerprint, layer, COUNT(*) FROM vectors GROUP BY fingerprint, layer"
         )
 
-    def shards(self, names: Sequence[str] | None = None) -> list[ShardRecord]:
-        """Every registered shard (or those among `names`), in registration order."""
-        if names is None:
+    def shards(
+        self, names: Sequence[str] | None = None, *, ids: Sequence[int] | None = None
+    ) -> list[ShardRecord]:
+        """Every registered shard (or those among `names`, or `ids`), in registration order."""
+        if names is None and ids is None:
             rows = self.query(f"SELECT {_SHARD_COLUMNS} FROM shards ORDER BY id")
         else:
+            column, values = ("name", names) if names is not None else ("id", ids or [])
             rows = []
-            for chunk in _chunks(names):
+            for chunk in _chunks(values):
                 marks = ",".join("?" * len(chunk))
                 rows += self.query(
-                    f"SELECT {_SHARD_COLUMNS} FROM shards WHERE name IN ({marks})", tuple(chunk)
+                    f"SELECT {_SHARD_COLUMNS} FROM shards WHERE {column} IN ({marks})",
+                    tuple(chunk),
                 )
         return [ShardRecord(*row) for row in rows]
 
@@ -613,6 +631,6 @@ def _dedupe_rows(db: sqlite3.Connection) -> int:
     return removed
 
 
-def _chunks(keys: Sequence[str]) -> Iterator[Sequence[str]]:
+def _chunks(keys: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(keys), _MAX_PARAMS):
         yield keys[start : start + _MAX_PARAMS]

@@ -93,7 +93,7 @@ class FeatureStore:
             )
         self._catalog = Catalog(catalog, read_only=read_only)
         self._maps: dict[str, np.ndarray] = {}
-        self._intact: set[str] = set()  # shards checked by this instance
+        self._intact_ids: set[int] = set()  # shards checked by this instance
         self._check_lock = threading.Lock()
         #: Problems with shards this instance found (and, when writable, dropped) while
         #: looking keys up; their images are then computed again by the next extraction.
@@ -182,37 +182,38 @@ class FeatureStore:
         computes them again; when the store is writable, the damaged shard is unregistered
         and deleted first (the problem is kept in `repairs`).
         """
-        where = self._catalog.locate(list(keys), fingerprint, layer)
-        problems = self._check_shards({name for name, _ in where.values()})
-        if problems and not self.read_only:
-            self._forget_damaged(problems)
-        return {key for key, (name, _) in where.items() if name not in problems}
+        where = self._catalog.shard_ids(list(keys), fingerprint, layer)
+        todo = set(where.values()) - self._intact_ids
+        damaged = self._check_shards(self._catalog.shards(ids=sorted(todo))) if todo else []
+        if damaged and not self.read_only:
+            self._forget_damaged(damaged)
+        bad = {record.id for record, _ in damaged}
+        return {key for key, shard_id in where.items() if shard_id not in bad}
 
-    def _check_shards(self, names: set[str]) -> dict[str, str]:
-        """{shard name: problem} for the damaged ones among `names` (each checked once)."""
-        todo = sorted(names - self._intact)
-        if not todo:
-            return {}
-        problems: dict[str, str] = {}
+    def _check_shards(self, records: Sequence[ShardRecord]) -> list[tuple[ShardRecord, str]]:
+        """(record, problem) for the damaged shards among `records` (intact ones are
+        remembered, so each is checked once per store object)."""
+        damaged = []
         with self._check_lock:
-            for record in self._catalog.shards(todo):
+            for record in records:
+                if record.id in self._intact_ids:
+                    continue
                 check = self._shards.check(record)
                 if check.problem is not None:
-                    problems[record.name] = check.problem
+                    damaged.append((record, check.problem))
                     continue
                 if check.sha256 is not None and not self.read_only:
                     self._catalog.record_shard_file(
                         record.id, check.sha256, check.size or 0, check.mtime_ns or 0
                     )
-                self._intact.add(record.name)
-        return problems
+                self._intact_ids.add(record.id)
+        return damaged
 
-    def _forget_damaged(self, problems: Mapping[str, str]) -> None:
-        ids = [r.id for r in self._catalog.shards(list(problems))]
-        self._catalog.forget_shards(ids)
-        for name, problem in problems.items():
-            self._maps.pop(name, None)
-            self._shards.remove(name)
+    def _forget_damaged(self, damaged: Sequence[tuple[ShardRecord, str]]) -> None:
+        self._catalog.forget_shards([record.id for record, _ in damaged])
+        for record, problem in damaged:
+            self._maps.pop(record.name, None)
+            self._shards.remove(record.name)
             self.repairs.append(f"{problem}; its vectors will be computed again")
 
     def put_batch(
@@ -288,15 +289,12 @@ class FeatureStore:
             raise
         if new == 0:
             self._shards.remove(name)
-        else:
-            self._intact.add(name)
         return new
 
     def _map(self, name: str) -> np.ndarray:
         matrix = self._maps.get(name)
         if matrix is None:
-            problem = self._check_shards({name}).get(name)
-            if problem is not None:
+            for _, problem in self._check_shards(self._catalog.shards([name])):
                 raise StoreError(
                     f"{problem}; run 'featcache store verify --repair', then extract again"
                 )
@@ -532,7 +530,7 @@ class FeatureStore:
         """
         self._maps.clear()  # release the memory maps before a possible delete
         report = maintenance.verify(self._catalog, self._shards, repair=repair)
-        self._intact.difference_update(report.damaged)
+        self._intact_ids.clear()
         return report
 
     def gc(self, *, grace_seconds: float = 900.0) -> GcReport:
