@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import CountingNetwork, write_images
@@ -148,5 +149,8 @@ def test_read_only_flag_never_writes(tmp_path: Path) -> None:
         assert fs.read_only and fs.head("h").version == 1
         with pytest.raises(StoreError, match="store is read-only here"):
             fs.add_head("h", b"other", {})
+        with pytest.raises(StoreError, match="read-only here, so vectors cannot be stored"):
+            fs.put_batch(["k"], {"fc7": np.ones((1, 4), np.float32)}, "f" * 64)
+    assert not (tmp_path / "shards").exists()
     with pytest.raises(StoreError, match="no feature store here"):
         FeatureStore(tmp_path / "new", read_only=True)

@@ -1,10 +1,11 @@
-"""The SQLite catalog of a store (``catalog.sqlite``, WAL mode): every SQL statement lives here.
+"""The SQLite catalog of a store (``catalog.sqlite``, WAL mode): every query lives here.
 
 Tables: ``extractors`` (fingerprint → spec), ``shards`` (file, fingerprint, layer, dtype,
 shape, SHA-256, size), ``vectors`` ((key, fingerprint, layer) → shard row), ``datasets`` and
 ``dataset_rows`` ((key, path, label, split) per dataset, one row per path), ``failures``,
 ``file_digests``, ``heads`` (versioned head files) and ``head_versions`` (the last version
-each head name ever had, so versions are never reused).
+each head name ever had, so versions are never reused); `featcache.store.schema` creates
+and migrates them.
 
 Writes take SQLite's write lock up front (``BEGIN IMMEDIATE``), so processes that share a
 store queue instead of failing half-way. A catalog opened read-only (``mode=ro``, or
@@ -34,43 +35,15 @@ from featcache.store.records import (
     ShardRecord,
     VectorRow,
 )
+from featcache.store.schema import (
+    SCHEMA_VERSION,
+    create_or_migrate,
+    dedupe_rows,
+    schema_version,
+)
 
-__all__ = ["SCHEMA_VERSION", "Catalog"]
+__all__ = ["Catalog"]
 
-SCHEMA_VERSION = 2
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS extractors(
-    fingerprint TEXT PRIMARY KEY, spec TEXT NOT NULL, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS shards(
-    id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, fingerprint TEXT NOT NULL,
-    layer TEXT NOT NULL, dtype TEXT NOT NULL, rows INTEGER NOT NULL, dim INTEGER NOT NULL,
-    created REAL NOT NULL, sha256 TEXT, bytes INTEGER, mtime_ns INTEGER);
-CREATE TABLE IF NOT EXISTS vectors(
-    key TEXT NOT NULL, fingerprint TEXT NOT NULL, layer TEXT NOT NULL,
-    shard_id INTEGER NOT NULL, row INTEGER NOT NULL,
-    PRIMARY KEY(key, fingerprint, layer)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS vectors_shard ON vectors(shard_id);
-CREATE TABLE IF NOT EXISTS datasets(
-    name TEXT PRIMARY KEY, class_names TEXT NOT NULL, source TEXT NOT NULL,
-    created REAL NOT NULL, updated REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS dataset_rows(
-    dataset TEXT NOT NULL, idx INTEGER NOT NULL, key TEXT NOT NULL, path TEXT NOT NULL,
-    label INTEGER, split TEXT, PRIMARY KEY(dataset, idx));
-CREATE INDEX IF NOT EXISTS dataset_rows_key ON dataset_rows(key);
-CREATE TABLE IF NOT EXISTS failures(
-    id INTEGER PRIMARY KEY, dataset TEXT, path TEXT NOT NULL, reason TEXT NOT NULL,
-    time REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS file_digests(
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL, sha256 TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS heads(
-    name TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL,
-    meta TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY(name, version));
-CREATE TABLE IF NOT EXISTS head_versions(name TEXT PRIMARY KEY, last INTEGER NOT NULL);
-"""
-# After the migration (duplicate rows must be gone before the index can exist).
-_ROW_IDENTITY = "CREATE UNIQUE INDEX IF NOT EXISTS dataset_rows_path ON dataset_rows(dataset, path)"
 _SPLIT_COUNTS = "SELECT COALESCE(split, ''), COUNT(*) FROM dataset_rows WHERE dataset=? GROUP BY 1"
 _MAX_PARAMS = 500  # keys per IN (...) query, well under SQLite's variable limit
 _SHARD_COLUMNS = "id, name, fingerprint, layer, dtype, rows, dim, sha256, bytes, mtime_ns"
@@ -123,46 +96,16 @@ class Catalog:
         raise StoreError(f"{self.path}: cannot open the catalog read-only ({last})") from last
 
     def _check_schema(self, db: sqlite3.Connection) -> None:
-        try:
-            found = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                raise StoreError(f"{self.path}: not a featcache catalog (no 'meta' table)") from exc
-            raise
-        if found is None or int(found[0]) != SCHEMA_VERSION:
-            version = None if found is None else found[0]
+        found = schema_version(db, self.path)
+        if found != SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path}: catalog schema {version} is not the supported {SCHEMA_VERSION}; "
+                f"{self.path}: catalog schema {found} is not the supported {SCHEMA_VERSION}; "
                 "open the store once with write access to upgrade it"
             )
 
     def _create_or_migrate(self) -> None:
         with self.transaction() as db:
-            # statement by statement: executescript() would commit the open transaction
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
-            found = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if found is None:
-                db.execute("INSERT INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(found[0]) == 1:
-                self._migrate_from_1(db)
-                self.migrated_from = 1
-            elif int(found[0]) != SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: catalog schema {found[0]} is not the supported {SCHEMA_VERSION}"
-                )
-            db.execute(_ROW_IDENTITY)
-
-    @staticmethod
-    def _migrate_from_1(db: sqlite3.Connection) -> None:
-        """Version 1 had no shard checksums, reused head versions and duplicated rows."""
-        for column in ("sha256 TEXT", "bytes INTEGER", "mtime_ns INTEGER"):
-            db.execute(f"ALTER TABLE shards ADD COLUMN {column}")
-        db.execute(
-            "INSERT OR IGNORE INTO head_versions SELECT name, MAX(version) FROM heads GROUP BY name"
-        )
-        _dedupe_rows(db)
-        db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+            self.migrated_from = create_or_migrate(db, self.path)
 
     def _enable_wal(self, timeout: float) -> None:
         # Switching a new database to WAL takes an exclusive lock, and SQLite does not wait
@@ -508,7 +451,7 @@ class Catalog:
     def dedupe_dataset_rows(self) -> int:
         """Merge rows that share a (dataset, path); return how many were removed."""
         with self.transaction() as db:
-            return _dedupe_rows(db)
+            return dedupe_rows(db)
 
     # -- failures ---------------------------------------------------------------------------
 
@@ -606,29 +549,6 @@ def _split_counts(rows: Sequence[tuple[Any, ...]]) -> dict[str, int]:
     """{split: rows} in the order train, val, test, others ("" for rows without a split)."""
     order = {"train": 0, "val": 1, "test": 2}
     return {s: int(n) for s, n in sorted(rows, key=lambda r: (order.get(r[0], 3), r[0]))}
-
-
-def _dedupe_rows(db: sqlite3.Connection) -> int:
-    """Keep one row per (dataset, path): the first position, with the newest values."""
-    groups = db.execute(
-        "SELECT dataset, path, MIN(idx), MAX(idx) FROM dataset_rows "
-        "GROUP BY dataset, path HAVING COUNT(*) > 1"
-    ).fetchall()
-    removed = 0
-    for dataset, path, first, last in groups:
-        key, label, split = db.execute(
-            "SELECT key, label, split FROM dataset_rows WHERE dataset=? AND idx=?", (dataset, last)
-        ).fetchone()
-        before = db.total_changes
-        db.execute(
-            "DELETE FROM dataset_rows WHERE dataset=? AND path=? AND idx<>?", (dataset, path, first)
-        )
-        removed += db.total_changes - before
-        db.execute(
-            "UPDATE dataset_rows SET key=?, label=?, split=? WHERE dataset=? AND idx=?",
-            (key, label, split, dataset, first),
-        )
-    return removed
 
 
 def _chunks(keys: Sequence[Any]) -> Iterator[Sequence[Any]]:

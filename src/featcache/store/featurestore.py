@@ -125,6 +125,14 @@ class FeatureStore:
         """True when the catalog was opened read-only (writes raise `StoreError`)."""
         return self._catalog.read_only
 
+    def _require_writable(self, what: str) -> None:
+        # files are written before the catalog would refuse: say why before either
+        if self.read_only:
+            raise StoreError(
+                f"{self.path}: the store is read-only here, so {what} cannot be stored; run "
+                "this as a user who may write the store's folder"
+            )
+
     def close(self) -> None:
         self._maps.clear()
         self._catalog.close()
@@ -232,6 +240,7 @@ class FeatureStore:
         """
         if dtype not in STORAGE_DTYPES:
             raise ConfigError(f"The 'dtype' must be one of {list(STORAGE_DTYPES)}. Got {dtype!r}.")
+        self._require_writable("vectors")
         if len(set(keys)) != len(keys):
             raise ConfigError("put_batch: 'keys' contains duplicates; store each key once")
         added = 0
@@ -471,6 +480,7 @@ class FeatureStore:
         """Store a head file under a new version of `name` (never one used before, also
         after `delete_head`); return its record."""
         validate_head_name(name)
+        self._require_writable(f"head '{name}'")
         file, digest = self._heads.write(name, payload)
         try:
             version = self._catalog.add_head(name, file, digest, dict(meta))

@@ -1,0 +1,115 @@
+"""The catalog's schema (version 2) and the migration from version 1.
+
+Version 2 added each shard's SHA-256, size and mtime; the ``head_versions`` table (the last
+version each head name ever had, so a version is never reused after a delete); and row
+identity, a unique (dataset, path) index. Migrating merges the duplicated rows that version
+1 let ``extract --append`` make.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from featcache.errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "create_or_migrate", "dedupe_rows", "schema_version"]
+
+SCHEMA_VERSION = 2
+_TABLES = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS extractors(
+    fingerprint TEXT PRIMARY KEY, spec TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS shards(
+    id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, fingerprint TEXT NOT NULL,
+    layer TEXT NOT NULL, dtype TEXT NOT NULL, rows INTEGER NOT NULL, dim INTEGER NOT NULL,
+    created REAL NOT NULL, sha256 TEXT, bytes INTEGER, mtime_ns INTEGER);
+CREATE TABLE IF NOT EXISTS vectors(
+    key TEXT NOT NULL, fingerprint TEXT NOT NULL, layer TEXT NOT NULL,
+    shard_id INTEGER NOT NULL, row INTEGER NOT NULL,
+    PRIMARY KEY(key, fingerprint, layer)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS vectors_shard ON vectors(shard_id);
+CREATE TABLE IF NOT EXISTS datasets(
+    name TEXT PRIMARY KEY, class_names TEXT NOT NULL, source TEXT NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS dataset_rows(
+    dataset TEXT NOT NULL, idx INTEGER NOT NULL, key TEXT NOT NULL, path TEXT NOT NULL,
+    label INTEGER, split TEXT, PRIMARY KEY(dataset, idx));
+CREATE INDEX IF NOT EXISTS dataset_rows_key ON dataset_rows(key);
+CREATE TABLE IF NOT EXISTS failures(
+    id INTEGER PRIMARY KEY, dataset TEXT, path TEXT NOT NULL, reason TEXT NOT NULL,
+    time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS file_digests(
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL, sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS heads(
+    name TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL,
+    meta TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY(name, version));
+CREATE TABLE IF NOT EXISTS head_versions(name TEXT PRIMARY KEY, last INTEGER NOT NULL);
+"""
+# After the migration (duplicate rows must be gone before the index can exist).
+_ROW_IDENTITY = "CREATE UNIQUE INDEX IF NOT EXISTS dataset_rows_path ON dataset_rows(dataset, path)"
+
+
+def schema_version(db: sqlite3.Connection, path: Path) -> int | None:
+    """The schema version a catalog records (None if it records none)."""
+    try:
+        found = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            raise StoreError(f"{path}: not a featcache catalog (no 'meta' table)") from exc
+        raise
+    return None if found is None else int(found[0])
+
+
+def create_or_migrate(db: sqlite3.Connection, path: Path) -> int | None:
+    """Create the tables of a new catalog or bring an old one up to date, inside the caller's
+    transaction; return the version migrated from (None if none was needed)."""
+    # statement by statement: executescript() would commit the open transaction
+    for statement in filter(str.strip, _TABLES.split(";")):
+        db.execute(statement)
+    found = schema_version(db, path)
+    migrated = None
+    if found is None:
+        db.execute("INSERT INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
+    elif found == 1:
+        _migrate_from_1(db)
+        migrated = 1
+    elif found != SCHEMA_VERSION:
+        raise StoreError(f"{path}: catalog schema {found} is not the supported {SCHEMA_VERSION}")
+    db.execute(_ROW_IDENTITY)
+    return migrated
+
+
+def _migrate_from_1(db: sqlite3.Connection) -> None:
+    """Version 1 had no shard checksums, reused head versions and duplicated rows."""
+    for column in ("sha256 TEXT", "bytes INTEGER", "mtime_ns INTEGER"):
+        db.execute(f"ALTER TABLE shards ADD COLUMN {column}")
+    db.execute(
+        "INSERT OR IGNORE INTO head_versions SELECT name, MAX(version) FROM heads GROUP BY name"
+    )
+    dedupe_rows(db)
+    db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+
+
+def dedupe_rows(db: sqlite3.Connection) -> int:
+    """Keep one row per (dataset, path): the first position, with the newest values."""
+    groups = db.execute(
+        "SELECT dataset, path, MIN(idx), MAX(idx) FROM dataset_rows "
+        "GROUP BY dataset, path HAVING COUNT(*) > 1"
+    ).fetchall()
+    removed = 0
+    for dataset, path, first, last in groups:
+        key, label, split = db.execute(
+            "SELECT key, label, split FROM dataset_rows WHERE dataset=? AND idx=?", (dataset, last)
+        ).fetchone()
+        before = db.total_changes
+        db.execute(
+            "DELETE FROM dataset_rows WHERE dataset=? AND path=? AND idx<>?", (dataset, path, first)
+        )
+        removed += db.total_changes - before
+        db.execute(
+            "UPDATE dataset_rows SET key=?, label=?, split=? WHERE dataset=? AND idx=?",
+            (key, label, split, dataset, first),
+        )
+    return removed
