@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -215,12 +213,20 @@ def test_export_npz_and_parquet_aligned(tmp_path: Path) -> None:
         export_vectors(store, "d", tmp_path / "out.csv")
 
 
-def test_no_temporary_files_are_left(tmp_path: Path) -> None:
+def test_no_temporary_files_are_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = FeatureStore(tmp_path)
     store.put_batch(keys_of(2), {"fc7": vecs(2)}, FP)
-    names = [p.name for p in (tmp_path / "shards").rglob("*")]
-    assert not [n for n in names if n.startswith(".tmp-")]
-    assert time.time() - os.path.getmtime(tmp_path / "catalog.sqlite") < 60
+    names = [p.name for p in (tmp_path / "shards").rglob("*") if p.is_file()]
+    assert len(names) == 1 and not names[0].startswith(".tmp-")
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(np, "save", interrupted)  # the write fails half-way
+    with pytest.raises(StoreError, match="writing a shard failed"):
+        store.put_batch(keys_of(2, "j"), {"fc7": vecs(2)}, FP)
+    assert [p.name for p in (tmp_path / "shards").rglob("*") if p.is_file()] == names
+    assert store.has(keys_of(2, "j"), FP) == set()
 
 
 def test_file_digests_are_remembered_until_the_file_changes(tmp_path: Path) -> None:
