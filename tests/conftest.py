@@ -1,4 +1,5 @@
-"""Shared fixtures: seeded random weights (written once per session) and small image sets."""
+"""Shared fixtures: seeded random weights (written once per session), a stub for fake-network
+tests, small image sets and a counting fake network."""
 
 from __future__ import annotations
 
@@ -11,10 +12,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featcache.extractor.weights import Weights, read_weights, write_demo_weights
+from featcache.extractor.weights import Weights, file_sha256, read_weights, write_demo_weights
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference"
+
+
+def _find_reference() -> Path:
+    """shared/reference beside the checkout, or beside a folder above it (git worktrees)."""
+    for folder in REPO.parents:
+        if (folder / "shared" / "reference").is_dir():
+            return folder / "shared" / "reference"
+    return REPO.parent / "shared" / "reference"  # absent: the tests that need it skip
+
+
+REFERENCE = _find_reference()
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +37,19 @@ def weights_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def weights(weights_path: Path) -> Weights:
     return read_weights(weights_path)
+
+
+STUB_NOTE = "stub weights for a fake network (random stand-in), NOT ImageNet-trained"
+
+
+@pytest.fixture(scope="session")
+def stub_weights(tmp_path_factory: pytest.TempPathFactory) -> Weights:
+    """For fake-network tests: no layers (the fake ignores them), a small file and its real
+    SHA-256, so `extract` given the file's path finds the same fingerprint without reading
+    244 MB (a cached run never loads the weights)."""
+    path = tmp_path_factory.mktemp("stub") / "stub_weights.npy"
+    path.write_bytes(b"featcache test stub: stands in for the weights of a fake network\n")
+    return Weights(path=path, layers={}, sha256=file_sha256(path), demo_note=STUB_NOTE)
 
 
 def write_images(

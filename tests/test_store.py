@@ -215,9 +215,14 @@ def test_export_npz_and_parquet_aligned(tmp_path: Path) -> None:
 
 def test_no_temporary_files_are_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = FeatureStore(tmp_path)
-    store.put_batch(keys_of(2), {"fc7": vecs(2)}, FP)
-    names = [p.name for p in (tmp_path / "shards").rglob("*") if p.is_file()]
-    assert len(names) == 1 and not names[0].startswith(".tmp-")
+    x = vecs(2)
+    store.put_batch(keys_of(2), {"fc7": x}, FP)
+    files = [p for p in (tmp_path / "shards").rglob("*") if p.is_file()]
+    assert len(files) == 1 and not files[0].name.startswith(".tmp-")
+    # Exactly the shard the catalog registered is on disk, complete.
+    np.testing.assert_array_equal(np.load(files[0]), x)
+    np.testing.assert_array_equal(store.get(keys_of(2), FP), x)
+    names = [p.name for p in files]
 
     def interrupted(*_: object, **__: object) -> None:
         raise OSError(5, "Input/output error")

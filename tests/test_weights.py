@@ -1,4 +1,9 @@
-"""Weights: both layouts, shape checks, refusal of code in pickles, broken files."""
+"""Weights: both layouts, shape checks, refusal of code in pickles, broken files.
+
+Only the tests about the real file's shapes use full-size (244 MB) weights; the others run
+the same checks against small layer shapes (`small_shapes`), as the loader reads the
+expected shapes from `LAYER_SHAPES` when it runs.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import pytest
 
 from conftest import Evil
 from featcache.errors import UnsafePickleError, WeightsError
+from featcache.extractor import weights as weights_module
 from featcache.extractor.weights import (
     DEMO_MARKER,
     LAYER_SHAPES,
@@ -18,15 +24,38 @@ from featcache.extractor.weights import (
     write_demo_weights,
 )
 
+#: AlexNet's layers with tiny shapes: same names, ranks and order as `LAYER_SHAPES`.
+SMALL_SHAPES: dict[str, tuple[int, ...]] = {
+    "conv1": (3, 3, 3, 4),
+    "conv2": (3, 3, 2, 6),
+    "conv3": (3, 3, 6, 8),
+    "conv4": (3, 3, 4, 8),
+    "conv5": (3, 3, 4, 6),
+    "fc6": (24, 10),
+    "fc7": (10, 10),
+    "fc8": (10, 5),
+}
+
+
+@pytest.fixture
+def small_shapes(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[int, ...]]:
+    """Make the loader and `write_demo_weights` expect `SMALL_SHAPES` during the test."""
+    assert list(SMALL_SHAPES) == list(LAYER_SHAPES)
+    assert all(len(SMALL_SHAPES[n]) == len(s) for n, s in LAYER_SHAPES.items())
+    monkeypatch.setattr(weights_module, "LAYER_SHAPES", SMALL_SHAPES)
+    return SMALL_SHAPES
+
 
 def small_layers(**overrides: Any) -> dict[str, Any]:
-    """Zero arrays of the right shapes except fc6-fc8 (kept small by a wrong shape on purpose
-    only where a test overrides them)."""
+    """Zero arrays in `SMALL_SHAPES`, some layers replaced by `overrides`."""
     layers: dict[str, Any] = {}
-    for name, shape in LAYER_SHAPES.items():
+    for name, shape in SMALL_SHAPES.items():
         layers[name] = [np.zeros(shape, np.float32), np.zeros(shape[-1], np.float32)]
     layers.update(overrides)
     return layers
+
+
+Shapes = dict[str, tuple[int, ...]]
 
 
 def save_obj(path: Path, obj: Any) -> Path:
@@ -34,6 +63,7 @@ def save_obj(path: Path, obj: Any) -> Path:
     return path
 
 
+@pytest.mark.slow  # the real shapes are the point: full-size weights
 def test_lists_layout_loads_as_float32_with_checked_shapes(weights_path: Path) -> None:
     layers = load_weights(weights_path)
     assert list(layers) == list(LAYER_SHAPES)
@@ -42,29 +72,30 @@ def test_lists_layout_loads_as_float32_with_checked_shapes(weights_path: Path) -
         assert w.dtype == np.float32 and b.dtype == np.float32
 
 
-def test_demo_weights_say_they_are_random(weights_path: Path) -> None:
-    weights = read_weights(weights_path)
+def test_demo_weights_say_they_are_random(tmp_path: Path, small_shapes: Shapes) -> None:
+    weights = read_weights(write_demo_weights(tmp_path / "demo.npy", seed=3))
     assert weights.is_demo
     assert "random" in (weights.demo_note or "") and "NOT ImageNet" in (weights.demo_note or "")
     assert len(weights.sha256) == 64
 
 
-def test_dicts_layout_gives_the_same_arrays(tmp_path: Path) -> None:
-    # Small stand-in: same values in both layouts must load identically.
+def test_dicts_layout_gives_the_same_arrays(tmp_path: Path, small_shapes: Shapes) -> None:
     rng = np.random.default_rng(1)
     lists = {
         name: [rng.standard_normal(s).astype(np.float32), np.arange(s[-1], dtype=np.float32)]
-        for name, s in LAYER_SHAPES.items()
+        for name, s in small_shapes.items()
     }
     dicts = {name: {"weights": w, "biases": b} for name, (w, b) in lists.items()}
     a = load_weights(save_obj(tmp_path / "lists.npy", lists))
     b = load_weights(save_obj(tmp_path / "dicts.npy", dicts))
-    for name in LAYER_SHAPES:
+    assert list(a) == list(small_shapes)
+    for name in small_shapes:
         np.testing.assert_array_equal(a[name][0], b[name][0])
         np.testing.assert_array_equal(a[name][1], b[name][1])
         np.testing.assert_array_equal(a[name][0], lists[name][0])
 
 
+@pytest.mark.slow  # the reference script writes full-size weights
 def test_reference_script_layout_loads(tmp_path: Path) -> None:
     from conftest import REFERENCE
 
@@ -83,39 +114,38 @@ def test_reference_script_layout_loads(tmp_path: Path) -> None:
     assert weights.layers["fc7"][0].shape == (4096, 4096)
 
 
-def test_float64_weights_are_converted(tmp_path: Path) -> None:
+def test_float64_weights_are_converted(tmp_path: Path, small_shapes: Shapes) -> None:
     layers = {n: [w.astype(np.float64), b] for n, (w, b) in small_layers().items()}
     loaded = load_weights(save_obj(tmp_path / "f64.npy", layers))
     assert loaded["conv1"][0].dtype == np.float32
 
 
-def test_wrong_shape_names_layer_expected_and_found(tmp_path: Path) -> None:
-    bad = small_layers(conv3=[np.zeros((3, 3, 256, 380), np.float32), np.zeros(380, np.float32)])
+def test_wrong_shape_names_layer_expected_and_found(tmp_path: Path, small_shapes: Shapes) -> None:
+    bad = small_layers(conv3=[np.zeros((3, 3, 6, 7), np.float32), np.zeros(7, np.float32)])
     with pytest.raises(
         WeightsError,
-        match=r"layer 'conv3' weights has shape \(3, 3, 256, 380\), "
-        r"expected \(3, 3, 256, 384\)",
+        match=r"w\.npy: layer 'conv3' weights has shape \(3, 3, 6, 7\), expected \(3, 3, 6, 8\)",
     ):
         load_weights(save_obj(tmp_path / "w.npy", bad))
 
 
-def test_wrong_bias_shape(tmp_path: Path) -> None:
-    bad = small_layers(fc8=[np.zeros((4096, 1000), np.float32), np.zeros(999, np.float32)])
-    with pytest.raises(WeightsError, match=r"'fc8' biases has shape \(999,\), expected \(1000,\)"):
+def test_wrong_bias_shape(tmp_path: Path, small_shapes: Shapes) -> None:
+    bad = small_layers(fc8=[np.zeros((10, 5), np.float32), np.zeros(4, np.float32)])
+    with pytest.raises(WeightsError, match=r"'fc8' biases has shape \(4,\), expected \(5,\)"):
         load_weights(save_obj(tmp_path / "w.npy", bad))
 
 
-def test_missing_layer_is_named(tmp_path: Path) -> None:
+def test_missing_layer_is_named(tmp_path: Path, small_shapes: Shapes) -> None:
     layers = small_layers()
     del layers["conv4"]
     with pytest.raises(WeightsError, match=r"missing layer\(s\) \['conv4'\]"):
         load_weights(save_obj(tmp_path / "w.npy", layers))
 
 
-def test_nan_weights_refused(tmp_path: Path) -> None:
-    b = np.zeros(96, np.float32)
+def test_nan_weights_refused(tmp_path: Path, small_shapes: Shapes) -> None:
+    b = np.zeros(4, np.float32)
     b[3] = np.nan
-    bad = small_layers(conv1=[np.zeros((11, 11, 3, 96), np.float32), b])
+    bad = small_layers(conv1=[np.zeros((3, 3, 3, 4), np.float32), b])
     with pytest.raises(WeightsError, match="'conv1' biases contains NaN"):
         load_weights(save_obj(tmp_path / "w.npy", bad))
 
@@ -146,7 +176,7 @@ def test_not_a_weights_file(tmp_path: Path, content: bytes | None, message: str)
         load_weights(path)
 
 
-def test_truncated_file(tmp_path: Path) -> None:
+def test_truncated_file(tmp_path: Path, small_shapes: Shapes) -> None:
     full = save_obj(tmp_path / "full.npy", small_layers())
     cut = tmp_path / "cut.npy"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
@@ -164,10 +194,15 @@ def test_not_a_dict(tmp_path: Path) -> None:
         load_weights(save_obj(tmp_path / "w.npy", [1, 2]))
 
 
-def test_demo_weights_are_seeded(tmp_path: Path) -> None:
+def test_demo_weights_are_seeded(tmp_path: Path, small_shapes: Shapes) -> None:
     a = write_demo_weights(tmp_path / "a.npy", seed=5)
     b = write_demo_weights(tmp_path / "b.npy", seed=5, layout="dicts")
-    wa, wb = read_weights(a), read_weights(b)
-    np.testing.assert_array_equal(wa.layers["conv2"][0], wb.layers["conv2"][0])
+    c = write_demo_weights(tmp_path / "c.npy", seed=6)
+    wa, wb, wc = read_weights(a), read_weights(b), read_weights(c)
+    for name in small_shapes:
+        np.testing.assert_array_equal(wa.layers[name][0], wb.layers[name][0])
+        np.testing.assert_array_equal(wa.layers[name][1], wb.layers[name][1])
+    assert not np.array_equal(wa.layers["conv2"][0], wc.layers["conv2"][0])
+    assert wa.sha256 != wc.sha256 and wa.is_demo and "seed=5" in (wa.demo_note or "")
     assert DEMO_MARKER not in wa.layers
-    assert not (tmp_path / ".a.npy.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "b.npy", "c.npy"]  # no temp

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from featcache.classifier.persist import LoadedHead, Prediction, load_head
+from featcache.data.decode import DEFAULT_MAX_PIXELS
 from featcache.data.source import IMAGE_SUFFIXES, ImageItem, ImageSource
 from featcache.errors import ConfigError, DataError, FeatcacheError, ImageError, WeightsError
-from featcache.extractor.preprocess import DEFAULT_MAX_PIXELS
 from featcache.store.featurestore import FeatureStore
 
 __all__ = ["ImageResult", "Predictor", "list_images"]
@@ -215,7 +215,7 @@ class Predictor:
         return self._weights
 
     def _network_factory(self, weights: Any, spec: Any) -> Any:
-        from featcache.extractor.pipeline import build_alexnet
+        from featcache.extractor.network import build_alexnet
 
         if spec.fingerprint not in self._networks:
             self._networks[spec.fingerprint] = build_alexnet(weights, spec)

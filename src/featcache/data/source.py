@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from featcache.data.decode import DEFAULT_MAX_PIXELS, array_to_rgb, decode_image
 from featcache.errors import ImageError
-from featcache.extractor.preprocess import DEFAULT_MAX_PIXELS, decode_image
 
 __all__ = ["IMAGE_SUFFIXES", "ImageItem", "ImageSource", "array_key", "bytes_key"]
 
@@ -59,20 +59,7 @@ class ImageItem:
         """Decode to (H, W, 3) uint8 RGB; raise `ImageError` naming the path."""
         if self.array is None:
             return decode_image(self._read(), self.path, max_pixels=max_pixels)
-        image = self.array
-        if image.dtype != np.uint8:
-            raise ImageError(f"{self.path}: array dtype {image.dtype}, expected uint8")
-        if image.ndim == 2:
-            image = image[:, :, None]
-        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-            raise ImageError(f"{self.path}: array shape {image.shape}, expected (H, W, 1|3|4)")
-        if image.shape[0] * image.shape[1] > max_pixels:
-            raise ImageError(
-                f"{self.path}: {image.shape[0]}x{image.shape[1]} exceeds {max_pixels} pixels"
-            )
-        if image.shape[2] == 1:
-            return np.repeat(image, 3, axis=2)
-        return np.ascontiguousarray(image[:, :, :3])
+        return array_to_rgb(self.array, self.path, max_pixels=max_pixels)
 
 
 @dataclass(frozen=True)

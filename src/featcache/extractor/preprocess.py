@@ -1,4 +1,4 @@
-"""Image bytes → RGB pixels → network input, per profile.
+"""RGB pixels → network input, per profile (decoding is `featcache.data.decode`'s job).
 
 Profiles (DESIGN.md):
 
@@ -14,14 +14,13 @@ centred square of the shorter side, so the aspect ratio is kept.
 
 from __future__ import annotations
 
-import io
-import warnings
 from typing import Final
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from featcache.errors import ConfigError, ImageError, ImageTooLargeError
+from featcache.data.decode import DEFAULT_MAX_PIXELS
+from featcache.errors import ConfigError, ImageError
 
 __all__ = [
     "CAFFE_MEAN_BGR",
@@ -30,7 +29,6 @@ __all__ = [
     "PROFILES",
     "RESIZE_POLICIES",
     "check_profile",
-    "decode_image",
     "legacy_bilinear_resize",
     "preprocess_rgb",
 ]
@@ -38,7 +36,6 @@ __all__ = [
 INPUT_SIZE: Final = 227
 PROFILES: Final = ("caffe", "udacity")
 RESIZE_POLICIES: Final = ("squash", "crop")
-DEFAULT_MAX_PIXELS: Final = 50_000_000
 #: bvlc_alexnet's ImageNet mean, per channel, in B, G, R order.
 CAFFE_MEAN_BGR: Final = np.array([104.00698793, 116.66876762, 122.67891434], dtype=np.float32)
 
@@ -49,57 +46,6 @@ def check_profile(profile: str, resize: str = "squash") -> None:
         raise ConfigError(f"The 'profile' must be one of {list(PROFILES)}. Got {profile!r}.")
     if resize not in RESIZE_POLICIES:
         raise ConfigError(f"The 'resize' must be one of {list(RESIZE_POLICIES)}. Got {resize!r}.")
-
-
-def _to_rgb(img: Image.Image) -> np.ndarray:
-    """Any PIL mode → (H, W, 3) uint8 RGB; 16-bit and float modes are scaled, not clipped."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        gray = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if img.mode == "F":
-        gray = np.clip(np.rint(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if img.mode != "RGB":
-        img = img.convert("RGB")  # L, LA, P, PA, RGBA (alpha dropped), CMYK, YCbCr, 1
-    return np.asarray(img, dtype=np.uint8)
-
-
-def decode_image(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode PNG/JPEG/BMP/GIF (first frame)/WebP bytes to (H, W, 3) uint8 RGB.
-
-    EXIF orientation is applied. Raises `ImageError` naming `source` for anything that is not
-    a complete image, and `ImageTooLargeError` before decoding more than `max_pixels` pixels.
-    """
-    if not data:
-        raise ImageError(f"{source}: empty file")
-    try:
-        with warnings.catch_warnings():
-            # Our own pixel limit is checked below; Pillow's global one must not fire first.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data))
-            width, height = opened.size
-            if width * height > max_pixels:
-                raise ImageTooLargeError(
-                    f"{source}: {width}x{height} = {width * height} pixels exceeds the limit of "
-                    f"{max_pixels} (raise max_pixels if the image is genuine)"
-                )
-            opened.seek(0)  # first frame of an animation
-            opened.load()
-            return _to_rgb(ImageOps.exif_transpose(opened))
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{source}: {exc}") from exc
-    except ImageError:
-        raise
-    except UnidentifiedImageError as exc:
-        raise ImageError(
-            f"{source}: not an image in a known format (PNG, JPEG, BMP, GIF, WebP, TIFF)"
-        ) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        # Pillow raises UnidentifiedImageError (an OSError) for unknown formats and OSError
-        # ("image file is truncated") for cut-off files.
-        raise ImageError(f"{source}: not a readable image ({exc})") from exc
 
 
 def legacy_bilinear_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from featcache.data.source import ImageItem
 from featcache.errors import DependencyError, ImageError
+from featcache.extractor.clock import Clock
+from featcache.extractor.config import ExtractConfig
 from featcache.extractor.fingerprint import ExtractorSpec
-
-if TYPE_CHECKING:  # the pipeline imports this module lazily; no cycle at run time
-    from featcache.extractor.pipeline import ExtractConfig, ExtractReport, _Clock
-    from featcache.store import FeatureStore, ShardInfo
+from featcache.extractor.stages import EngineResult, Failed, Keyed, Progress, run_batch
+from featcache.store import FeatureStore, ShardFiles, ShardInfo
 
 __all__ = ["compute_on_ray", "require_ray"]
 
@@ -73,58 +72,48 @@ def _item(path: str, file: str, pixels: bytes, shape: str) -> ImageItem:
 
 
 class _ExtractActor:
-    """One network per actor, built once; each call extracts a batch and writes its shards."""
+    """One network per actor, built once; each call runs the shared stages on a batch."""
 
     def __init__(
-        self, weights: str, spec: dict[str, str], store: str, options: dict[str, Any], threads: int
+        self, weights: str, spec: dict[str, str], store: str, config: ExtractConfig, threads: int
     ) -> None:
         from featcache.extractor._tf import import_tensorflow
-        from featcache.extractor.pipeline import build_alexnet
+        from featcache.extractor.network import TENSORFLOW
+        from featcache.extractor.stages import ShardWriter
         from featcache.extractor.weights import read_weights
-        from featcache.store import ShardFiles
 
         import_tensorflow(threads)  # one actor per CPU share: TensorFlow's pools to that share
         self.spec = ExtractorSpec(**spec)
-        loaded = read_weights(weights)
-        self.network = build_alexnet(loaded, self.spec)
-        self.shards = ShardFiles.in_store(store)
-        self.options = options
+        self.config = config
+        self.network = TENSORFLOW.build(read_weights(weights), self.spec)
+        self.writer = ShardWriter(ShardFiles.in_store(store), self.spec.fingerprint, config.dtype)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from featcache.extractor.preprocess import preprocess_rgb
-
-        opts = self.options
         n = len(batch["key"])
-        errors = [""] * n
-        inputs, good = [], []
-        for i in range(n):
-            item = _item(
-                str(batch["path"][i]),
-                str(batch["file"][i]),
-                bytes(batch["pixels"][i]),
-                str(batch["shape"][i]),
+        entries: list[Keyed] = [
+            (
+                _item(
+                    str(batch["path"][i]),
+                    str(batch["file"][i]),
+                    bytes(batch["pixels"][i]),
+                    str(batch["shape"][i]),
+                ),
+                str(batch["key"][i]),
             )
-            try:
-                rgb = item.rgb(max_pixels=opts["max_pixels"])
-                inputs.append(preprocess_rgb(rgb, self.spec.profile, self.spec.resize))
-                good.append(i)
-            except ImageError as exc:
-                errors[i] = str(exc)
-        rows = np.full(n, -1, dtype=np.int64)
+            for i in range(n)
+        ]
+        done = run_batch(entries, self.network, self.writer, self.config)
+        row_of = {key: row for row, key in enumerate(done.keys)}
+        errors = {f.key: f.reason for f in done.failed}
+        keys = [key for _, key in entries]
+        written: dict[str, ShardInfo] = done.written or {}
         out: dict[str, Any] = {
             "key": batch["key"],
             "path": batch["path"],
-            "error": np.array(errors, dtype=object),
+            "error": np.array([errors.get(key, "") for key in keys], dtype=object),
+            "row": np.array([row_of.get(key, -1) for key in keys], dtype=np.int64),
         }
-        written: dict[str, ShardInfo] = {}
-        if good:
-            vectors = self.network.forward(np.stack(inputs), opts["layers"])
-            for layer in opts["layers"]:
-                matrix = vectors[layer].astype(opts["dtype"], copy=False)
-                written[layer] = self.shards.write(self.spec.fingerprint, layer, matrix)
-            rows[good] = np.arange(len(good))
-        out["row"] = rows
-        for layer in opts["layers"]:
+        for layer in self.config.layers:
             shard = written.get(layer)
             out[f"shard_{layer}"] = np.array([shard.name if shard else ""] * n, dtype=object)
             out[f"sha256_{layer}"] = np.array([shard.sha256 if shard else ""] * n, dtype=object)
@@ -132,22 +121,22 @@ class _ExtractActor:
 
 
 def compute_on_ray(
-    todo: list[tuple[ImageItem, str]],
+    todo: list[Keyed],
     weights_path: Path,
     spec: ExtractorSpec,
     store: FeatureStore,
     config: ExtractConfig,
-    report: ExtractReport,
-    progress: Callable[[int, int], None] | None,
-    clock: _Clock,
-    *,
-    address: str | None = None,
-) -> None:
+    clock: Clock,
+    progress: Progress | None = None,
+) -> EngineResult:
     """Extract `todo` on Ray with ``config.workers`` actors; register their shards in `store`."""
     ray = require_ray()
     if not ray.is_initialized():
         ray.init(
-            address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False
+            address=config.ray_address,
+            ignore_reinit_error=True,
+            log_to_driver=False,
+            include_dashboard=False,
         )
     ray.data.DataContext.get_current().enable_progress_bars = False
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
@@ -156,7 +145,7 @@ def compute_on_ray(
     # At least one block per actor (or Ray leaves actors idle), at most a batch per block.
     blocks = max(min(len(rows), config.workers), -(-len(rows) // config.batch_size))
     actors = min(config.workers, blocks)
-    per_actor = max(1.0, cpus // actors) if address is None else 1.0
+    per_actor = max(1.0, cpus // actors) if config.ray_address is None else 1.0
     results = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
         _ExtractActor,
         fn_constructor_kwargs={
@@ -168,11 +157,7 @@ def compute_on_ray(
                 "precision": spec.precision,
             },
             "store": str(Path(store.path).resolve()),
-            "options": {
-                "layers": config.layers,
-                "dtype": config.dtype,
-                "max_pixels": config.max_pixels,
-            },
+            "config": config,
             "threads": int(per_actor),
         },
         batch_size=config.batch_size,
@@ -180,12 +165,15 @@ def compute_on_ray(
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=per_actor,
     )
+    result = EngineResult()
     done = 0
     for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
         by_shard: dict[tuple[str, str, str], list[tuple[int, str]]] = defaultdict(list)
         for i, key in enumerate(batch["key"]):
             if batch["error"][i]:
-                report.failures.append((str(batch["path"][i]), str(batch["error"][i])))
+                result.failed.append(
+                    Failed(str(batch["path"][i]), str(batch["error"][i]), str(key))
+                )
                 continue
             for layer in config.layers:
                 name = str(batch[f"shard_{layer}"][i])
@@ -196,8 +184,9 @@ def compute_on_ray(
             keys = [key for _, key in sorted(entries)]
             store.register_shard(name, spec.fingerprint, layer, keys, sha256=sha256)
             extracted.update(keys)
-        report.extracted += len(extracted)
+        result.extracted += len(extracted)
         done += len(batch["key"])
         if progress is not None:
             progress(done, len(todo))
-    clock.add("network", t)
+    clock.add("network", time.perf_counter() - t)
+    return result

@@ -1,0 +1,79 @@
+"""The local engine: prepare on a thread pool, the network here, writes behind.
+
+Up to `PREFETCH` batches are prepared ahead, so the first ones are ready while the runtime
+loads and the network is built, and decoding keeps out of the network's way; each batch is
+written while the next one computes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from featcache.extractor.clock import Clock
+from featcache.extractor.config import ExtractConfig
+from featcache.extractor.network import Network
+from featcache.extractor.stages import (
+    EngineResult,
+    Keyed,
+    PreparedBatch,
+    Progress,
+    Writer,
+    batches,
+    forward,
+    prepare_batch,
+)
+
+__all__ = ["PREFETCH", "run_local"]
+
+PREFETCH = 4  # batches prepared ahead of the network (about 40 MB each per 64 images)
+
+
+def run_local(
+    todo: Sequence[Keyed],
+    make_network: Callable[[], Network],
+    writer: Writer[object],
+    config: ExtractConfig,
+    pool: ThreadPoolExecutor,
+    clock: Clock,
+    progress: Progress | None = None,
+) -> EngineResult:
+    """Extract `todo` (unique keys) in batches; images decode on `pool`."""
+    result = EngineResult()
+    done = 0
+    # One thread assembles the next batch (its images decode on `pool`), one writes the last.
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="featcache-prefetch") as prefetch,
+        ThreadPoolExecutor(1, thread_name_prefix="featcache-write") as write_behind,
+    ):
+        pending_write: Future[object] | None = None
+        upcoming = batches(todo, config.batch_size)
+        preparing: deque[Future[PreparedBatch]] = deque(
+            prefetch.submit(prepare_batch, batch, config, pool.map)
+            for batch in itertools.islice(upcoming, PREFETCH)
+        )
+        network = make_network()
+        while preparing:
+            with clock("decode_wait"):
+                prepared = preparing.popleft().result()
+            following = next(upcoming, None)
+            if following is not None:
+                preparing.append(prefetch.submit(prepare_batch, following, config, pool.map))
+            result.failed.extend(prepared.failed)
+            if prepared.keys:
+                with clock("network"):
+                    outputs = forward(network, prepared, config.layers)
+                with clock("write_wait"):
+                    if pending_write is not None:
+                        pending_write.result()
+                pending_write = write_behind.submit(writer.write, prepared.keys, outputs)
+                result.extracted += len(prepared.keys)
+            done += len(prepared.keys) + len(prepared.failed)
+            if progress is not None:
+                progress(done, len(todo))
+        if pending_write is not None:
+            with clock("write_wait"):
+                pending_write.result()
+    return result
