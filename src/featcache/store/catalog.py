@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS heads(
     name TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL,
     meta TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY(name, version));
 CREATE TABLE IF NOT EXISTS head_versions(name TEXT PRIMARY KEY, last INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS head_promotions(
+    name TEXT NOT NULL, version INTEGER NOT NULL, at REAL NOT NULL);
 """
 # After the migration (duplicate rows must be gone before the index can exist).
 _ROW_IDENTITY = "CREATE UNIQUE INDEX IF NOT EXISTS dataset_rows_path ON dataset_rows(dataset, path)"
@@ -590,6 +592,26 @@ class Catalog:
                 ).fetchall()
                 db.execute("DELETE FROM heads WHERE name=? AND version=?", (name, version))
         return [r[0] for r in rows]
+
+    # -- head promotions (a history: the newest promotion of a version that still exists) --
+
+    def promote_head(self, name: str, version: int) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO head_promotions VALUES(?, ?, ?)", (name, version, time.time()))
+
+    def promoted_head(self, name: str) -> int | None:
+        # a store opened read-only may predate the table (made by any writable open)
+        if not self.query(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='head_promotions'"
+        ):
+            return None
+        found = self.query(
+            "SELECT p.version FROM head_promotions p JOIN heads h "
+            "ON h.name = p.name AND h.version = p.version "
+            "WHERE p.name = ? ORDER BY p.rowid DESC LIMIT 1",
+            (name,),
+        )
+        return int(found[0][0]) if found else None
 
 
 def _merged_classes(name: str, old: list[str], new: list[str]) -> list[str]:
