@@ -22,7 +22,7 @@ MB = 1024 * 1024
 def chunks(total: int, size: int = MB) -> Iterator[bytes]:
     """A multipart body of `total` bytes as HTTP chunks, made as they are sent."""
     head = (
-        b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\n'
         b"Content-Type: image/png\r\n\r\n"
     )
     yield b"%x\r\n%s\r\n" % (len(head), head)
