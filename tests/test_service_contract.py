@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from featcache.errors import StoreError, WeightsError
 from featcache.service import ServiceConfig, create_app
 from service_fakes import LOCAL, make_store, png, retrain
 
@@ -229,3 +231,30 @@ def test_answers_with_the_lru_follow_a_head_swap(fake: tuple[Path, list[bytes]])
     assert [a["predictions"] for a in first] != [a["predictions"] for a in second]
     assert "featcache_head_swaps_total 1.0" in swaps
     assert "featcache_answer_cache_hits_total" in swaps
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        (sqlite3.OperationalError("database or disk is full"), "store_unavailable"),
+        (OSError(28, "No space left on device", "/srv/store/shards/x.npy"), "store_unavailable"),
+        (StoreError("/srv/store/catalog.sqlite: query failed"), "store_unavailable"),
+        (WeightsError("/srv/w.npy: SHA-256 differs"), "extractor_unavailable"),
+    ],
+)
+def test_server_side_failures_are_503_without_paths(
+    fake: tuple[Path, list[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    error: str,
+) -> None:
+    store, images = fake
+    with client(store, answer_cache_size=0) as c:
+
+        def broken(*_: object, **__: object) -> None:
+            raise failure
+
+        monkeypatch.setattr(c.app.state.predictor, "predict_keys", broken)  # type: ignore[attr-defined]
+        response = c.post("/v1/predict", files={"files": ("a.png", images[0])})
+    assert response.status_code == 503 and response.json()["error"] == error
+    assert "/srv" not in response.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -159,6 +160,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def featcache_error(_: Request, exc: FeatcacheError) -> Response:
         status, error, detail = status_of(exc)
         return error_response(status, error, detail)
+
+    @app.exception_handler(sqlite3.DatabaseError)
+    @app.exception_handler(OSError)
+    async def storage_error(_: Request, exc: Exception) -> Response:
+        # disk full or an unreadable file below the store's own checks
+        log.error("store unavailable: %s: %s", type(exc).__name__, exc)
+        return error_response(503, "store_unavailable", STORE_UNAVAILABLE)
 
     async def answers_for(keys: list[str]) -> tuple[dict[str, Answer], int]:
         """Answers for stored keys (LRU first, then the store); and how many came from the LRU."""

@@ -16,15 +16,19 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from featcache.errors import (
+    DependencyError,
     FeatcacheError,
     HeadError,
     ImageError,
     ImageTooLargeError,
     NotFoundError,
     StoreError,
+    WeightsError,
 )
 
 __all__ = [
+    "EXTRACTOR_UNAVAILABLE",
+    "INTERNAL",
     "STORE_UNAVAILABLE",
     "ApiError",
     "ErrorBody",
@@ -38,6 +42,8 @@ __all__ = [
 log = logging.getLogger("featcache.service")
 
 STORE_UNAVAILABLE = "the feature store cannot be read or written right now; see the server log"
+EXTRACTOR_UNAVAILABLE = "unseen images cannot be extracted right now; see the server log"
+INTERNAL = "unexpected server error; see the server log"
 
 
 class ApiError(Exception):
@@ -83,10 +89,15 @@ def status_of(exc: FeatcacheError) -> tuple[int, str, str]:
         return 422, "bad_image", str(exc)
     if isinstance(exc, NotFoundError):
         return 404, "not_found", str(exc)
-    if isinstance(exc, StoreError | HeadError | OSError):
+    if isinstance(exc, StoreError | HeadError):
         log.error("store unavailable: %s", exc)
         return 503, "store_unavailable", STORE_UNAVAILABLE
-    return 400, "bad_request", str(exc)
+    if isinstance(exc, WeightsError | DependencyError):
+        log.error("extractor unavailable: %s", exc)
+        return 503, "extractor_unavailable", EXTRACTOR_UNAVAILABLE
+    # Requests are validated before any featcache call: what is left is the server's fault.
+    log.error("internal error: %s", exc)
+    return 500, "internal", INTERNAL
 
 
 _DESCRIPTIONS = {
@@ -98,7 +109,8 @@ _DESCRIPTIONS = {
     413: "Too large: body, file, pixels, files or keys beyond the limits",
     422: "Invalid request or undecodable image",
     500: "Unexpected server error (JSON, counted in the metrics)",
-    503: "The feature store cannot be read",
+    503: "The feature store (store_unavailable) or the extractor (extractor_unavailable) "
+    "cannot be used right now",
 }
 
 

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from featcache.service.config import LOOPBACK_HOSTS
-from featcache.service.errors import error_response
+from featcache.service.errors import INTERNAL, error_response
 from featcache.service.metrics import UNMATCHED, Metrics
 
 __all__ = ["OPEN_PATHS", "BodyTooLarge", "Guard"]
@@ -117,9 +117,7 @@ class Guard:
                 log.exception("%s %s failed", scope["method"], scope["path"])
             if not ex.started and not ex.over:
                 ex.status, ex.started = 500, True
-                await error_response(
-                    500, "internal", "unexpected server error; see the server log"
-                )(scope, receive, send)
+                await error_response(500, "internal", INTERNAL)(scope, receive, send)
         finally:
             if ex.over and not ex.started:
                 ex.status, ex.started = 413, True
@@ -185,14 +183,14 @@ class Guard:
         route = scope.get("route")
         if route is None:  # refused before routing, or a mount (which rewrites the path)
             probe = {"type": "http", "path": path, "root_path": root_path}
-            probe["method"] = scope["method"]
+            probe["method"] = str(scope["method"])
             for candidate in self.routes:
                 match, _ = candidate.matches(probe)
                 if match is not Match.NONE:
                     route = candidate
                     break
-        path = getattr(route, "path", None)
-        return path if isinstance(path, str) and path else UNMATCHED
+        template = getattr(route, "path", None)
+        return template if isinstance(template, str) and template else UNMATCHED
 
 
 def _too_large(limit: int, what: str) -> Any:
