@@ -14,8 +14,11 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
 
 from service_fakes import make_store, retrain
+
+pytestmark = pytest.mark.slow  # starts three processes: about a minute on a busy machine
 
 
 def free_port() -> int:
