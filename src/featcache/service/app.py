@@ -90,8 +90,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
             await asyncio.sleep(config.head_refresh_seconds)
             try:
                 swapped = await run_in_threadpool(follower.refresh)
-            except FeatcacheError as exc:
-                log.error("cannot refresh head '%s': %s", follower.spec, exc)
+            except Exception as exc:  # the loop must outlive any failure, and say so
+                log.error(
+                    "cannot refresh head '%s': %s: %s", follower.spec, type(exc).__name__, exc
+                )
                 problems["refresh"] = "the store or the head file cannot be read"
                 continue
             problems.pop("refresh", None)
