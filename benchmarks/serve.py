@@ -1,17 +1,26 @@
-"""HTTP service throughput and latency, measured from 127.0.0.1 against a real server.
+"""HTTP service throughput and latency against a bare FastAPI app, measured with wrk.
 
-    python benchmarks/serve.py [--seconds 5] [--clients 8]
+    python benchmarks/serve.py [--seconds 3] [--rounds 3] [--before OLD/src] [--workers 2]
 
-Builds a store (200 generated 32x32 images, seeded RANDOM weights in the real layout),
-trains a head, starts ``featcache serve`` with those weights, then for a bounded time with a
-bounded number of client threads measures requests/s and p50/p99 latency for:
+Builds a store of 200 generated 32x32 PNGs with RANDOM 4,096-wide fc7 vectors (no network is
+run: the numbers are not AlexNet features) and a 43-class softmax head, then starts these
+servers on 127.0.0.1, all under the same uvicorn and venv:
 
-- cached keys (GET /v1/predictions/{key}), with 1 client and with --clients clients;
-- uploads of cached images (POST /v1/predict, one file each);
-- uploads of images the store has never seen (extracted, stored, answered).
+- ``bare``: a FastAPI app with the same routes (GET /v1/predictions/{key} with the same key
+  pattern, POST /v1/predict with files) answering a JSON of the same shape, computed once;
+- ``featcache``: this checkout's app (access log off, as the bare app has none), and
+  ``featcache-no-lru`` the same without the answer cache;
+- ``bare-asyncio-h11``, ``featcache-asyncio-h11``: both without uvicorn[standard]'s uvloop
+  and httptools (compared with each other);
+- ``before`` (with --before SRC): the featcache found in SRC, e.g. an older checkout's src/;
+- ``featcache-workersN`` (with --workers N): ``featcache serve --workers N``.
 
-It prints the error count too (non-2xx or transport errors), which should be 0. The load is
-loopback only and stops by itself.
+wrk (a compiled load generator: ``apt-get install wrk``; Python client threads on the same
+cores would measure the client) drives each with 1 and 8 connections for cached key lookups
+(GET, 200 keys in turn) and cached uploads (POST, one of 20 stored images). The servers take
+turns, figure by figure, for a few rounds; the script prints the median requests/s and
+median latency of each, and their ratio to the bare app. The machine may be shared: compare
+ratios from one run, not absolute figures.
 """
 
 from __future__ import annotations
@@ -20,18 +29,25 @@ import argparse
 import hashlib
 import io
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
 
-import httpx2 as httpx
 import numpy as np
+from fastapi import FastAPI, File, UploadFile
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
 from PIL import Image
+
+HERE = Path(__file__).resolve()
+CLASSES = 43
+DIM = 4096
 
 
 def png(seed: int) -> bytes:
@@ -47,137 +63,266 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def drive(
-    name: str, clients: int, seconds: float, make_request: Callable[[httpx.Client, int], int]
-) -> None:
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    stop = time.perf_counter() + seconds
+def build_store(root: Path) -> tuple[list[str], list[bytes]]:
+    from featcache.classifier.train import train_head
+    from featcache.store import DatasetRow, FeatureStore
 
-    def worker(worker_id: int) -> None:
-        mine: list[float] = []
-        bad = 0
-        with httpx.Client(timeout=60) as client:
-            i = 0
-            while time.perf_counter() < stop:
-                start = time.perf_counter()
-                try:
-                    status = make_request(client, worker_id * 1_000_000 + i)
-                except httpx.HTTPError:
-                    status = 0
-                mine.append(time.perf_counter() - start)
-                bad += not 200 <= status < 300
-                i += 1
-        with lock:
-            latencies.extend(mine)
-            errors[0] += bad
+    images = [png(i) for i in range(200)]
+    keys = [hashlib.sha256(d).hexdigest() for d in images]
+    rng = np.random.default_rng(0)
+    labels = np.arange(len(keys)) % CLASSES
+    vectors = np.abs(rng.standard_normal((len(keys), DIM))).astype(np.float32)
+    vectors[np.arange(len(keys)), labels] += 5
+    fingerprint = "b" * 64
+    with FeatureStore(root) as store:
+        store.register_extractor(
+            fingerprint, {"weights_note": "RANDOM vectors for a benchmark, not AlexNet features"}
+        )
+        store.put_batch(keys, {"fc7": vectors}, fingerprint)
+        names = [f"class{i}" for i in range(CLASSES)]
+        rows = [DatasetRow(k, f"{i}.png", int(labels[i])) for i, k in enumerate(keys)]
+        store.add_dataset("bench", rows, names)
+        train_head(store, "bench", name="bench", params={"epochs": 5})
+    return keys, images
 
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
-    ms = np.array(latencies) * 1000
-    print(
-        f"{name:<34} {clients:>2} client(s): {len(ms) / elapsed:8.1f} req/s, "
-        f"p50 {np.percentile(ms, 50):7.2f} ms, p99 {np.percentile(ms, 99):7.2f} ms, "
-        f"{len(ms)} requests, {errors[0]} errors"
+
+# -- servers --------------------------------------------------------------------------------
+
+
+def bare_app(sample: bytes) -> object:
+    """A FastAPI app with featcache's route shapes answering a fixed JSON of the same size."""
+    app = FastAPI()
+    predictions = [{"class_id": i, "label": f"class{i}", "probability": 0.123456} for i in range(5)]
+    answer = {
+        "path": None,
+        "key": "0" * 64,
+        "cached": True,
+        "head": {"name": "bench", "version": 1},
+    }
+    answer["predictions"] = predictions
+
+    @app.get("/v1/predictions/{key}")
+    async def prediction(
+        key: Annotated[str, PathParam(pattern=r"^[0-9a-fA-F]{64}$")],
+    ) -> JSONResponse:
+        return JSONResponse({**answer, "key": key})
+
+    @app.post("/v1/predict")
+    async def predict(files: Annotated[list[UploadFile], File()]) -> JSONResponse:
+        results = []
+        for file in files:
+            data = await file.read()
+            key = hashlib.sha256(data).hexdigest()
+            results.append({**answer, "path": file.filename, "key": key})
+        return JSONResponse({"results": results})
+
+    return app
+
+
+def serve_role(args: argparse.Namespace) -> None:
+    """Run one server in this process (the script calls itself with --role)."""
+    import uvicorn
+
+    if args.role == "bare":
+        app = bare_app(b"")
+    else:
+        from featcache.service import ServiceConfig, create_app
+
+        fields = {"store": Path(args.store), "head": "bench"}
+        if "access_log" in ServiceConfig.__dataclass_fields__:
+            fields["access_log"] = False
+        if args.no_lru:
+            fields["answer_cache_size"] = 0
+        app = create_app(ServiceConfig(**fields))  # type: ignore[arg-type]
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        loop=args.loop,
+        http=args.http,
     )
+
+
+class Server:
+    """One server process on 127.0.0.1:`port`, started and waited for."""
+
+    def __init__(self, name: str, command: list[str], port: int, env: dict[str, str]) -> None:
+        self.name, self.port = name, port
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    sys.exit(f"{name}: server exited with {self.process.returncode}")
+                time.sleep(0.2)
+        sys.exit(f"{name}: server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(30)
+
+
+# -- load -----------------------------------------------------------------------------------
+
+
+def lua_string(data: bytes) -> str:
+    return '"' + "".join(f"\\{b}" for b in data) + '"'
+
+
+def write_scripts(folder: Path, keys: list[str], images: list[bytes]) -> tuple[Path, Path]:
+    get = folder / "get.lua"
+    get.write_text(
+        "local keys = {" + ",".join(f'"{k}"' for k in keys) + "}\n"
+        "local i = 0\n"
+        "request = function()\n  i = i % #keys + 1\n"
+        '  return wrk.format("GET", "/v1/predictions/" .. keys[i])\nend\n'
+    )
+    bodies = []
+    for data in images[:20]:
+        body = (
+            b'--xyz\r\nContent-Disposition: form-data; name="files"; filename="c.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + data + b"\r\n--xyz--\r\n"
+        )
+        bodies.append(lua_string(body))
+    post = folder / "post.lua"
+    post.write_text(
+        "local bodies = {" + ",".join(bodies) + "}\nlocal i = 0\n"
+        'wrk.headers["Content-Type"] = "multipart/form-data; boundary=xyz"\n'
+        "request = function()\n  i = i % #bodies + 1\n"
+        '  return wrk.format("POST", "/v1/predict", nil, bodies[i])\nend\n'
+    )
+    return get, post
+
+
+def wrk(port: int, script: Path, connections: int, seconds: float) -> tuple[float, float, int]:
+    """(requests/s, median latency in ms, non-2xx count) from one wrk run."""
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds:g}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    value, unit = re.search(r"50%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    median = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rate, median, int(bad[1]) if bad else 0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--before", type=Path, help="src/ of the featcache to compare with")
+    parser.add_argument("--workers", type=int, default=0, help="also run serve --workers N")
+    parser.add_argument("--rounds", type=int, default=3, help="turns per figure (median)")
+    parser.add_argument("--no-lru", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["bare", "featcache"], help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--loop", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--http", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role is not None:
+        serve_role(args)
+        return
+    if shutil.which("wrk") is None:
+        sys.exit(
+            "wrk is not installed: apt-get install wrk (Python client threads would "
+            "measure the client on these cores, not the server)"
+        )
 
-    from featcache.classifier.train import train_head
-    from featcache.extractor.pipeline import extract
-    from featcache.extractor.weights import write_demo_weights
-    from featcache.store import FeatureStore
-
+    src = str(HERE.parents[1] / "src")
     with tempfile.TemporaryDirectory(prefix="featcache-serve-") as tmp:
         work = Path(tmp)
-        weights = write_demo_weights(work / "random_alexnet.npy")
-        print("weights: seeded RANDOM weights in the bvlc_alexnet.npy layout (not ImageNet)")
-        images = [png(i) for i in range(200)]
-        for i, data in enumerate(images):
-            folder = work / "data" / str(i % 5)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{i}.png").write_bytes(data)
-        store = FeatureStore(work / "store")
-        extract(work / "data", weights, store, dataset="bench")
-        train_head(store, "bench", name="bench")
-        keys = [hashlib.sha256(d).hexdigest() for d in images]
-
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "featcache",
-                "serve",
-                "--store",
-                str(work / "store"),
-                "--head",
-                "bench",
-                "--weights",
-                str(weights),
-                "--port",
-                str(port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=os.environ.copy(),
+        keys, images = build_store(work / "store")
+        get, post = write_scripts(work, keys, images)
+        print("store: 200 images, RANDOM 4096-wide fc7 vectors (not AlexNet features), 43 classes")
+        print(
+            f"wrk, 1 thread, {args.seconds:g} s per figure, median of {args.rounds} rounds with "
+            "the servers taking turns; the machine may be shared: compare ratios\n"
         )
-        base = f"http://127.0.0.1:{port}"
+        store = str(work / "store")
+
+        def role(name: str, path: str, *extra: str) -> tuple[list[str], dict[str, str]]:
+            command = [sys.executable, str(HERE), "--role", name, "--store", store, *extra]
+            return command, {**os.environ, "PYTHONPATH": path}
+
+        plans = {
+            "bare": role("bare", src),
+            "featcache": role("featcache", src),
+            "featcache-no-lru": role("featcache", src, "--no-lru"),
+            "bare-asyncio-h11": role("bare", src, "--loop", "asyncio", "--http", "h11"),
+            "featcache-asyncio-h11": role("featcache", src, "--loop", "asyncio", "--http", "h11"),
+        }
+        if args.before is not None:
+            plans["before"] = role("featcache", str(args.before.resolve()))
+        if args.workers > 1:
+            cli = [sys.executable, "-m", "featcache", "serve", "--store", store, "--head"]
+            cli += ["bench", "--quiet", "--workers", str(args.workers)]
+            plans[f"featcache-workers{args.workers}"] = (cli, {**os.environ, "PYTHONPATH": src})
+
+        servers: dict[str, Server] = {}
         try:
-            deadline = time.time() + 60
-            while time.time() < deadline:
-                try:
-                    if httpx.get(f"{base}/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            else:
-                sys.exit("server did not start")
-
-            def get_key(client: httpx.Client, i: int) -> int:
-                return client.get(f"{base}/v1/predictions/{keys[i % len(keys)]}").status_code
-
-            def upload_cached(client: httpx.Client, i: int) -> int:
-                data = images[i % len(images)]
-                return client.post(
-                    f"{base}/v1/predict", files={"files": ("c.png", data)}
-                ).status_code
-
-            def upload_new(client: httpx.Client, i: int) -> int:
-                data = png(10_000_000 + i)  # never seen before
-                return client.post(
-                    f"{base}/v1/predict", files={"files": ("n.png", data)}
-                ).status_code
-
-            drive("warm-up", 1, 1.0, get_key)
-            drive("cached key GET", 1, args.seconds, get_key)
-            drive("cached key GET", args.clients, args.seconds, get_key)
-            drive("upload of a cached image", 1, args.seconds, upload_cached)
-            drive("upload of a cached image", args.clients, args.seconds, upload_cached)
-            start = time.perf_counter()
-            first = upload_new(httpx.Client(timeout=120), 999_999_999)
-            print(
-                f"first unseen upload (loads TensorFlow and the network): "
-                f"{time.perf_counter() - start:.2f} s, status {first}"
-            )
-            drive("upload of an unseen image", 1, args.seconds, upload_new)
-            drive("upload of an unseen image", args.clients, args.seconds, upload_new)
-            health = httpx.get(f"{base}/healthz").json()
-            print(f"server: {health}")
+            for name, (command, env) in plans.items():
+                port = free_port()
+                servers[name] = Server(name, [*command, "--port", str(port)], port, env)
+            for server in servers.values():  # warm-up: caches, first imports
+                wrk(server.port, get, 8, 1)
+                wrk(server.port, post, 8, 1)
+            runs: dict[tuple[str, str, int], list[tuple[float, float, int]]] = {}
+            for _ in range(args.rounds):
+                for what, script in (("cached key GET", get), ("cached upload", post)):
+                    for connections in (1, 8):
+                        for name, server in servers.items():
+                            figure = wrk(server.port, script, connections, args.seconds)
+                            runs.setdefault((name, what, connections), []).append(figure)
         finally:
-            server.terminate()
-            server.wait(30)
+            for server in servers.values():
+                server.stop()
+
+        def median(name: str, what: str, connections: int) -> tuple[float, float, int]:
+            figures = runs[(name, what, connections)]
+            rate = float(np.median([f[0] for f in figures]))
+            latency = float(np.median([f[1] for f in figures]))
+            return rate, latency, sum(f[2] for f in figures)
+
+        print(
+            f"{'server':<24} {'request':<15} {'conn':>4} {'req/s':>8} {'× bare':>7} "
+            f"{'p50 ms':>7} {'× bare':>7} {'non-2xx':>7}"
+        )
+        for what in ("cached key GET", "cached upload"):
+            for connections in (1, 8):
+                for name in servers:
+                    rate, latency, bad = median(name, what, connections)
+                    base = "bare-asyncio-h11" if name.endswith("asyncio-h11") else "bare"
+                    base_rate, base_latency, _ = median(base, what, connections)
+                    print(
+                        f"{name:<24} {what:<15} {connections:>4} {rate:8.0f} "
+                        f"{rate / base_rate:7.2f} {latency:7.3f} {latency / base_latency:7.2f} "
+                        f"{bad:>7}"
+                    )
+                print()
 
 
 if __name__ == "__main__":

@@ -116,9 +116,12 @@ class Predictor:
     def can_extract(self) -> bool:
         return self._weights_path is not None
 
-    def predict_keys(self, keys: Sequence[str]) -> list[ImageResult]:
-        """Answer stored keys; a key without a vector gets an error result."""
-        head = self.head
+    def predict_keys(
+        self, keys: Sequence[str], *, head: LoadedHead | None = None
+    ) -> list[ImageResult]:
+        """Answer stored keys (with `head`, default `self.head`); a key without a vector
+        gets an error result."""
+        head = head or self.head
         found = self.store.has(list(keys), head.fingerprint, head.layer)
         results = [ImageResult(None, key, cached=key in found) for key in keys]
         ready = [r for r in results if r.cached]
@@ -135,15 +138,18 @@ class Predictor:
                 )
         return results
 
-    def predict_items(self, items: Sequence[ImageItem]) -> list[ImageResult]:
-        """Answer images (files or uploaded bytes), extracting and storing unseen ones."""
+    def predict_items(
+        self, items: Sequence[ImageItem], *, head: LoadedHead | None = None
+    ) -> list[ImageResult]:
+        """Answer images (files or uploaded bytes), extracting and storing unseen ones, with
+        `head` (default `self.head`)."""
         results: list[ImageResult] = []
         for item in items:
             try:
                 results.append(ImageResult(item.path, item.key()))
             except ImageError as exc:
                 results.append(ImageResult(item.path, None, error=str(exc)))
-        head = self.head
+        head = head or self.head
         keys = [r.key for r in results if r.key]
         cached = self.store.has(keys, head.fingerprint, head.layer)
         unseen = [

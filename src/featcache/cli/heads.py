@@ -189,3 +189,21 @@ def heads_delete(
     with FeatureStore(store, create=False) as fs:
         count = fs.delete_head(name, version)
     out.print(f"deleted {count} version(s) of head '{name}'")
+
+
+@heads_app.command("promote")
+@reports_errors
+def heads_promote(
+    store: Path = typer.Argument(..., help="Feature store directory."),
+    name: str = typer.Argument(..., help="Head name."),
+    version: int = typer.Argument(..., help="Version to promote."),
+) -> None:
+    """Promote a head version: ``serve --head NAME@promoted`` switches to it (roll back by
+    promoting an older one)."""
+    from featcache.store import FeatureStore
+
+    with FeatureStore(store, create=False) as fs:
+        record = fs.promote_head(name, version)
+    acc = record.meta.get("metrics", {}).get("val_accuracy")
+    score = f", val accuracy {acc:.4f}" if acc is not None else ""
+    out.print(f"promoted head '{name}' v{version}{score}")

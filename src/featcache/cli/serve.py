@@ -12,25 +12,40 @@ from featcache.cli._shared import err, reports_errors
 @reports_errors
 def serve(
     store: Path = typer.Option(..., "--store", help="Feature store directory."),
-    head: str = typer.Option(..., "--head", help="Head name (retrained versions are picked up)."),
+    head: str = typer.Option(
+        ...,
+        "--head",
+        help="NAME (follows the newest version), NAME@promoted (follows 'heads promote') "
+        "or NAME@3 (version 3 for good).",
+    ),
     weights: Path | None = typer.Option(None, help="Weights, to extract unseen uploads."),
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(8000, help="Port."),
+    workers: int = typer.Option(1, help="Server processes sharing the store."),
     token_file: Path | None = typer.Option(
         None, help="File holding a bearer token [or env FEATCACHE_TOKEN]."
     ),
+    allowed_host: list[str] = typer.Option(
+        [], help="Host name accepted without a token besides loopback ones, repeatable."
+    ),
     top_k: int = typer.Option(5, help="Classes per answer."),
+    max_request_mb: float = typer.Option(32.0, help="Largest request body, in MB."),
     max_upload_mb: float = typer.Option(10.0, help="Largest accepted upload, in MB."),
     max_files: int = typer.Option(16, help="Most files in one request."),
     max_pixels: int = typer.Option(50_000_000, help="Largest accepted image, in pixels."),
+    max_request_pixels: int = typer.Option(
+        50_000_000, help="Most pixels of unseen images in one request."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No access log line per request."),
 ) -> None:
     """Serve predictions over HTTP (OpenAPI docs at /docs)."""
     import os
 
-    import uvicorn
-
     from featcache.errors import ConfigError
-    from featcache.service import ServiceConfig, create_app
+    from featcache.service import ServiceConfig
+    from featcache.service.heads import HeadFollower
+    from featcache.service.runner import run
+    from featcache.store import FeatureStore
 
     token = os.environ.get("FEATCACHE_TOKEN") or None
     if token_file is not None:
@@ -44,17 +59,22 @@ def serve(
         weights=weights,
         token=token,
         top_k=top_k,
+        max_request_bytes=int(max_request_mb * 1024 * 1024),
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_files=max_files,
         max_pixels=max_pixels,
+        max_request_pixels=max_request_pixels,
+        allowed_hosts=tuple(allowed_host),
+        access_log=not quiet,
     )
-    application = create_app(config)
-    served = application.state.predictor.head
+    with FeatureStore(store, create=False) as fs:
+        served = HeadFollower(fs, config.head_spec).live.head
     err.print(
-        f"serving head '{served.name}' v{served.version} from {store} on http://{host}:{port} "
+        f"serving head '{served.name}' v{served.version} ({config.head_spec.follow}) from "
+        f"{store} on http://{host}:{port} with {workers} worker(s) "
         f"({'can' if weights else 'cannot'} extract unseen images; "
-        f"{'token required' if token else 'no token'})"
+        f"{'token required' if token else 'no token: loopback Host names only'})"
     )
     if served.meta.get("weights_note"):
         err.print(f"note: {served.meta['weights_note']}")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    run(config, host=host, port=port, workers=workers)

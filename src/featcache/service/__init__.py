@@ -1,5 +1,7 @@
-"""The HTTP service (FastAPI under uvicorn): `create_app` builds it, `ServiceConfig` sets it up."""
+"""The HTTP service (FastAPI under uvicorn): `create_app` builds it, `ServiceConfig` sets it
+up, `HeadSpec` says which head version it follows."""
 
-from featcache.service.app import ServiceConfig, create_app
+from featcache.service.app import create_app
+from featcache.service.config import HeadSpec, ServiceConfig
 
-__all__ = ["ServiceConfig", "create_app"]
+__all__ = ["HeadSpec", "ServiceConfig", "create_app"]

@@ -2,288 +2,329 @@
 
 `create_app` builds the FastAPI app; nothing happens at import time. Cached answers never
 touch TensorFlow; it is loaded when the first unseen image arrives (and only if the app was
-given weights). Every bad request gets a 4xx with ``{"error": ..., "detail": ...}``.
+given weights). Every bad request gets a 4xx with ``{"error": ..., "detail": ...}``; a store
+that cannot be read gets 503; nothing answers a plain-text 500.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from featcache.data.source import ImageItem
-from featcache.errors import (
-    ConfigError,
-    FeatcacheError,
-    ImageError,
-    ImageTooLargeError,
-    NotFoundError,
-)
-from featcache.extractor.preprocess import DEFAULT_MAX_PIXELS
+from featcache.errors import FeatcacheError, StoreError
 from featcache.predictor import ImageResult, Predictor
+from featcache.service.answers import Answer, AnswerCache, lookup
 from featcache.service.batcher import Batcher
-from featcache.service.guard import Guard
-from featcache.service.metrics import BATCH_BUCKETS, Metrics
+from featcache.service.config import ServiceConfig
+from featcache.service.docs import build_fastapi, declare_bearer
+from featcache.service.errors import (
+    STORE_UNAVAILABLE,
+    ApiError,
+    error_response,
+    json_response,
+    response_docs,
+    status_of,
+)
+from featcache.service.guard import OPEN_PATHS, Guard
+from featcache.service.heads import HeadFollower
+from featcache.service.metrics import CONTENT_TYPE, Metrics
+from featcache.service.models import (
+    KEY_PATTERN,
+    HeadsAnswer,
+    Health,
+    ImageAnswer,
+    KeysAnswer,
+    KeysRequest,
+    UploadAnswer,
+)
+from featcache.service.uploads import Upload, answer_body, check_decodes, check_pixels, triage
 from featcache.store.featurestore import FeatureStore
 
-__all__ = ["ServiceConfig", "create_app"]
+__all__ = ["create_app"]
 
-KEY_PATTERN = r"^[0-9a-fA-F]{64}$"
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    """What the service serves and its limits."""
-
-    store: Path
-    head: str
-    weights: Path | None = None
-    token: str | None = None
-    top_k: int = 5
-    max_upload_bytes: int = 10 * 1024 * 1024
-    max_files: int = 16
-    max_keys: int = 1000
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    head_refresh_seconds: float = 2.0
-    batch_window_seconds: float = 0.01
-    max_batch: int = 64
-
-    def __post_init__(self) -> None:
-        for name in (
-            "top_k",
-            "max_upload_bytes",
-            "max_files",
-            "max_keys",
-            "max_pixels",
-            "max_batch",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"The '{name}' must be >= 1. Got {getattr(self, name)}.")
-        if self.token is not None and len(self.token) < 16:
-            raise ConfigError("The 'token' must have at least 16 characters.")
-
-
-class KeysRequest(BaseModel):
-    keys: list[Annotated[str, Field(pattern=KEY_PATTERN)]] = Field(min_length=1)
-
-
-class ApiError(Exception):
-    """A request that gets a 4xx answer."""
-
-    def __init__(self, status: int, error: str, detail: Any) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
-
-
-def _error(status: int, error: str, detail: Any, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status)
-
-
-def _status_of(exc: FeatcacheError) -> tuple[int, str]:
-    if isinstance(exc, ImageTooLargeError):
-        return 413, "image_too_large"
-    if isinstance(exc, ImageError):
-        return 422, "bad_image"
-    if isinstance(exc, NotFoundError):
-        return 404, "not_found"
-    return 400, "bad_request"
-
-
-@dataclass
-class _Upload:
-    """One file of a request: its image, or the answer (and HTTP status) it already has."""
-
-    item: ImageItem
-    result: ImageResult | None = None
-    status: int = 200
-
-    def fail(self, status: int, error: str) -> None:
-        self.result = ImageResult(self.item.path, None, error=error)
-        self.status = status
-
-
-def _check_decodes(uploads: list[_Upload], max_pixels: int) -> None:
-    """Decode unseen uploads (no TensorFlow) so a broken file is told from a good one."""
-    for upload in uploads:
-        try:
-            upload.item.rgb(max_pixels=max_pixels)
-        except ImageTooLargeError as exc:
-            upload.fail(413, str(exc))
-        except ImageError as exc:
-            upload.fail(422, str(exc))
+log = logging.getLogger("featcache.service")
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
     """Build the app: opens the store and loads the head now, TensorFlow only when needed."""
     store = FeatureStore(config.store, create=False)
+    follower = HeadFollower(store, config.head_spec)
     predictor = Predictor(
         store,
-        config.head,
+        follower.spec.name,
         weights=config.weights,
+        version=follower.live.head.version,
         top_k=config.top_k,
         max_pixels=config.max_pixels,
-        refresh_seconds=config.head_refresh_seconds,
     )
     metrics = Metrics()
-    metrics.describe("featcache_requests_total", "counter", "HTTP requests by route and status")
-    metrics.describe("featcache_request_seconds", "histogram", "Request latency by route")
-    metrics.describe("featcache_cache_hits_total", "counter", "Images answered from the store")
-    metrics.describe("featcache_cache_misses_total", "counter", "Images that needed extraction")
-    metrics.describe("featcache_extraction_batch_size", "histogram", "Images per network batch")
+    cache = AnswerCache(config.answer_cache_size)
+    problems: dict[str, str] = {}  # what the last head refresh found wrong with the store
+
+    def extract(items: list[ImageItem]) -> list[ImageResult]:
+        return predictor.predict_items(items, head=follower.live.head)
+
     batcher: Batcher[ImageItem, ImageResult] = Batcher(
-        predictor.predict_items,
+        extract,
         max_batch=config.max_batch,
         window=config.batch_window_seconds,
-        on_batch=lambda n: metrics.observe("featcache_extraction_batch_size", n, BATCH_BUCKETS),
+        on_batch=metrics.batch_size.observe,
     )
+
+    async def follow() -> None:
+        while True:
+            await asyncio.sleep(config.head_refresh_seconds)
+            try:
+                swapped = await run_in_threadpool(follower.refresh)
+            except Exception as exc:  # the loop must outlive any failure, and say so
+                log.error(
+                    "cannot refresh head '%s': %s: %s", follower.spec, type(exc).__name__, exc
+                )
+                problems["refresh"] = "the store or the head file cannot be read"
+                continue
+            problems.pop("refresh", None)
+            if swapped:
+                cache.clear()
+                metrics.head_swaps.inc()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await batcher.close()
-        store.close()
+        task = asyncio.create_task(follow())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await batcher.close()
+            store.close()
 
-    app = FastAPI(
+    app = build_fastapi(
         lifespan=lifespan,
         title="featcache",
         version="0.1.0",
         description="Predictions from cached AlexNet features. Unseen images are extracted "
         "once, stored, then answered.",
     )
+    app.state.follower = follower
     app.state.predictor = predictor
     app.state.metrics = metrics
+    app.state.answers = cache
+    if config.token is not None:
+        declare_bearer(app, OPEN_PATHS)
+    common = (400, 401, 405, 413, 500, 503) if config.token else (400, 405, 413, 500, 503)
 
     app.add_middleware(
         Guard,
+        routes=app.router.routes,
         token=config.token,
-        max_body=config.max_files * config.max_upload_bytes + 64 * 1024,
+        allowed_hosts=config.allowed_hosts,
+        max_body=config.max_request_bytes,
         metrics=metrics,
+        access_log=config.access_log,
     )
 
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.error, exc.detail)
+    async def api_error(_: Request, exc: ApiError) -> Response:
+        return error_response(exc.status, exc.error, exc.detail, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
         detail = [
             {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
             for e in exc.errors()
         ]
-        return _error(422, "invalid_request", detail)
+        return error_response(422, "invalid_request", detail)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, "http_error", exc.detail)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        allow = headers.get("Allow")
+        if allow is not None and "GET" in allow and "HEAD" not in allow:
+            headers["Allow"] = f"{allow}, HEAD"  # HEAD works wherever GET does
+        return error_response(exc.status_code, "http_error", exc.detail, headers)
 
     @app.exception_handler(FeatcacheError)
-    async def featcache_error(_: Request, exc: FeatcacheError) -> JSONResponse:
-        status, error = _status_of(exc)
-        return _error(status, error, str(exc))
+    async def featcache_error(_: Request, exc: FeatcacheError) -> Response:
+        status, error, detail = status_of(exc)
+        return error_response(status, error, detail)
 
-    @app.get("/v1/predictions/{key}", summary="Top-k classes of a stored image, by its key")
+    @app.exception_handler(sqlite3.DatabaseError)
+    @app.exception_handler(OSError)
+    async def storage_error(_: Request, exc: Exception) -> Response:
+        # disk full or an unreadable file below the store's own checks
+        log.error("store unavailable: %s: %s", type(exc).__name__, exc)
+        return error_response(503, "store_unavailable", STORE_UNAVAILABLE)
+
+    async def answers_for(keys: list[str]) -> tuple[dict[str, Answer], int]:
+        """Answers for stored keys (LRU first, then the store); and how many came from the LRU."""
+        live = follower.live
+        found: dict[str, Answer] = {}
+        missing = []
+        for key in keys:
+            answer = cache.get(key, live.digest)
+            if answer is None:
+                missing.append(key)
+            else:
+                found[key] = answer
+        from_cache = len(found)
+        if missing:
+            fresh = await run_in_threadpool(lookup, predictor, list(dict.fromkeys(missing)), live)
+            found.update(fresh)
+            if follower.live is live:  # not a head that was swapped out meanwhile
+                for answer in fresh.values():
+                    cache.put(answer, live.digest)
+        return found, from_cache
+
+    def count(hits: int, misses: int, from_cache: int) -> None:
+        if hits:
+            metrics.hits.inc(hits)
+        if misses:
+            metrics.misses.inc(misses)
+        if from_cache:
+            metrics.answer_hits.inc(from_cache)
+
+    @app.get(
+        "/v1/predictions/{key}",
+        summary="Top-k classes of a stored image, by its key",
+        response_model=ImageAnswer,
+        responses=response_docs(404, 422, *common),
+    )
     async def prediction(
         key: Annotated[str, PathParam(pattern=KEY_PATTERN, description="SHA-256 hex of the file")],
-    ) -> JSONResponse:
-        result = (await run_in_threadpool(predictor.predict_keys, [key.lower()]))[0]
-        if result.error is not None:
-            raise ApiError(404, "not_found", result.error)
-        metrics.inc("featcache_cache_hits_total")
-        return JSONResponse(result.as_dict())
+    ) -> Response:
+        key = key.lower()
+        found, from_cache = await answers_for([key])
+        answer = found.get(key)
+        if answer is None:
+            head = follower.live.head
+            raise ApiError(
+                404,
+                "not_found",
+                f"no '{head.layer}' vector for key {key} (extractor {head.fingerprint[:12]}); "
+                "send the image itself",
+            )
+        count(1, 0, from_cache)
+        return Response(answer.body, media_type="application/json")
 
-    @app.post("/v1/predict/keys", summary="Top-k classes of many stored images")
-    async def predict_keys(body: KeysRequest) -> JSONResponse:
+    @app.post(
+        "/v1/predict/keys",
+        summary="Top-k classes of many stored images",
+        response_model=KeysAnswer,
+        responses=response_docs(422, *common),
+    )
+    async def predict_keys(body: KeysRequest) -> Response:
         if len(body.keys) > config.max_keys:
             raise ApiError(
                 413, "too_many_keys", f"{len(body.keys)} keys; at most {config.max_keys}"
             )
-        results = await run_in_threadpool(predictor.predict_keys, [k.lower() for k in body.keys])
-        hits = sum(r.error is None for r in results)
-        metrics.inc("featcache_cache_hits_total", hits)
-        head = predictor.head
-        return JSONResponse(
-            {
-                "head": {"name": head.name, "version": head.version},
-                "results": [r.as_dict() for r in results],
-            }
-        )
+        live = follower.live
+        keys = [k.lower() for k in body.keys]
+        found, from_cache = await answers_for(keys)
+        results = []
+        for key in keys:
+            answer = found.get(key)
+            if answer is None:
+                results.append(
+                    {
+                        "path": None,
+                        "key": key,
+                        "cached": False,
+                        "error": f"no '{live.head.layer}' vector for key {key} (extractor "
+                        f"{live.head.fingerprint[:12]}); send the image itself",
+                    }
+                )
+            else:
+                results.append(answer.as_dict(None))
+        count(sum(k in found for k in keys), 0, from_cache)
+        head = {"name": live.head.name, "version": live.head.version}
+        return json_response({"head": head, "results": results})
 
-    @app.post("/v1/predict", summary="Top-k classes of uploaded images (multipart field 'files')")
+    @app.post(
+        "/v1/predict",
+        summary="Top-k classes of uploaded images (multipart field 'files')",
+        response_model=UploadAnswer,
+        responses=response_docs(409, 422, *common),
+    )
     async def predict(
-        files: Annotated[list[UploadFile], File(description="image files")],
-    ) -> JSONResponse:
+        files: Annotated[list[UploadFile], File(description="image files", min_length=1)],
+    ) -> Response:
         if len(files) > config.max_files:
             raise ApiError(413, "too_many_files", f"{len(files)} files; at most {config.max_files}")
-        uploads = []
-        for i, file in enumerate(files):
-            name = file.filename or f"file {i}"
-            data = await file.read(config.max_upload_bytes + 1)
-            upload = _Upload(ImageItem(name, data=data))
-            if len(data) > config.max_upload_bytes:
-                upload.fail(413, f"{name}: larger than {config.max_upload_bytes} bytes")
-            elif not data:
-                upload.fail(422, f"{name}: empty file")
-            uploads.append(upload)
-        todo = [u for u in uploads if u.result is None]
-        keys = await run_in_threadpool(lambda: [u.item.key() for u in todo])
-        for upload, hit in zip(
-            todo, await run_in_threadpool(predictor.predict_keys, keys), strict=True
-        ):
-            if hit.error is None:
-                hit.path = upload.item.path
-                upload.result = hit
-        unseen = [u for u in todo if u.result is None]
-        metrics.inc("featcache_cache_hits_total", len(todo) - len(unseen))
-        metrics.inc("featcache_cache_misses_total", len(unseen))
-        await run_in_threadpool(_check_decodes, unseen, config.max_pixels)
-        unseen = [u for u in unseen if u.result is None]
-        if unseen and not predictor.can_extract:
-            raise ApiError(
-                409,
-                "not_cached",
-                f"{len(unseen)} image(s) are not in the store (e.g. {unseen[0].item.path}) "
-                "and this server was started without --weights, so it cannot extract them",
-            )
+        read = [
+            (file.filename or f"file {i}", await file.read(config.max_upload_bytes + 1))
+            for i, file in enumerate(files)
+        ]
+        uploads = triage(read, config.max_upload_bytes)
+        keys = [u.key for u in uploads if u.key is not None]
+        found, from_cache = await answers_for(keys)
+        for upload in uploads:
+            answer = found.get(upload.key) if upload.key is not None else None
+            if answer is not None:
+                upload.answered(answer)
+        unseen = [u for u in uploads if u.pending]
+        count(len(keys) - len(unseen), len(unseen), from_cache)
         if unseen:
-            extracted = await batcher.submit([u.item for u in unseen])
-            for upload, result in zip(unseen, extracted, strict=True):
-                upload.result = result
-                upload.status = 422 if result.error else 200
-        answers = [u.result.as_dict() for u in uploads if u.result is not None]
-        if all(u.status != 200 for u in uploads):
-            first = uploads[0]
-            detail = first.result.error if first.result is not None else "bad image"
-            return _error(first.status, "bad_image", detail, results=answers)
-        return JSONResponse({"results": answers})
+            await extract_unseen(unseen)
+        status, body = answer_body(uploads)
+        return json_response(body, status)
 
-    @app.get("/v1/heads", summary="Heads in the store and the one being served")
-    async def heads() -> JSONResponse:
-        records = await run_in_threadpool(store.heads)
-        head = predictor.head
-        return JSONResponse(
+    async def extract_unseen(unseen: list[Upload]) -> None:
+        await run_in_threadpool(check_pixels, unseen, config.max_pixels, config.max_request_pixels)
+        if not predictor.can_extract:
+            await run_in_threadpool(check_decodes, unseen, config.max_pixels)
+            good = [u for u in unseen if u.pending]
+            if good:
+                raise ApiError(
+                    409,
+                    "not_cached",
+                    f"{len(good)} image(s) are not in the store (e.g. {good[0].name}) and "
+                    "this server was started without --weights, so it cannot extract them",
+                )
+            return
+        todo = [u for u in unseen if u.pending]
+        if todo:
+            for upload, result in zip(
+                todo, await batcher.submit([u.item() for u in todo]), strict=True
+            ):
+                upload.extracted(result)
+
+    @app.get(
+        "/v1/heads",
+        summary="Heads in the store and the one being served",
+        response_model=HeadsAnswer,
+        responses=response_docs(*common),
+    )
+    async def heads() -> Response:
+        name = follower.spec.name
+        records, promoted = await run_in_threadpool(
+            lambda: (store.heads(), store.promoted_head(name))
+        )
+        served = follower.live.describe()
+        served["follows"] = follower.spec.follow
+        return json_response(
             {
-                "served": {
-                    "name": head.name,
-                    "version": head.version,
-                    "layer": head.layer,
-                    "fingerprint": head.fingerprint,
-                    "weights_note": head.meta.get("weights_note"),
-                },
+                "served": served,
                 "heads": [
                     {
                         "name": r.name,
                         "version": r.version,
+                        "digest": r.sha256,
+                        "promoted": r.name == name and r.version == promoted,
                         "head": r.meta.get("head"),
                         "dataset": r.meta.get("dataset"),
                         "val_accuracy": r.meta.get("metrics", {}).get("val_accuracy"),
@@ -293,21 +334,46 @@ def create_app(config: ServiceConfig) -> FastAPI:
             }
         )
 
-    @app.get("/healthz", summary="Liveness and what is served")
-    async def healthz() -> JSONResponse:
-        head = predictor.head
-        return JSONResponse(
+    @app.get(
+        "/healthz",
+        summary="Liveness, what is served, and whether the store can be read (503 if not)",
+        response_model=Health,
+        responses=response_docs(*common),
+    )
+    async def healthz() -> Response:
+        reason = problems.get("refresh")
+        if reason is None:
+            try:
+                await run_in_threadpool(store.heads, follower.spec.name)
+            except StoreError as exc:
+                log.error("health check: %s", exc)
+                reason = "the store's catalog cannot be read"
+        if reason is not None:
+            return error_response(
+                503, "store_unavailable", STORE_UNAVAILABLE, status="unavailable", reason=reason
+            )
+        head = follower.live.head
+        return json_response(
             {
                 "status": "ok",
                 "head": head.name,
                 "version": head.version,
+                "digest": follower.live.digest,
                 "can_extract": predictor.can_extract,
                 "tensorflow_loaded": "tensorflow" in sys.modules,
             }
         )
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-    async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            **response_docs(*common),
+        },
+    )
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app

@@ -534,6 +534,26 @@ class Catalog:
                 db.execute("DELETE FROM heads WHERE name=? AND version=?", (name, version))
         return [r[0] for r in rows]
 
+    # -- head promotions (a history: the newest promotion of a version that still exists) --
+
+    def promote_head(self, name: str, version: int) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO head_promotions VALUES(?, ?, ?)", (name, version, time.time()))
+
+    def promoted_head(self, name: str) -> int | None:
+        # a store opened read-only may predate the table (made by any writable open)
+        if not self.query(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='head_promotions'"
+        ):
+            return None
+        found = self.query(
+            "SELECT p.version FROM head_promotions p JOIN heads h "
+            "ON h.name = p.name AND h.version = p.version "
+            "WHERE p.name = ? ORDER BY p.rowid DESC LIMIT 1",
+            (name,),
+        )
+        return int(found[0][0]) if found else None
+
 
 def _merged_classes(name: str, old: list[str], new: list[str]) -> list[str]:
     shorter, longer = sorted((old, new), key=len)

@@ -526,6 +526,16 @@ class FeatureStore:
                 self._heads.delete(file)
         return len(files)
 
+    def promote_head(self, name: str, version: int) -> HeadRecord:
+        """Mark a head version as promoted (what ``serve --head NAME@promoted`` serves)."""
+        record = self.head(name, version)
+        self._catalog.promote_head(name, version)
+        return record
+
+    def promoted_head(self, name: str) -> int | None:
+        """The version of `name` promoted last that still exists, or None."""
+        return self._catalog.promoted_head(name)
+
     # -- maintenance (featcache.store.maintenance) ------------------------------------------
 
     def info(self) -> dict[str, Any]:

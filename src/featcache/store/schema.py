@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS heads(
     name TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL,
     meta TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY(name, version));
 CREATE TABLE IF NOT EXISTS head_versions(name TEXT PRIMARY KEY, last INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS head_promotions(
+    name TEXT NOT NULL, version INTEGER NOT NULL, at REAL NOT NULL);
 """
 # After the migration (duplicate rows must be gone before the index can exist).
 _ROW_IDENTITY = "CREATE UNIQUE INDEX IF NOT EXISTS dataset_rows_path ON dataset_rows(dataset, path)"

@@ -1,0 +1,115 @@
+"""What the service serves and its limits: `ServiceConfig`, and `HeadSpec` (``NAME``,
+``NAME@promoted``, ``NAME@3``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from featcache.errors import ConfigError
+from featcache.extractor.preprocess import DEFAULT_MAX_PIXELS
+
+__all__ = ["LOOPBACK_HOSTS", "HeadSpec", "ServiceConfig"]
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_SPEC = re.compile(r"^(?P<name>[^@/]+)(@(?P<follow>promoted|[1-9][0-9]*))?$")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Which version of head `name` to serve: the newest (``follow='newest'``), the promoted
+    one (``'promoted'``), or one version for good (``'pinned'`` with `version`)."""
+
+    name: str
+    follow: str = "newest"
+    version: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.follow not in ("newest", "promoted", "pinned"):
+            raise ConfigError(
+                f"The head 'follow' must be newest, promoted or pinned. Got {self.follow!r}."
+            )
+        if (self.follow == "pinned") != (self.version is not None):
+            raise ConfigError("A head spec has a 'version' exactly when it is pinned.")
+
+    @classmethod
+    def parse(cls, text: str) -> HeadSpec:
+        """``NAME`` (newest), ``NAME@promoted`` or ``NAME@N`` (version N for good)."""
+        found = _SPEC.match(text.strip())
+        if found is None:
+            raise ConfigError(
+                f"--head {text!r}: expected NAME, NAME@promoted or NAME@VERSION (e.g. signs@3)"
+            )
+        follow = found["follow"]
+        if follow is None:
+            return cls(found["name"])
+        if follow == "promoted":
+            return cls(found["name"], "promoted")
+        return cls(found["name"], "pinned", int(follow))
+
+    def __str__(self) -> str:
+        if self.follow == "newest":
+            return self.name
+        return f"{self.name}@{self.version if self.follow == 'pinned' else 'promoted'}"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What the service serves and its limits.
+
+    `head` is a head name or a `HeadSpec` string (``NAME@promoted``, ``NAME@3``). Without a
+    `token`, only loopback Host names and `allowed_hosts` are accepted (DNS rebinding).
+    """
+
+    store: Path
+    head: str
+    weights: Path | None = None
+    token: str | None = None
+    top_k: int = 5
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_files: int = 16
+    max_keys: int = 1000
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_request_pixels: int = DEFAULT_MAX_PIXELS
+    allowed_hosts: tuple[str, ...] = ()
+    access_log: bool = True
+    answer_cache_size: int = 100_000
+    head_refresh_seconds: float = 2.0
+    batch_window_seconds: float = 0.01
+    max_batch: int = 64
+
+    def __post_init__(self) -> None:
+        for name in (
+            "top_k",
+            "max_request_bytes",
+            "max_upload_bytes",
+            "max_files",
+            "max_keys",
+            "max_pixels",
+            "max_request_pixels",
+            "max_batch",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"The '{name}' must be >= 1. Got {getattr(self, name)}.")
+        if self.answer_cache_size < 0:
+            raise ConfigError(
+                f"The 'answer_cache_size' must be >= 0 (0 turns the cache off). "
+                f"Got {self.answer_cache_size}."
+            )
+        if self.head_refresh_seconds <= 0 or self.batch_window_seconds < 0:
+            raise ConfigError(
+                "The 'head_refresh_seconds' must be > 0 and 'batch_window_seconds' >= 0. Got "
+                f"{self.head_refresh_seconds} and {self.batch_window_seconds}."
+            )
+        if self.token is not None and len(self.token) < 16:
+            raise ConfigError("The 'token' must have at least 16 characters.")
+        for host in self.allowed_hosts:
+            if not host or "/" in host or host != host.strip():
+                raise ConfigError(f"The 'allowed_hosts' must be host names. Got {host!r}.")
+        HeadSpec.parse(self.head)
+
+    @property
+    def head_spec(self) -> HeadSpec:
+        return HeadSpec.parse(self.head)
