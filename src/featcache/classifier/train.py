@@ -5,7 +5,6 @@ Reads vectors from the store only: no TensorFlow is imported.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from featcache.classifier.heads import LogRegHead, SoftmaxHead, make_head, top_k
-from featcache.classifier.persist import save_head
+from featcache.classifier.persist import describe_training, save_head
 from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError
 from featcache.store import FeatureStore, HeadRecord, validate_head_name
 
-__all__ = ["TrainResult", "train_head", "training_digest"]
+__all__ = ["TrainResult", "train_head"]
 
 
 @dataclass(frozen=True)
@@ -29,21 +28,6 @@ class TrainResult:
     estimator: SoftmaxHead | LogRegHead
     metrics: dict[str, Any]
     timings: dict[str, float]
-
-
-def training_digest(fingerprint: str, layer: str, keys: list[str], labels: np.ndarray) -> str:
-    """SHA-256 of what a head was trained on: extractor, layer, image keys and labels."""
-    digest = hashlib.sha256(f"{fingerprint}:{layer}\n".encode())
-    for key, label in zip(keys, labels.tolist(), strict=True):
-        digest.update(f"{key}:{label}\n".encode())
-    return digest.hexdigest()
-
-
-def _json_safe(params: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v if isinstance(v, str | int | float | bool | type(None) | dict) else repr(v)
-        for k, v in params.items()
-    }
 
 
 def train_head(
@@ -82,7 +66,6 @@ def train_head(
     estimator.fit(data.X[train], data.y[train])
     timings["fit"] = time.perf_counter() - t
 
-    train_keys = [k for k, m in zip(data.keys, train, strict=True) if m]
     metrics: dict[str, Any] = {
         "n_train": int(train.sum()),
         "n_val": int(held.sum()),
@@ -95,22 +78,13 @@ def train_head(
         classes = estimator.classes_
         metrics["val_accuracy"] = float((classes[idx[:, 0]] == truth).mean())
         metrics["val_top5_accuracy"] = float((classes[idx] == truth[:, None]).any(axis=1).mean())
-    spec = store.extractors().get(data.fingerprint, {})
     meta = {
+        **describe_training(store, estimator, data, train),
         "head": head,
-        "params": _json_safe(estimator.get_params()),
         "dataset": dataset,
-        "fingerprint": data.fingerprint,
-        "layer": layer,
-        "extractor": spec,
-        "weights_note": spec.get("weights_note"),
-        "classes": [int(c) for c in estimator.classes_],
-        "class_names": data.class_names,
         "val_fraction": val_fraction,
-        "train_digest": training_digest(data.fingerprint, layer, train_keys, data.y[train]),
         "metrics": metrics,
         "timings": timings,
-        "created": time.time(),
     }
     record = save_head(store, name, estimator, meta)
     return TrainResult(record, estimator, metrics, timings)

@@ -118,7 +118,7 @@ def predict(
 
     with FeatureStore(store, create=False) as fs:
         predictor = Predictor(fs, head, weights=weights, version=version, top_k=top_k)
-        results = predictor.predict_paths(images)
+        results = predictor.predict(images)
         weights_note = predictor.head.meta.get("weights_note")
     for i, result in enumerate(results):
         if as_json:

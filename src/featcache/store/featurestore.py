@@ -387,6 +387,7 @@ class FeatureStore:
             class_names=found.class_names,
             fingerprint=fp,
             layer=layer,
+            dataset=dataset,
         )
 
     # -- datasets ---------------------------------------------------------------------------
