@@ -198,7 +198,7 @@ def test_cli_train_evaluate_predict_heads(tmp_path: Path) -> None:
     assert "signs v1: softmax on 'toy'" in text
     code, text = cli("heads", "show", str(tmp_path / "s"), "signs")
     assert json.loads(text)["params"]["l2"] == 0.01
-    code, text = cli("heads", "delete", str(tmp_path / "s"), "signs")
+    code, text = cli("heads", "delete", str(tmp_path / "s"), "signs", "--yes")
     assert code == 0 and "deleted 1 version(s)" in text
     code, text = cli(
         "evaluate", "--store", str(tmp_path / "s"), "--dataset", "toy", "--head", "signs"

@@ -71,6 +71,8 @@ def train_head(
         "n_val": int(held.sum()),
         "train_accuracy": float((estimator.predict(data.X[train]) == data.y[train]).mean()),
     }
+    if not held.any():
+        metrics["no_held_out"] = _why_no_held_out(splits, labelled, val_fraction, int(train.sum()))
     if held.any():
         proba = estimator.predict_proba(data.X[held])
         idx, _ = top_k(proba, 5)
@@ -88,3 +90,19 @@ def train_head(
     }
     record = save_head(store, name, estimator, meta)
     return TrainResult(record, estimator, metrics, timings)
+
+
+def _why_no_held_out(
+    splits: np.ndarray, labelled: np.ndarray, val_fraction: float, n_train: int
+) -> str:
+    """Why a head got no held-out score, in words that say what to change."""
+    val_rows = int((splits == "val").sum())
+    if val_rows:
+        return f"its {val_rows} val row(s) are unlabelled"
+    if val_fraction == 0:
+        return "it has no val split and val_fraction (--val-fraction) is 0"
+    return (
+        f"it has no val split, and none of its {n_train} training rows fell in the held-out "
+        f"{val_fraction:.0%} (rows are held out by image hash: with this few rows, raise "
+        "val_fraction (--val-fraction) or extract a val split)"
+    )

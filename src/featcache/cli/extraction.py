@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from featcache.cli._shared import EXIT_STRICT, err, note, out, progress_bar, reports_errors
+from featcache.cli._shared import (
+    EXIT_INTERRUPTED,
+    EXIT_STRICT,
+    err,
+    note,
+    out,
+    progress_bar,
+    reports_errors,
+)
 
 
 def _layers(text: str) -> tuple[str, ...]:
@@ -61,21 +69,41 @@ def extract(
         workers=workers,
         max_pixels=max_pixels,
     )
-    name = dataset or data.stem
+    seen = [0, 0]  # images done, to compute: what an interrupted run has stored
+
     with progress_bar("extracting") as update:
-        report = run_extract(
-            data,
-            weights,
-            store,
-            config=config,
-            class_names_file=class_names,
-            dataset=name,
-            split=split,
-            append=append,
-            progress=update,
-            engine=engine,
-            ray_address=ray_address,
-        )
+
+        def progress(done: int, total: int) -> None:
+            seen[:] = done, total
+            update(done, total)
+
+        try:
+            report = run_extract(
+                data,
+                weights,
+                store,
+                config=config,
+                class_names_file=class_names,
+                dataset=dataset,
+                split=split,
+                append=append,
+                progress=progress,
+                engine=engine,
+                ray_address=ray_address,
+            )
+        except KeyboardInterrupt:
+            done, total = seen
+            stored = (
+                f"{done} of the {total} images to compute were processed and are kept in {store}"
+                if done
+                else "no new image was stored"
+            )
+            err.print(
+                f"interrupted: {stored}. Run the same command again to resume: stored images "
+                "are only hashed, and the dataset is recorded when a run completes."
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    name = report.dataset
     for path, reason in report.failures:
         text = reason if path in reason else f"{path}: {reason}"
         err.print(f"[yellow]skipped[/yellow] {escape(text)}", markup=True)
@@ -91,7 +119,7 @@ def extract(
     for repair in report.repairs:
         err.print(f"[yellow]repaired[/yellow] {escape(repair)}", markup=True)
     out.print(f"extractor {report.fingerprint[:12]} ({profile}, {precision}) → {store}")
-    note(report.weights_note)
+    note(report.weights_note or _stored_weights_note(store, report.fingerprint))
     if report.failed:
         out.print(f"failed images are listed in {store / 'failures.csv'}")
     if profile_time:
@@ -99,6 +127,15 @@ def extract(
             out.print(f"  {stage:<14} {seconds:8.3f}s")
     if strict and report.failed:
         raise typer.Exit(EXIT_STRICT)
+
+
+def _stored_weights_note(store: Path, fingerprint: str) -> str | None:
+    """A fully cached run loads no weights; the store remembers whether they were random."""
+    from featcache.store import FeatureStore
+
+    with FeatureStore(store, create=False) as fs:
+        note: str | None = fs.extractors().get(fingerprint, {}).get("weights_note")
+    return note
 
 
 @reports_errors

@@ -26,6 +26,7 @@ def serve(
 ) -> None:
     """Serve predictions over HTTP (OpenAPI docs at /docs)."""
     import os
+    import socket
 
     import uvicorn
 
@@ -48,7 +49,23 @@ def serve(
         max_files=max_files,
         max_pixels=max_pixels,
     )
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be in 1..65535. Got {port}.")
     application = create_app(config)
+    # Bind before saying "serving": a busy or forbidden port is one line and exit 1.
+    listener: socket.socket | None = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listener = socket.socket(family, kind, proto)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError as exc:
+        if listener is not None:
+            listener.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another server using "
+            "it? Pick another --port, or check --host"
+        ) from None
     served = application.state.predictor.head
     err.print(
         f"serving head '{served.name}' v{served.version} from {store} on http://{host}:{port} "
@@ -57,4 +74,5 @@ def serve(
     )
     if served.meta.get("weights_note"):
         err.print(f"note: {served.meta['weights_note']}")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning"))
+    server.run(sockets=[listener])

@@ -9,7 +9,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from featcache.cli._shared import err, note, out, reports_errors
 
-weights_app = typer.Typer(help="Get, inspect and make AlexNet weights files.", no_args_is_help=True)
+weights_app = typer.Typer(
+    rich_markup_mode=None, help="Get, inspect and make AlexNet weights files.", no_args_is_help=True
+)
 
 
 @weights_app.command("fetch")
