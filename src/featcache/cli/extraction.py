@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -16,6 +17,9 @@ from featcache.cli._shared import (
     progress_bar,
     reports_errors,
 )
+
+if TYPE_CHECKING:
+    from featcache.extractor.pipeline import ExtractConfig
 
 
 def _layers(text: str) -> tuple[str, ...]:
@@ -69,14 +73,7 @@ def extract(
         workers=workers,
         max_pixels=max_pixels,
     )
-    seen = [0, 0]  # images done, to compute: what an interrupted run has stored
-
     with progress_bar("extracting") as update:
-
-        def progress(done: int, total: int) -> None:
-            seen[:] = done, total
-            update(done, total)
-
         try:
             report = run_extract(
                 data,
@@ -87,20 +84,15 @@ def extract(
                 dataset=dataset,
                 split=split,
                 append=append,
-                progress=progress,
+                progress=update,
                 engine=engine,
                 ray_address=ray_address,
             )
         except KeyboardInterrupt:
-            done, total = seen
-            stored = (
-                f"{done} of the {total} images to compute were processed and are kept in {store}"
-                if done
-                else "no new image was stored"
-            )
             err.print(
-                f"interrupted: {stored}. Run the same command again to resume: stored images "
-                "are only hashed, and the dataset is recorded when a run completes."
+                f"interrupted: {_stored_so_far(store, weights, config)}. Run the same command "
+                "again to resume: stored images are only hashed, and the dataset is recorded "
+                "when a run completes."
             )
             raise typer.Exit(EXIT_INTERRUPTED) from None
     name = report.dataset
@@ -127,6 +119,26 @@ def extract(
             out.print(f"  {stage:<14} {seconds:8.3f}s")
     if strict and report.failed:
         raise typer.Exit(EXIT_STRICT)
+
+
+def _stored_so_far(store: Path, weights: Path, config: ExtractConfig) -> str:
+    """What an interrupted run leaves: every finished batch is registered, nothing is half."""
+    from featcache.errors import FeatcacheError
+    from featcache.extractor.weights import file_sha256
+    from featcache.store import FeatureStore
+
+    layer = config.layers[0]
+    try:
+        with FeatureStore(store, create=False) as fs:
+            fingerprint = config.spec(fs.file_sha256(weights, file_sha256)).fingerprint
+            held = sum(
+                entry["count"]
+                for entry in fs.info()["vectors"]
+                if entry["fingerprint"] == fingerprint and entry["layer"] == layer
+            )
+    except (FeatcacheError, OSError):
+        return "nothing was stored yet"
+    return f"{store} holds {held} '{layer}' vector(s) of this extractor, all complete"
 
 
 def _stored_weights_note(store: Path, fingerprint: str) -> str | None:
