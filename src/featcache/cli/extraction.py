@@ -145,7 +145,7 @@ def _stored_weights_note(store: Path, fingerprint: str) -> str | None:
     """A fully cached run loads no weights; the store remembers whether they were random."""
     from featcache.store import FeatureStore
 
-    with FeatureStore(store, create=False) as fs:
+    with FeatureStore(store, create=False, read_only=True) as fs:
         note: str | None = fs.extractors().get(fingerprint, {}).get("weights_note")
     return note
 
