@@ -55,10 +55,12 @@ def _with_flags(message: str, flags: dict[str, str]) -> str:
 
     def swap(match: re.Match[str]) -> str:
         flag = flags.get(match.group(2))
-        return match.group(0) if flag is None else f"{match.group(1)}{flag}"
+        if flag is None:
+            return match.group(0)
+        lead = match.group(1) or ""
+        return flag if lead == "The " else f"{lead}{flag}"
 
-    message = re.sub(r"\b(The |the |pass )?'(\w+)'", swap, message)
-    return message[0].upper() + message[1:] if message.startswith("the --") else message
+    return re.sub(r"\b(The |the |pass )?'(\w+)'", swap, message)
 
 
 def reports_errors(func: F) -> F:
