@@ -14,7 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from conftest import write_images
+from conftest import REPO, write_images
 from featcache import __version__
 from featcache.classifier.train import train_head
 from featcache.cli import _shared, app
@@ -182,3 +182,19 @@ def test_progress_lines_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> No
         "extracting: 640/2000 images (32%), 60.6 img/s, ETA 0:00:22",
         "extracting: 1088/2000 images (54%), 51.2 img/s, ETA 0:00:18",
     ]
+
+
+def test_readme_cli_reference_lists_every_option() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## CLI reference") :]
+    section = section[: section.index("\n## ")]
+    rows = [line for line in section.splitlines() if line.startswith("| `featcache")]
+    for words, command in commands():
+        if hasattr(command, "commands") and words:
+            continue  # a group: its commands have their own rows
+        call = " ".join(["featcache", *words]) if words else "featcache --version"
+        row = next((r for r in rows if r.startswith(f"| `{call}")), None)
+        assert row is not None, f"README's CLI reference has no row for `{call}`"
+        flags = [o for p in command.params for o in p.opts if o.startswith("--") and o != "--help"]
+        missing = [flag for flag in flags if flag not in row]
+        assert not missing, f"`{call}` options missing from README's CLI reference: {missing}"
