@@ -198,3 +198,12 @@ def test_readme_cli_reference_lists_every_option() -> None:
         flags = [o for p in command.params for o in p.opts if o.startswith("--") and o != "--help"]
         missing = [flag for flag in flags if flag not in row]
         assert not missing, f"`{call}` options missing from README's CLI reference: {missing}"
+
+
+def test_progress_line_for_downloads_of_unknown_size() -> None:
+    assert _shared.progress_line("downloading", 120, 0, 5.0, "MB") == (
+        "downloading: 120 MB, 5.0 MB/s, ETA unknown"
+    )
+    assert _shared.progress_line("downloading", 120, 240, 5.0, "MB") == (
+        "downloading: 120/240 MB (50%), 5.0 MB/s, ETA 0:00:24"
+    )

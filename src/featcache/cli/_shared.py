@@ -89,15 +89,17 @@ def note(text: str | None) -> None:
         out.print(f"[bold yellow]note:[/bold yellow] {escape(text)}", markup=True)
 
 
-def progress_line(label: str, done: int, total: int, rate: float) -> str:
-    """One line of progress: done/total, images per second and the time left."""
+def progress_line(label: str, done: int, total: int, rate: float, unit: str = "images") -> str:
+    """One line of progress: done/total, rate per second and the time left."""
     share = f" ({100 * done / total:.0f}%)" if total else ""
-    if rate > 0 and total >= done:
+    if rate > 0 and total >= done > 0:
         left = round((total - done) / rate)
         eta = f"ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
     else:
         eta = "ETA unknown"
-    return f"{label}: {done}/{total} images{share}, {rate:.1f} img/s, {eta}"
+    per = "img" if unit == "images" else unit
+    count = f"{done}/{total}" if total else str(done)
+    return f"{label}: {count} {unit}{share}, {rate:.1f} {per}/s, {eta}"
 
 
 @contextmanager
@@ -106,6 +108,7 @@ def progress_bar(
     *,
     every: float = PROGRESS_SECONDS,
     clock: Callable[[], float] = time.monotonic,
+    unit: str = "images",
 ) -> Iterator[Callable[[int, int], None]]:
     """Progress on stderr; yields the callback the library calls with (done, total).
 
@@ -124,7 +127,7 @@ def progress_bar(
                 last[0] = now
                 since, done_then = first[0]
                 rate = (done - done_then) / (now - since) if now > since else 0.0
-                err.print(progress_line(label, done, total, rate))
+                err.print(progress_line(label, done, total, rate, unit))
 
         yield log
         return
