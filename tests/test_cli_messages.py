@@ -182,6 +182,11 @@ def test_progress_lines_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> No
         "extracting: 640/2000 images (32%), 60.6 img/s, ETA 0:00:22",
         "extracting: 1088/2000 images (54%), 51.2 img/s, ETA 0:00:18",
     ]
+    now[0] = 200.0
+    with _shared.progress_bar("extracting", clock=lambda: now[0]) as update:
+        now[0] = 212.0  # the first report comes late (a slow start): rate from the start
+        update(64, 2000)
+    assert capsys.readouterr().err == "extracting: 64/2000 images (3%), 5.3 img/s, ETA 0:06:03\n"
 
 
 def test_readme_cli_reference_lists_every_option() -> None:

@@ -116,8 +116,11 @@ def progress_bar(
     every `every` seconds, so long runs show they are alive without flooding the log.
     """
     if not err.is_terminal:
-        last = [clock()]
-        first: list[tuple[float, int]] = []  # the rate counts from the first report on
+        opened = clock()
+        last = [opened]
+        # The rate counts from the first report on (start-up is not throughput), or from the
+        # start while there has been only one.
+        first: list[tuple[float, int]] = []
 
         def log(done: int, total: int) -> None:
             now = clock()
@@ -125,7 +128,7 @@ def progress_bar(
                 first.append((now, done))
             if now - last[0] >= every:
                 last[0] = now
-                since, done_then = first[0]
+                since, done_then = first[0] if done > first[0][1] else (opened, 0)
                 rate = (done - done_then) / (now - since) if now > since else 0.0
                 err.print(progress_line(label, done, total, rate, unit))
 
