@@ -86,7 +86,7 @@ def test_errors_exit_1_with_the_file_named(tmp_path: Path) -> None:
         "--layers",
         "fc9",
     )
-    assert code == 1 and "'layers'" in output
+    assert code == 1 and "error: --layers must be a non-empty subset" in output
     code, output = cli("store", "verify", tmp_path / "nowhere")
     assert code == 1 and "no feature store here" in output
 

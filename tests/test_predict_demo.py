@@ -56,13 +56,20 @@ def test_unseen_image_is_extracted_stored_and_answered(
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff truncated")
     store = FeatureStore(trained / "store")
-    with pytest.raises(WeightsError, match="not in the store.*--weights"):
-        Predictor(store, "signs").predict_paths([new])
+    cached = sorted((trained / "data" / "stop").iterdir())[0]
+    unseen, broken, hit = Predictor(store, "signs").predict([new, bad, cached])  # no weights
+    assert unseen.error == f"{new}: not in the store; give the weights (--weights) to extract it"
+    assert (
+        broken.error is not None
+        and "bad.jpg" in broken.error
+        and "not in the store" not in (broken.error)
+    )
+    assert hit.error is None and hit.cached and len(hit.predictions) == 3
     predictor = Predictor(store, "signs", weights=weights_path, top_k=2)
-    first, broken = predictor.predict_paths([new, bad])
+    first, broken = predictor.predict([new, bad])
     assert first.cached is False and len(first.predictions) == 2
     assert broken.error is not None and "bad.jpg" in broken.error
-    again = Predictor(store, "signs", top_k=2).predict_paths([new])[0]  # no weights needed
+    again = Predictor(store, "signs", top_k=2).predict([new])[0]  # no weights needed
     assert again.cached is True
     assert [p.as_dict() for p in again.predictions] == [p.as_dict() for p in first.predictions]
 
@@ -73,7 +80,7 @@ def test_predict_refuses_other_weights(trained: Path, tmp_path: Path) -> None:
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(new)
     predictor = Predictor(FeatureStore(trained / "store"), "signs", weights=other)
     with pytest.raises(WeightsError, match="is not the .* that head 'signs' was trained with"):
-        predictor.predict_paths([new])
+        predictor.predict([new])
 
 
 def test_cli_text_output_like_the_seed(trained: Path) -> None:

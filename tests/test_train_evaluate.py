@@ -77,7 +77,7 @@ def test_report_values_by_hand() -> None:
     assert pc.loc["b", "precision"] == pytest.approx(2 / 3) and pc.loc["b", "recall"] == 1.0
     assert pc.loc["b", "f1"] == pytest.approx(0.8)
     assert pc.loc["c", "recall"] == 0.0 and pc.loc["c", "support"] == 1
-    assert ev.confusion.to_numpy().tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert ev.confusion.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert ev.summary["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
     assert ev.summary["most_confused"] == [
         {"true": "a", "predicted": "b", "count": 1},
@@ -198,7 +198,7 @@ def test_cli_train_evaluate_predict_heads(tmp_path: Path) -> None:
     assert "signs v1: softmax on 'toy'" in text
     code, text = cli("heads", "show", str(tmp_path / "s"), "signs")
     assert json.loads(text)["params"]["l2"] == 0.01
-    code, text = cli("heads", "delete", str(tmp_path / "s"), "signs")
+    code, text = cli("heads", "delete", str(tmp_path / "s"), "signs", "--yes")
     assert code == 0 and "deleted 1 version(s)" in text
     code, text = cli(
         "evaluate", "--store", str(tmp_path / "s"), "--dataset", "toy", "--head", "signs"

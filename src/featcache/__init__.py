@@ -1,5 +1,17 @@
 """featcache: run a frozen AlexNet over images once, cache the vectors, train heads in seconds.
 
+In a notebook::
+
+    import featcache as fc
+    store = fc.FeatureStore("signs.fc")
+    fc.extract("signs", "bvlc_alexnet.npy", store)        # dataset "signs"
+    data = store.vectors("signs")
+    train, test = data.split("train"), data.split("test")
+    head = fc.SoftmaxHead(random_state=0).fit(train.X, train.y)
+    ev = fc.evaluate(head, test.X, test.y, class_names=data.class_names)
+    record = fc.save_head(store, "signs-softmax", head, trained_on=data)
+    fc.Predictor(store, "signs-softmax").predict(["stop.jpg"], top_k=3)
+
 Public names are loaded on first use, so ``import featcache`` stays cheap and never imports
 TensorFlow (nor scikit-learn) by itself.
 """
@@ -23,6 +35,22 @@ _EXPORTS = {
     "fetch_weights": "featcache.extractor.fetch",
     "FeatureStore": "featcache.store.featurestore",
     "DatasetRow": "featcache.store.featurestore",
+    "HeadRecord": "featcache.store.featurestore",
+    "LabelledVectors": "featcache.store.featurestore",
+    "SoftmaxHead": "featcache.classifier.heads",
+    "LogRegHead": "featcache.classifier.heads",
+    "make_head": "featcache.classifier.heads",
+    "train_head": "featcache.classifier.train",
+    "TrainResult": "featcache.classifier.train",
+    "evaluate": "featcache.classifier.evaluate",
+    "evaluate_head": "featcache.classifier.evaluate",
+    "Evaluation": "featcache.classifier.evaluate",
+    "save_head": "featcache.classifier.persist",
+    "load_head": "featcache.classifier.persist",
+    "LoadedHead": "featcache.classifier.persist",
+    "Prediction": "featcache.classifier.persist",
+    "Predictor": "featcache.predictor",
+    "ImageResult": "featcache.predictor",
     "export_vectors": "featcache.store.export",
     "open_source": "featcache.data",
     "write_digits_folder": "featcache.data",

@@ -78,5 +78,5 @@ def run_demo(
         write_report(evaluation, report_dir)
         result.reports[kind] = report_dir
     sample = list_images([data / "test"])[:3]
-    result.predictions = Predictor(store, "digits-softmax", top_k=3).predict_paths(sample)
+    result.predictions = Predictor(store, "digits-softmax", top_k=3).predict(sample)
     return result

@@ -139,10 +139,18 @@ class Predictor:
         return results
 
     def predict_items(
-        self, items: Sequence[ImageItem], *, head: LoadedHead | None = None
+        self,
+        items: Sequence[ImageItem],
+        *,
+        head: LoadedHead | None = None,
+        top_k: int | None = None,
     ) -> list[ImageResult]:
         """Answer images (files or uploaded bytes), extracting and storing unseen ones, with
-        `head` (default `self.head`)."""
+        `head` (default `self.head`).
+
+        Without weights, an unseen image gets an error result (undecodable ones say why).
+        """
+        k = self._top_k(top_k)
         results: list[ImageResult] = []
         for item in items:
             try:
@@ -159,7 +167,7 @@ class Predictor:
         answered = [r for r in results if r.key and r.key not in failures]
         if answered:
             X = self.store.get([r.key for r in answered if r.key], head.fingerprint, head.layer)
-            for result, ranked in zip(answered, head.rank(X, self.top_k), strict=True):
+            for result, ranked in zip(answered, head.rank(X, k), strict=True):
                 result.predictions = ranked
                 result.cached = result.key in cached
                 result.head = {"name": head.name, "version": head.version}
@@ -168,19 +176,30 @@ class Predictor:
                 result.error = failures[result.key]
         return results
 
-    def predict_paths(self, paths: Sequence[str | Path]) -> list[ImageResult]:
-        """Answer image files and folders of images."""
-        return self.predict_items([ImageItem(str(p), file=p) for p in list_images(paths)])
+    def predict(self, paths: Sequence[str | Path], top_k: int | None = None) -> list[ImageResult]:
+        """Answer image files and folders of images (searched recursively), one result each.
+
+        Each result has ``path``, ``key``, ``cached`` and ``predictions`` (best first, each
+        with ``class_id``, ``label``, ``probability``), or ``error`` saying why it has none.
+        `top_k` overrides the predictor's own for this call.
+        """
+        return self.predict_items(
+            [ImageItem(str(p), file=p) for p in list_images(paths)], top_k=top_k
+        )
+
+    def _top_k(self, top_k: int | None) -> int:
+        if top_k is None:
+            return self.top_k
+        if top_k < 1:
+            raise ConfigError(f"The 'top_k' must be >= 1. Got {top_k}.")
+        return top_k
 
     def _extract(self, items: list[ImageItem], head: LoadedHead) -> dict[str, str]:
         """Extract unseen images into the store; return {key: reason} for those that failed."""
         from featcache.extractor.pipeline import ExtractConfig, extract
 
         if self._weights_path is None:
-            raise WeightsError(
-                f"{len(items)} image(s) are not in the store (e.g. {items[0].path}); "
-                "pass the weights (--weights) to extract them"
-            )
+            return {item.key(): self._why_unseen(item) for item in items}
         spec = head.meta.get("extractor") or self.store.extractor_spec(head.fingerprint)
         config = ExtractConfig(
             profile=spec["profile"],
@@ -205,6 +224,14 @@ class Predictor:
             )
         by_path = dict(report.failures)
         return {item.key(): by_path[item.path] for item in items if item.path in by_path}
+
+    def _why_unseen(self, item: ImageItem) -> str:
+        """Why an unseen image gets no answer without weights: undecodable, or just new."""
+        try:
+            item.rgb(max_pixels=self.max_pixels)
+        except ImageError as exc:
+            return str(exc)
+        return f"{item.path}: not in the store; give the weights (--weights) to extract it"
 
     def _load_weights(self, spec: dict[str, Any]) -> Any:
         from featcache.extractor.weights import read_weights

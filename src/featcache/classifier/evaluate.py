@@ -1,8 +1,9 @@
-"""Judge a registered head on a split of a dataset: metrics, per-class report, confusion matrix.
+"""Judge a head: metrics, per-class report, confusion matrix.
 
-`report_values` is the arithmetic (pure, testable by hand); `evaluate_head` reads the store
-and `write_report` writes ``summary.json``, ``per_class.csv``, ``confusion_matrix.csv`` and
-``confusion_matrix.png``.
+`report_values` is the arithmetic (pure, testable by hand); `evaluate` judges any fitted
+head on vectors in hand (a notebook's ``test.X, test.y``); `evaluate_head` judges a
+registered head on a split of a stored dataset; `write_report` (``Evaluation.write``) writes
+``summary.json``, ``per_class.csv``, ``confusion_matrix.csv`` and ``confusion_matrix.png``.
 """
 
 from __future__ import annotations
@@ -19,19 +20,52 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from featcache.classifier.heads import top_k
 from featcache.classifier.persist import load_head
 from featcache.classifier.splits import effective_splits
-from featcache.errors import DataError
+from featcache.errors import ConfigError, DataError
 from featcache.store.featurestore import FeatureStore
 
-__all__ = ["Evaluation", "evaluate_head", "report_values", "write_report"]
+__all__ = ["Evaluation", "evaluate", "evaluate_head", "report_values", "write_report"]
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Metrics of one head on one split."""
+    """Metrics of one head on one set of labelled vectors.
+
+    ``summary`` holds every figure (as written to ``summary.json``); ``per_class`` one row per
+    class (class_id, label, precision, recall, f1, support); ``confusion`` the counts, true
+    classes in rows and predicted ones in columns, both in ``per_class`` order.
+    """
 
     summary: dict[str, Any]
     per_class: pd.DataFrame
-    confusion: pd.DataFrame
+    confusion: np.ndarray
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.summary["accuracy"])
+
+    @property
+    def top5_accuracy(self) -> float:
+        """Top-5 accuracy (top-n with n < 5 classes, where it is 1.0)."""
+        key = next(k for k in self.summary if k.startswith("top") and k.endswith("_accuracy"))
+        return float(self.summary[key])
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names in the order of ``per_class`` and of the confusion matrix's axes."""
+        return [str(name) for name in self.per_class["label"]]
+
+    def confusion_frame(self) -> pd.DataFrame:
+        """The confusion matrix with class names on both axes."""
+        names = self.labels
+        return pd.DataFrame(
+            self.confusion,
+            index=pd.Index(names, name="true"),
+            columns=pd.Index(names, name="predicted"),
+        )
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """Write the report files (as ``featcache evaluate --out DIR`` does); return them."""
+        return write_report(self, out_dir)
 
 
 def report_values(
@@ -65,9 +99,6 @@ def report_values(
         }
     )
     matrix = confusion_matrix(y_true, y_pred, labels=labels)
-    confusion = pd.DataFrame(
-        matrix, index=pd.Index(names, name="true"), columns=pd.Index(names, name="predicted")
-    )
     off = matrix.copy()
     np.fill_diagonal(off, 0)
     pairs = []
@@ -85,7 +116,37 @@ def report_values(
         "macro_f1": float(f1.mean()),
         "most_confused": pairs,
     }
-    return Evaluation(summary, per_class, confusion)
+    return Evaluation(summary, per_class, matrix)
+
+
+def evaluate(
+    head: Any,
+    X: Any,
+    y: Any,
+    *,
+    class_names: list[str] | None = None,
+    k: int = 5,
+) -> Evaluation:
+    """Judge a fitted head (`SoftmaxHead`, `LogRegHead`) on vectors `X` with label ids `y`.
+
+    `class_names[id]` names the classes in the report (a dataset's ``class_names``);
+    without them classes are named by their ids. Rows labelled -1 (unlabelled) are skipped.
+    """
+    if not hasattr(head, "predict_proba") or not hasattr(head, "classes_"):
+        raise ConfigError(
+            f"evaluate needs a fitted head (SoftmaxHead, LogRegHead); got {type(head).__name__}"
+            " (call .fit(X, y) first)"
+        )
+    y = np.asarray(y)
+    if len(X) != len(y):
+        raise ConfigError(f"X has {len(X)} rows but y has {len(y)} labels")
+    labelled = y >= 0
+    if not labelled.any():
+        raise DataError("no labelled rows to evaluate on (every label is -1)")
+    X = X if labelled.all() else np.asarray(X)[labelled]
+    proba = head.predict_proba(X)
+    names = list(class_names) if class_names is not None else []
+    return report_values(y[labelled], proba, np.asarray(head.classes_), names, k=k)
 
 
 def evaluate_head(
@@ -110,8 +171,7 @@ def evaluate_head(
             f"dataset '{dataset}' has no labelled rows in split '{split}' "
             f"(its splits: {', '.join(present)})"
         )
-    proba = head.estimator.predict_proba(data.X[mask])
-    evaluation = report_values(data.y[mask], proba, head.estimator.classes_, head.class_names)
+    evaluation = evaluate(head.estimator, data.X[mask], data.y[mask], class_names=head.class_names)
     evaluation.summary.update(
         {
             "head": head.name,
@@ -138,7 +198,7 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
     ]
     paths[0].write_text(json.dumps(evaluation.summary, indent=2) + "\n")
     evaluation.per_class.to_csv(paths[1], index=False, float_format="%.6f")
-    evaluation.confusion.to_csv(paths[2])
+    evaluation.confusion_frame().to_csv(paths[2])
     _plot_confusion(evaluation, paths[3])
     return paths
 
@@ -148,8 +208,8 @@ def _plot_confusion(evaluation: Evaluation, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    matrix = evaluation.confusion.to_numpy().astype(float)
-    names = [n if len(n) <= 28 else n[:27] + "…" for n in evaluation.confusion.index]
+    matrix = evaluation.confusion.astype(float)
+    names = [n if len(n) <= 28 else n[:27] + "…" for n in evaluation.labels]
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
     n = len(names)

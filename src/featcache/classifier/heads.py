@@ -232,8 +232,17 @@ class LogRegHead(_HeadMixin, ClassifierMixin, BaseEstimator):
     """scikit-learn's `LogisticRegression` (lbfgs) on standardised vectors.
 
     Standardising first makes lbfgs converge in far fewer iterations on fc7's wide range
-    of feature scales; float32 input stays float32. Parameters are LogisticRegression's.
+    of feature scales; float32 input stays float32. Parameters are LogisticRegression's,
+    declared here too, so a bad value is reported as LogRegHead's before any work.
     """
+
+    _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (sklearn's convention)
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "random_state": ["random_state"],
+    }
 
     def __init__(
         self,
@@ -252,6 +261,7 @@ class LogRegHead(_HeadMixin, ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> LogRegHead:
         """Fit on (n_samples, n_features) vectors and labels; return self."""
+        self._validate_params()
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
         self.mean_, self.scale_ = _column_stats(X)
@@ -299,9 +309,8 @@ def make_head(kind: str, params: dict[str, Any] | None = None) -> SoftmaxHead | 
             f"Unknown parameter(s) {unknown} for {cls.__name__}; allowed: {sorted(allowed)}."
         )
     head = cls(**params)
-    if isinstance(head, SoftmaxHead):
-        try:
-            head._validate_params()
-        except ValueError as exc:  # sklearn's InvalidParameterError
-            raise ConfigError(str(exc)) from exc
+    try:
+        head._validate_params()
+    except ValueError as exc:  # sklearn's InvalidParameterError
+        raise ConfigError(str(exc)) from exc
     return head

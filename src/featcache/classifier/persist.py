@@ -7,18 +7,27 @@ accepts vectors from the extractor fingerprint and layer it was trained on.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import joblib
 import numpy as np
 
-from featcache.classifier.heads import LogRegHead, SoftmaxHead, top_k
-from featcache.errors import FingerprintMismatchError, HeadError
-from featcache.store.featurestore import FeatureStore, HeadRecord
+from featcache.classifier.heads import HEADS, LogRegHead, SoftmaxHead, top_k
+from featcache.errors import ConfigError, FingerprintMismatchError, HeadError, NotFoundError
+from featcache.store.featurestore import FeatureStore, HeadRecord, LabelledVectors
 
-__all__ = ["LoadedHead", "Prediction", "load_head", "save_head"]
+__all__ = [
+    "LoadedHead",
+    "Prediction",
+    "describe_training",
+    "load_head",
+    "save_head",
+    "training_digest",
+]
 
 
 @dataclass(frozen=True)
@@ -94,10 +103,78 @@ class LoadedHead:
         ]
 
 
+def training_digest(fingerprint: str, layer: str, keys: list[str], labels: np.ndarray) -> str:
+    """SHA-256 of what a head was trained on: extractor, layer, image keys and labels."""
+    digest = hashlib.sha256(f"{fingerprint}:{layer}\n".encode())
+    for key, label in zip(keys, labels.tolist(), strict=True):
+        digest.update(f"{key}:{label}\n".encode())
+    return digest.hexdigest()
+
+
+def _json_safe(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v if isinstance(v, str | int | float | bool | type(None) | dict) else repr(v)
+        for k, v in params.items()
+    }
+
+
+def describe_training(
+    store: FeatureStore,
+    estimator: SoftmaxHead | LogRegHead,
+    data: LabelledVectors,
+    rows: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The metadata a saved head carries about `data`, the vectors it was fit on.
+
+    Records the extractor (so the head refuses other vectors), the layer, the class names,
+    the parameters and a digest of the rows fit on (`rows`, a boolean mask; default all).
+    """
+    mask = np.ones(len(data.keys), bool) if rows is None else rows
+    keys = [k for k, m in zip(data.keys, mask.tolist(), strict=True) if m]
+    kind = next((k for k, cls in HEADS.items() if isinstance(estimator, cls)), None)
+    if kind is None:
+        raise ConfigError(
+            f"save_head takes a SoftmaxHead or LogRegHead; got {type(estimator).__name__}"
+        )
+    spec = store.extractors().get(data.fingerprint, {})
+    return {
+        "head": kind,
+        "params": _json_safe(estimator.get_params()),
+        "dataset": data.dataset or None,
+        "fingerprint": data.fingerprint,
+        "layer": data.layer,
+        "extractor": spec,
+        "weights_note": spec.get("weights_note"),
+        "classes": [int(c) for c in estimator.classes_],
+        "class_names": list(data.class_names),
+        "train_digest": training_digest(data.fingerprint, data.layer, keys, data.y[mask]),
+        "created": time.time(),
+    }
+
+
 def save_head(
-    store: FeatureStore, name: str, estimator: SoftmaxHead | LogRegHead, meta: dict[str, Any]
+    store: FeatureStore,
+    name: str,
+    estimator: SoftmaxHead | LogRegHead,
+    meta: dict[str, Any] | None = None,
+    *,
+    trained_on: LabelledVectors | None = None,
 ) -> HeadRecord:
-    """Register `estimator` under the next version of `name`; return its record."""
+    """Register a fitted head under the next version of `name`; return its record.
+
+    `trained_on` is the `LabelledVectors` (from `FeatureStore.vectors`, or a ``.split()`` of
+    them) the head was fit on: the head then records their extractor, layer and class names
+    and refuses vectors of any other. `meta` adds or overrides entries.
+    """
+    if not hasattr(estimator, "classes_"):
+        raise HeadError(f"head '{name}': {type(estimator).__name__} is not fitted; call .fit first")
+    if trained_on is not None:
+        meta = {**describe_training(store, estimator, trained_on), **(meta or {})}
+    if meta is None or "fingerprint" not in meta or "layer" not in meta:
+        raise ConfigError(
+            f"head '{name}': pass trained_on= (the LabelledVectors it was fit on), so the head "
+            "knows which extractor and layer its vectors come from"
+        )
     buffer = io.BytesIO()
     joblib.dump(estimator, buffer)
     return store.add_head(name, buffer.getvalue(), meta)
@@ -105,7 +182,15 @@ def save_head(
 
 def load_head(store: FeatureStore, name: str, version: int | None = None) -> LoadedHead:
     """Load a head (newest version unless given), after checking its file's digest."""
-    record = store.head(name, version)
+    try:
+        record = store.head(name, version)
+    except NotFoundError as exc:
+        if version is not None or store.heads(name):
+            raise
+        raise NotFoundError(
+            f"{exc}; train one with 'featcache train --store {store.path} --dataset DATASET "
+            f"--name {name}'"
+        ) from None
     payload = store.head_bytes(record)  # raises HeadError on a digest mismatch
     try:
         estimator = joblib.load(io.BytesIO(payload))

@@ -5,7 +5,6 @@ Reads vectors from the store only: no TensorFlow is imported.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,12 +12,12 @@ from typing import Any
 import numpy as np
 
 from featcache.classifier.heads import LogRegHead, SoftmaxHead, make_head, top_k
-from featcache.classifier.persist import save_head
+from featcache.classifier.persist import describe_training, save_head
 from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError
 from featcache.store import FeatureStore, HeadRecord, validate_head_name
 
-__all__ = ["TrainResult", "train_head", "training_digest"]
+__all__ = ["TrainResult", "train_head"]
 
 
 @dataclass(frozen=True)
@@ -29,21 +28,6 @@ class TrainResult:
     estimator: SoftmaxHead | LogRegHead
     metrics: dict[str, Any]
     timings: dict[str, float]
-
-
-def training_digest(fingerprint: str, layer: str, keys: list[str], labels: np.ndarray) -> str:
-    """SHA-256 of what a head was trained on: extractor, layer, image keys and labels."""
-    digest = hashlib.sha256(f"{fingerprint}:{layer}\n".encode())
-    for key, label in zip(keys, labels.tolist(), strict=True):
-        digest.update(f"{key}:{label}\n".encode())
-    return digest.hexdigest()
-
-
-def _json_safe(params: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v if isinstance(v, str | int | float | bool | type(None) | dict) else repr(v)
-        for k, v in params.items()
-    }
 
 
 def train_head(
@@ -82,12 +66,13 @@ def train_head(
     estimator.fit(data.X[train], data.y[train])
     timings["fit"] = time.perf_counter() - t
 
-    train_keys = [k for k, m in zip(data.keys, train, strict=True) if m]
     metrics: dict[str, Any] = {
         "n_train": int(train.sum()),
         "n_val": int(held.sum()),
         "train_accuracy": float((estimator.predict(data.X[train]) == data.y[train]).mean()),
     }
+    if not held.any():
+        metrics["no_held_out"] = _why_no_held_out(splits, labelled, val_fraction, int(train.sum()))
     if held.any():
         proba = estimator.predict_proba(data.X[held])
         idx, _ = top_k(proba, 5)
@@ -95,22 +80,29 @@ def train_head(
         classes = estimator.classes_
         metrics["val_accuracy"] = float((classes[idx[:, 0]] == truth).mean())
         metrics["val_top5_accuracy"] = float((classes[idx] == truth[:, None]).any(axis=1).mean())
-    spec = store.extractors().get(data.fingerprint, {})
     meta = {
+        **describe_training(store, estimator, data, train),
         "head": head,
-        "params": _json_safe(estimator.get_params()),
         "dataset": dataset,
-        "fingerprint": data.fingerprint,
-        "layer": layer,
-        "extractor": spec,
-        "weights_note": spec.get("weights_note"),
-        "classes": [int(c) for c in estimator.classes_],
-        "class_names": data.class_names,
         "val_fraction": val_fraction,
-        "train_digest": training_digest(data.fingerprint, layer, train_keys, data.y[train]),
         "metrics": metrics,
         "timings": timings,
-        "created": time.time(),
     }
     record = save_head(store, name, estimator, meta)
     return TrainResult(record, estimator, metrics, timings)
+
+
+def _why_no_held_out(
+    splits: np.ndarray, labelled: np.ndarray, val_fraction: float, n_train: int
+) -> str:
+    """Why a head got no held-out score, in words that say what to change."""
+    val_rows = int((splits == "val").sum())
+    if val_rows:
+        return f"its {val_rows} val row(s) are unlabelled"
+    if val_fraction == 0:
+        return "it has no val split and val_fraction (--val-fraction) is 0"
+    return (
+        f"it has no val split, and none of its {n_train} training rows fell in the held-out "
+        f"{val_fraction:.0%} (rows are held out by image hash: with this few rows, raise "
+        "val_fraction (--val-fraction) or extract a val split)"
+    )

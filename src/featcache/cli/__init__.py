@@ -28,7 +28,32 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts are plain text: rich markup would eat "[default: ...]" and "[ray]".
+    rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from featcache import __version__
+
+        typer.echo(f"featcache {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    """Extract frozen AlexNet features once, cache them by image content, train heads fast."""
+
+
 for command in (extract, export, train, evaluate, predict, serve, demo):
     app.command()(command)
 app.add_typer(weights_app, name="weights")

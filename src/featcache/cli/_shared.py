@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,28 +14,71 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typer.models import OptionInfo
 
-from featcache.errors import FeatcacheError
+from featcache.errors import ConfigError, FeatcacheError
 
-__all__ = ["EXIT_ERROR", "EXIT_STRICT", "err", "note", "out", "progress_bar", "reports_errors"]
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_STRICT",
+    "PROGRESS_SECONDS",
+    "err",
+    "flag_names",
+    "note",
+    "out",
+    "progress_bar",
+    "progress_line",
+    "reports_errors",
+]
 
 out = Console(highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
-EXIT_ERROR, EXIT_STRICT = 1, 3
+EXIT_ERROR, EXIT_STRICT, EXIT_INTERRUPTED = 1, 3, 130
+PROGRESS_SECONDS = 10.0  # at most one progress line this often when stderr is not a terminal
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def flag_names(func: Callable[..., Any]) -> dict[str, str]:
+    """{python parameter: its command-line flag} for a command's options."""
+    flags = {}
+    for name, param in inspect.signature(func).parameters.items():
+        if isinstance(param.default, OptionInfo):
+            decls = [d for d in param.default.param_decls or () if d.startswith("--")]
+            flags[name] = decls[0] if decls else "--" + name.replace("_", "-")
+    return flags
+
+
+def _with_flags(message: str, flags: dict[str, str]) -> str:
+    """The library names its parameters ("The 'top_k' must be..."); the CLI user typed flags."""
+
+    def swap(match: re.Match[str]) -> str:
+        flag = flags.get(match.group(2))
+        if flag is None:
+            return match.group(0)
+        lead = match.group(1) or ""
+        return flag if lead == "The " else f"{lead}{flag}"
+
+    return re.sub(r"\b(The |the |pass )?'(\w+)'", swap, message)
+
+
 def reports_errors(func: F) -> F:
-    """Turn a `FeatcacheError` into one red line on stderr and exit code 1."""
+    """Turn a `FeatcacheError` into one red line on stderr and exit code 1 (parameters named
+    by their flags), and Ctrl-C into a line and exit code 130."""
+    flags = flag_names(func)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except FeatcacheError as exc:
-            err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
+            text = _with_flags(str(exc), flags) if isinstance(exc, ConfigError) else str(exc)
+            err.print(f"[red]error:[/red] {escape(text)}", markup=True)
             raise typer.Exit(EXIT_ERROR) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -44,9 +89,51 @@ def note(text: str | None) -> None:
         out.print(f"[bold yellow]note:[/bold yellow] {escape(text)}", markup=True)
 
 
+def progress_line(label: str, done: int, total: int, rate: float, unit: str = "images") -> str:
+    """One line of progress: done/total, rate per second and the time left."""
+    share = f" ({100 * done / total:.0f}%)" if total else ""
+    if rate > 0 and total >= done > 0:
+        left = round((total - done) / rate)
+        eta = f"ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+    else:
+        eta = "ETA unknown"
+    per = "img" if unit == "images" else unit
+    count = f"{done}/{total}" if total else str(done)
+    return f"{label}: {count} {unit}{share}, {rate:.1f} {per}/s, {eta}"
+
+
 @contextmanager
-def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr (images/s, ETA); yields the callback the library calls."""
+def progress_bar(
+    label: str,
+    *,
+    every: float = PROGRESS_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    unit: str = "images",
+) -> Iterator[Callable[[int, int], None]]:
+    """Progress on stderr; yields the callback the library calls with (done, total).
+
+    On a terminal, a bar (images/s, ETA); otherwise (a log file, a pipe) a plain line at most
+    every `every` seconds, so long runs show they are alive without flooding the log.
+    """
+    if not err.is_terminal:
+        opened = clock()
+        last = [opened]
+        # The rate counts from the first report on (start-up is not throughput), or from the
+        # start while there has been only one.
+        first: list[tuple[float, int]] = []
+
+        def log(done: int, total: int) -> None:
+            now = clock()
+            if not first:
+                first.append((now, done))
+            if now - last[0] >= every:
+                last[0] = now
+                since, done_then = first[0] if done > first[0][1] else (opened, 0)
+                rate = (done - done_then) / (now - since) if now > since else 0.0
+                err.print(progress_line(label, done, total, rate, unit))
+
+        yield log
+        return
     columns = (
         TextColumn(label),
         BarColumn(),
@@ -54,7 +141,7 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+    with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(label, total=None, rate="")
         started: list[float] = []
 

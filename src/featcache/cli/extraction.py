@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 
-from featcache.cli._shared import EXIT_STRICT, err, note, out, progress_bar, reports_errors
+from featcache.cli._shared import (
+    EXIT_INTERRUPTED,
+    EXIT_STRICT,
+    err,
+    note,
+    out,
+    progress_bar,
+    reports_errors,
+)
+
+if TYPE_CHECKING:
+    from featcache.extractor.pipeline import ExtractConfig
 
 
 def _layers(text: str) -> tuple[str, ...]:
@@ -61,21 +73,29 @@ def extract(
         workers=workers,
         max_pixels=max_pixels,
     )
-    name = dataset or data.stem
     with progress_bar("extracting") as update:
-        report = run_extract(
-            data,
-            weights,
-            store,
-            config=config,
-            class_names_file=class_names,
-            dataset=name,
-            split=split,
-            append=append,
-            progress=update,
-            engine=engine,
-            ray_address=ray_address,
-        )
+        try:
+            report = run_extract(
+                data,
+                weights,
+                store,
+                config=config,
+                class_names_file=class_names,
+                dataset=dataset,
+                split=split,
+                append=append,
+                progress=update,
+                engine=engine,
+                ray_address=ray_address,
+            )
+        except KeyboardInterrupt:
+            err.print(
+                f"interrupted: {_stored_so_far(store, weights, config)}. Run the same command "
+                "again to resume: stored images are only hashed, and the dataset is recorded "
+                "when a run completes."
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    name = report.dataset
     for path, reason in report.failures:
         text = reason if path in reason else f"{path}: {reason}"
         err.print(f"[yellow]skipped[/yellow] {escape(text)}", markup=True)
@@ -91,7 +111,7 @@ def extract(
     for repair in report.repairs:
         err.print(f"[yellow]repaired[/yellow] {escape(repair)}", markup=True)
     out.print(f"extractor {report.fingerprint[:12]} ({profile}, {precision}) → {store}")
-    note(report.weights_note)
+    note(report.weights_note or _stored_weights_note(store, report.fingerprint))
     if report.failed:
         out.print(f"failed images are listed in {store / 'failures.csv'}")
     if profile_time:
@@ -99,6 +119,35 @@ def extract(
             out.print(f"  {stage:<14} {seconds:8.3f}s")
     if strict and report.failed:
         raise typer.Exit(EXIT_STRICT)
+
+
+def _stored_so_far(store: Path, weights: Path, config: ExtractConfig) -> str:
+    """What an interrupted run leaves: every finished batch is registered, nothing is half."""
+    from featcache.errors import FeatcacheError
+    from featcache.extractor.weights import file_sha256
+    from featcache.store import FeatureStore
+
+    layer = config.layers[0]
+    try:
+        with FeatureStore(store, create=False) as fs:
+            fingerprint = config.spec(fs.file_sha256(weights, file_sha256)).fingerprint
+            held = sum(
+                entry["count"]
+                for entry in fs.info()["vectors"]
+                if entry["fingerprint"] == fingerprint and entry["layer"] == layer
+            )
+    except (FeatcacheError, OSError):
+        return "nothing was stored yet"
+    return f"{store} holds {held} '{layer}' vector(s) of this extractor, all complete"
+
+
+def _stored_weights_note(store: Path, fingerprint: str) -> str | None:
+    """A fully cached run loads no weights; the store remembers whether they were random."""
+    from featcache.store import FeatureStore
+
+    with FeatureStore(store, create=False, read_only=True) as fs:
+        note: str | None = fs.extractors().get(fingerprint, {}).get("weights_note")
+    return note
 
 
 @reports_errors

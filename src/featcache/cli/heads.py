@@ -8,9 +8,11 @@ from typing import Any
 
 import typer
 
-from featcache.cli._shared import EXIT_STRICT, note, out, reports_errors
+from featcache.cli._shared import EXIT_ERROR, EXIT_STRICT, err, note, out, reports_errors
 
-heads_app = typer.Typer(help="List, show and delete heads in a store.", no_args_is_help=True)
+heads_app = typer.Typer(
+    rich_markup_mode=None, help="List, show and delete heads in a store.", no_args_is_help=True
+)
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -29,23 +31,33 @@ def train(
     store: Path = typer.Option(..., "--store", help="Feature store directory."),
     dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
     layer: str = typer.Option("fc7", help="Which stored layer to train on."),
-    head: str = typer.Option("softmax", help="softmax (fast, ours) or logreg (scikit-learn)."),
+    kind: str = typer.Option("softmax", help="softmax (fast, ours) or logreg (scikit-learn)."),
+    legacy_kind: str | None = typer.Option(
+        None, "--head", help="Old name of --kind (deprecated: --head names a head elsewhere)."
+    ),
     param: list[str] = typer.Option([], help="Head parameter key=value, repeatable."),
     val_fraction: float = typer.Option(0.2, help="Held out by key hash if there is no val split."),
-    name: str | None = typer.Option(None, help="Head name [default: DATASET-HEAD]."),
+    name: str | None = typer.Option(None, help="Head name [default: DATASET-KIND]."),
     fingerprint: str | None = typer.Option(None, help="Extractor, if the dataset has several."),
 ) -> None:
     """Fit a head on cached vectors (no TensorFlow), evaluate it, register a new version."""
+    from featcache.classifier.heads import HEADS
     from featcache.classifier.train import train_head
+    from featcache.errors import ConfigError
     from featcache.store import FeatureStore
 
+    if legacy_kind is not None:
+        err.print("note: in train, --head is now --kind (--head names a head in every command)")
+        kind = legacy_kind
+    if kind not in HEADS:
+        raise ConfigError(f"--kind must be one of {', '.join(HEADS)}. Got {kind!r}.")
     params = dict(_param(p) for p in param)
     with FeatureStore(store, create=False) as fs:
         result = train_head(
             fs,
             dataset,
             layer=layer,
-            head=head,
+            head=kind,
             params=params,
             val_fraction=val_fraction,
             name=name,
@@ -53,7 +65,7 @@ def train(
         )
     record, metrics = result.record, result.metrics
     out.print(
-        f"head '{record.name}' v{record.version} ({head}) on {metrics['n_train']} vectors "
+        f"head '{record.name}' v{record.version} ({kind}) on {metrics['n_train']} vectors "
         f"of '{dataset}' [{layer}]: fit {result.timings['fit']:.2f}s, "
         f"read {result.timings['read_vectors']:.2f}s"
     )
@@ -64,7 +76,7 @@ def train(
             f"top-5 {metrics['val_top5_accuracy']:.4f}"
         )
     else:
-        out.print("  no held-out rows (val_fraction 0 and no val split)")
+        out.print(f"  no held-out rows: {metrics['no_held_out']}")
     note(record.meta.get("weights_note"))
 
 
@@ -118,11 +130,14 @@ def predict(
 
     with FeatureStore(store, create=False) as fs:
         predictor = Predictor(fs, head, weights=weights, version=version, top_k=top_k)
-        results = predictor.predict_paths(images)
+        results = predictor.predict(images)
         weights_note = predictor.head.meta.get("weights_note")
     for i, result in enumerate(results):
         if as_json:
-            out.print_json(json.dumps(result.as_dict()), indent=None)
+            answer = result.as_dict()
+            if weights_note:
+                answer["weights_note"] = weights_note
+            out.print_json(json.dumps(answer), indent=None)
             continue
         if result.error is not None:
             out.print(f"Image {i}: {result.path}\n  error: {result.error}\n")
@@ -134,7 +149,9 @@ def predict(
         out.print()
     if not as_json:
         note(weights_note)
-    if any(r.error for r in results):
+    unanswered = sum(r.error is not None for r in results)
+    if unanswered:
+        err.print(f"{unanswered} of {len(results)} image(s) could not be answered")
         raise typer.Exit(EXIT_STRICT)
 
 
@@ -182,11 +199,24 @@ def heads_delete(
     store: Path = typer.Argument(..., help="Feature store directory."),
     name: str = typer.Argument(..., help="Head name."),
     version: int | None = typer.Option(None, help="Only this version [default: all]."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking."),
 ) -> None:
-    """Delete a head (every version, or one)."""
+    """Delete a head (every version, or one); asks first unless --yes."""
+    import click
+
     from featcache.store import FeatureStore
 
     with FeatureStore(store, create=False) as fs:
+        versions = [r.version for r in fs.heads(name) if version in (None, r.version)]
+        if versions and not yes:
+            which = f"v{version}" if version is not None else f"all {len(versions)} version(s)"
+            try:
+                sure = typer.confirm(f"delete {which} of head '{name}' from {store}?")
+            except (typer.Abort, click.Abort):  # no answer (end of input)
+                sure = False
+            if not sure:
+                err.print("nothing deleted (pass --yes to delete without asking)")
+                raise typer.Exit(EXIT_ERROR)
         count = fs.delete_head(name, version)
     out.print(f"deleted {count} version(s) of head '{name}'")
 

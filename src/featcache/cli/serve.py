@@ -40,6 +40,7 @@ def serve(
 ) -> None:
     """Serve predictions over HTTP (OpenAPI docs at /docs)."""
     import os
+    import socket
 
     from featcache.errors import ConfigError
     from featcache.service import ServiceConfig
@@ -67,6 +68,20 @@ def serve(
         allowed_hosts=tuple(allowed_host),
         access_log=not quiet,
     )
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be in 1..65535. Got {port}.")
+    # Try the port before saying "serving": a busy or forbidden port is one line and exit 1.
+    # (uvicorn binds again a moment later; its own error would come after our banner.)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another server using "
+            "it? Pick another --port, or check --host"
+        ) from None
     with FeatureStore(store, create=False) as fs:
         served = HeadFollower(fs, config.head_spec).live.head
     err.print(

@@ -9,7 +9,9 @@ import typer
 
 from featcache.cli._shared import EXIT_STRICT, out, reports_errors
 
-store_app = typer.Typer(help="Inspect and maintain a feature store.", no_args_is_help=True)
+store_app = typer.Typer(
+    rich_markup_mode=None, help="Inspect and maintain a feature store.", no_args_is_help=True
+)
 
 
 @store_app.command("info")

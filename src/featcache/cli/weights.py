@@ -7,9 +7,11 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from featcache.cli._shared import err, note, out, reports_errors
+from featcache.cli._shared import err, note, out, progress_bar, reports_errors
 
-weights_app = typer.Typer(help="Get, inspect and make AlexNet weights files.", no_args_is_help=True)
+weights_app = typer.Typer(
+    rich_markup_mode=None, help="Get, inspect and make AlexNet weights files.", no_args_is_help=True
+)
 
 
 @weights_app.command("fetch")
@@ -28,11 +30,21 @@ def weights_fetch(
         TextColumn("{task.percentage:>3.0f}%"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("download", total=None)
-        weights = fetch_weights(
-            dest, source, progress=lambda done, total: bar.update(task, completed=done, total=total)
-        )
+    if not err.is_terminal:  # a log: a plain line at most every 10 s
+        with progress_bar("downloading", unit="MB") as update:
+            weights = fetch_weights(
+                dest,
+                source,
+                progress=lambda done, total: update(done // 10**6, (total or 0) // 10**6),
+            )
+    else:
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task("download", total=None)
+            weights = fetch_weights(
+                dest,
+                source,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     out.print(f"wrote {dest} ({weights.nbytes / 1e6:.1f} MB of weights, sha256 {weights.sha256})")
 
 

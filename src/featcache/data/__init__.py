@@ -6,15 +6,24 @@ from pathlib import Path
 
 from featcache.data.arrays import read_arrays
 from featcache.data.classnames import read_class_names
-from featcache.data.folder import read_folder
+from featcache.data.decode import DEFAULT_MAX_PIXELS, FORMATS, array_to_rgb, decode_image
+from featcache.data.folder import SPLIT_FOLDERS, read_folder
 from featcache.data.manifest import read_manifest
 from featcache.data.sample import write_digits_folder
-from featcache.data.source import ImageItem, ImageSource
+from featcache.data.source import IMAGE_SUFFIXES, ImageItem, ImageSource, array_key, bytes_key
 from featcache.errors import DataError
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "FORMATS",
+    "IMAGE_SUFFIXES",
+    "SPLIT_FOLDERS",
     "ImageItem",
     "ImageSource",
+    "array_key",
+    "array_to_rgb",
+    "bytes_key",
+    "decode_image",
     "open_source",
     "read_arrays",
     "read_class_names",

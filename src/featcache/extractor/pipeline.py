@@ -76,7 +76,9 @@ def extract(
     that have vectors are recorded as that dataset, one row per source path (see
     `FeatureStore.add_dataset`: `append` adds and updates rows, `split` replaces only that
     split's rows, neither replaces the dataset); `split` also fills the split of rows that
-    have none. Names and splits are checked before any work.
+    have none. A path `source` names the dataset by default (the folder's name or the file's
+    stem: ``"signs"`` for ``signs/``, ``"train"`` for ``train.p``). Names and splits are
+    checked before any work.
 
     `network_factory` replaces the TensorFlow network (tests pass a fake one). `engine` and
     `ray_address` are shorthands for the config's fields: with ``engine="ray"`` the network
@@ -103,6 +105,9 @@ def extract(
     start = time.perf_counter()
     clock = Clock()
     if not isinstance(source, ImageSource):
+        if dataset is None and store is not None:
+            named = Path(source).resolve()
+            dataset = named.name if named.is_dir() else named.stem
         source = open_source(source, class_names_file=class_names_file)
     for item in source.items:
         normalize_split(item.split, where=item.path)  # a bad split stops before any work

@@ -1,8 +1,16 @@
-"""The feature store: a SQLite catalog and memory-mapped vector shards in one directory."""
+"""The feature store: a SQLite catalog and memory-mapped vector shards in one directory.
 
+`FeatureStore` is the API; the other names are its parts (catalog, shard and head files,
+maintenance, name rules, records), exported so that every public name has one home here.
+"""
+
+from featcache.store.catalog import Catalog
 from featcache.store.export import export_vectors
-from featcache.store.featurestore import STORAGE_DTYPES, FeatureStore
+from featcache.store.featurestore import CATALOG_FILE, STORAGE_DTYPES, FeatureStore
+from featcache.store.heads import HEADS_FOLDER, HeadFiles
+from featcache.store.maintenance import gc, info, verify
 from featcache.store.names import (
+    NAME_RULE,
     SPLITS,
     normalize_split,
     validate_dataset_name,
@@ -16,25 +24,45 @@ from featcache.store.records import (
     HeadRecord,
     LabelledVectors,
     ShardInfo,
+    ShardRecord,
+    VectorRow,
     VerifyReport,
 )
-from featcache.store.shards import ShardFiles
+from featcache.store.schema import SCHEMA_VERSION, create_or_migrate, dedupe_rows, schema_version
+from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardCheck, ShardFiles
 
 __all__ = [
+    "CATALOG_FILE",
+    "HEADS_FOLDER",
+    "NAME_RULE",
+    "SCHEMA_VERSION",
+    "SHARDS_FOLDER",
     "SPLITS",
     "STORAGE_DTYPES",
+    "TMP_PREFIX",
+    "Catalog",
     "DatasetChange",
     "DatasetInfo",
     "DatasetRow",
     "FeatureStore",
     "GcReport",
+    "HeadFiles",
     "HeadRecord",
     "LabelledVectors",
+    "ShardCheck",
     "ShardFiles",
     "ShardInfo",
+    "ShardRecord",
+    "VectorRow",
     "VerifyReport",
+    "create_or_migrate",
+    "dedupe_rows",
     "export_vectors",
+    "gc",
+    "info",
     "normalize_split",
+    "schema_version",
     "validate_dataset_name",
     "validate_head_name",
+    "verify",
 ]

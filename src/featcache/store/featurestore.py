@@ -396,6 +396,7 @@ class FeatureStore:
             class_names=found.class_names,
             fingerprint=fp,
             layer=layer,
+            dataset=dataset,
         )
 
     # -- datasets ---------------------------------------------------------------------------

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from featcache.errors import NotFoundError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DatasetChange",
@@ -95,9 +100,51 @@ class LabelledVectors:
     class_names: list[str]
     fingerprint: str
     layer: str
+    dataset: str = ""
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.keys, self.X, self.y))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """A pandas DataFrame, one row per image: key, path, label, class_name, split.
+
+        Labels are nullable integers (<NA> where unlabelled); the vectors stay in ``X``.
+        """
+        import pandas as pd
+
+        names = self.class_names
+        labels = self.y.tolist()
+        return pd.DataFrame(
+            {
+                "key": self.keys,
+                "path": self.paths,
+                "label": pd.array([None if v < 0 else v for v in labels], dtype="Int64"),
+                "class_name": [names[v] if 0 <= v < len(names) else None for v in labels],
+                "split": self.splits,
+            }
+        )
+
+    def split(self, name: str) -> LabelledVectors:
+        """The rows whose stored split is `name` (``train``, ``val``, ``test``...), in order."""
+        mask = np.array([s == name for s in self.splits], dtype=bool)
+        if not mask.any():
+            present = sorted({s or "none" for s in self.splits})
+            raise NotFoundError(
+                f"dataset '{self.dataset}' has no rows in split '{name}' "
+                f"(its splits: {', '.join(present) or 'none'})"
+            )
+        rows = np.flatnonzero(mask).tolist()
+        return replace(
+            self,
+            keys=[self.keys[i] for i in rows],
+            X=self.X[mask],
+            y=self.y[mask],
+            paths=[self.paths[i] for i in rows],
+            splits=[self.splits[i] for i in rows],
+        )
 
 
 @dataclass(frozen=True)
