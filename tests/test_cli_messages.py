@@ -212,3 +212,19 @@ def test_progress_line_for_downloads_of_unknown_size() -> None:
     assert _shared.progress_line("downloading", 120, 240, 5.0, "MB") == (
         "downloading: 120/240 MB (50%), 5.0 MB/s, ETA 0:00:24"
     )
+
+
+def test_only_parameters_named_by_the_library_become_flags() -> None:
+    def command(
+        out_path: Path = typer.Option(..., "--out"),
+        top_k: int = typer.Option(5),
+        name: str = typer.Option("x"),
+    ) -> None: ...
+
+    flags = _shared.flag_names(command)
+    assert flags == {"out_path": "--out", "out": "--out", "top_k": "--top-k", "name": "--name"}
+    swap = _shared.name_flags
+    assert swap("The 'top_k' must be >= 1. Got 0.", flags) == "--top-k must be >= 1. Got 0."
+    assert swap("The 'out' file must end in .npz", flags) == "--out file must end in .npz"
+    assert swap("no dataset 'name' (known: a)", flags) == "no dataset 'name' (known: a)"
+    assert swap("The 'C' parameter of LogRegHead", flags) == "The 'C' parameter of LogRegHead"

@@ -25,6 +25,7 @@ __all__ = [
     "PROGRESS_SECONDS",
     "err",
     "flag_names",
+    "name_flags",
     "note",
     "out",
     "progress_bar",
@@ -46,21 +47,23 @@ def flag_names(func: Callable[..., Any]) -> dict[str, str]:
     for name, param in inspect.signature(func).parameters.items():
         if isinstance(param.default, OptionInfo):
             decls = [d for d in param.default.param_decls or () if d.startswith("--")]
-            flags[name] = decls[0] if decls else "--" + name.replace("_", "-")
+            flag = decls[0] if decls else "--" + name.replace("_", "-")
+            flags[name] = flag
+            flags.setdefault(flag[2:].replace("-", "_"), flag)  # out_path="--out": 'out' too
     return flags
 
 
-def _with_flags(message: str, flags: dict[str, str]) -> str:
+def name_flags(message: str, flags: dict[str, str]) -> str:
     """The library names its parameters ("The 'top_k' must be..."); the CLI user typed flags."""
 
     def swap(match: re.Match[str]) -> str:
         flag = flags.get(match.group(2))
         if flag is None:
             return match.group(0)
-        lead = match.group(1) or ""
+        lead = match.group(1)
         return flag if lead == "The " else f"{lead}{flag}"
 
-    return re.sub(r"\b(The |the |pass )?'(\w+)'", swap, message)
+    return re.sub(r"\b(The |the |pass )'(\w+)'", swap, message)
 
 
 def reports_errors(func: F) -> F:
@@ -73,7 +76,7 @@ def reports_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except FeatcacheError as exc:
-            text = _with_flags(str(exc), flags) if isinstance(exc, ConfigError) else str(exc)
+            text = name_flags(str(exc), flags) if isinstance(exc, ConfigError) else str(exc)
             err.print(f"[red]error:[/red] {escape(text)}", markup=True)
             raise typer.Exit(EXIT_ERROR) from None
         except KeyboardInterrupt:
