@@ -14,6 +14,7 @@ import sys
 
 import typer
 
+from featcache.cli.analysis import advise, doctor
 from featcache.cli.demo import demo
 from featcache.cli.extraction import export, extract
 from featcache.cli.heads import evaluate, heads_app, predict, train
@@ -29,7 +30,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (extract, export, train, evaluate, predict, serve, demo):
+for command in (extract, export, train, evaluate, predict, serve, demo, doctor, advise):
     app.command()(command)
 app.add_typer(weights_app, name="weights")
 app.add_typer(store_app, name="store")
