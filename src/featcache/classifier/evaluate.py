@@ -18,12 +18,19 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from featcache.classifier.heads import top_k
-from featcache.classifier.persist import load_head
+from featcache.classifier.persist import LoadedHead, load_head
 from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError
 from featcache.store.featurestore import FeatureStore
 
-__all__ = ["Evaluation", "evaluate", "evaluate_head", "report_values", "write_report"]
+__all__ = [
+    "Evaluation",
+    "clean_accuracy",
+    "evaluate",
+    "evaluate_head",
+    "report_values",
+    "write_report",
+]
 
 
 @dataclass(frozen=True)
@@ -161,7 +168,13 @@ def evaluate_head(
     head = load_head(store, head_name, version)
     data = store.vectors(dataset, head.layer, head.fingerprint)
     head.check_vectors(data.fingerprint, data.layer)
-    splits = effective_splits(data.keys, data.splits, float(head.meta.get("val_fraction", 0.2)))
+    groups = store.groups(dataset)  # near-duplicate groups, if featcache doctor recorded them
+    splits = effective_splits(
+        data.keys,
+        data.splits,
+        float(head.meta.get("val_fraction", 0.2)),
+        groups if head.meta.get("split_groups") else None,
+    )
     mask = data.y >= 0
     if split is not None:
         mask &= splits == split
@@ -171,7 +184,9 @@ def evaluate_head(
             f"dataset '{dataset}' has no labelled rows in split '{split}' "
             f"(its splits: {', '.join(present)})"
         )
-    evaluation = evaluate(head.estimator, data.X[mask], data.y[mask], class_names=head.class_names)
+    proba = head.estimator.predict_proba(data.X[mask])
+    evaluation = report_values(data.y[mask], proba, head.estimator.classes_, head.class_names)
+    evaluation.summary.update(clean_accuracy(data.keys, splits, mask, proba, head, data.y, groups))
     evaluation.summary.update(
         {
             "head": head.name,
@@ -184,6 +199,31 @@ def evaluate_head(
         }
     )
     return evaluation
+
+
+def clean_accuracy(
+    keys: list[str],
+    splits: np.ndarray,
+    mask: np.ndarray,
+    proba: np.ndarray,
+    head: LoadedHead,
+    y: np.ndarray,
+    groups: dict[str, int] | None,
+) -> dict[str, Any]:
+    """Accuracy on the evaluated rows that have no exact or near duplicate among the training
+    rows ("clean"), from the groups `featcache doctor` recorded; None without them."""
+    if groups is None or any(k not in groups for k in keys):
+        return {"clean_accuracy": None, "clean_n": 0}
+    row_group = np.array([groups[k] for k in keys])
+    in_train = set(row_group[(splits == "train") & (y >= 0)].tolist())
+    clean = np.array([g not in in_train for g in row_group[mask].tolist()], dtype=bool)
+    if not clean.any():
+        return {"clean_accuracy": None, "clean_n": 0}
+    predicted = head.estimator.classes_[np.argmax(proba[clean], axis=1)]
+    return {
+        "clean_accuracy": float((predicted == y[mask][clean]).mean()),
+        "clean_n": int(clean.sum()),
+    }
 
 
 def write_report(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:

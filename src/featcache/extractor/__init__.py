@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "prepare_hashed": "featcache.extractor.stages",
     "AlexNet": "featcache.extractor.alexnet",
     "LAYERS": "featcache.extractor.alexnet",
     "LAYER_DIMS": "featcache.extractor.alexnet",
