@@ -177,3 +177,19 @@ def test_arrays_become_rgb_within_limits() -> None:
         array_to_rgb(np.zeros((2, 2, 2), np.uint8), "x")
     with pytest.raises(ImageTooLargeError, match=r"^big: 3x2 = 6 pixels exceeds the limit of 5"):
         array_to_rgb(np.zeros((2, 3, 3), np.uint8), "big", max_pixels=5)
+
+
+def test_multi_picture_jpeg_decodes_its_first_picture() -> None:
+    first, second = Image.new("RGB", (8, 6), (200, 10, 10)), Image.new("RGB", (8, 6), "blue")
+    mpo = encode(first, "MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(mpo)).format == "MPO"  # how Pillow opens many camera JPEGs
+    out = decode_image(mpo, "camera.jpg")
+    assert out.shape == (6, 8, 3) and out[..., 0].min() > 180 and out[..., 2].max() < 40
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "TGA", "ICO", "PCX"])
+def test_formats_outside_the_six_are_refused(fmt: str) -> None:
+    # Pillow reads these, but the decoder only lets its six formats' parsers see the bytes.
+    data = encode(Image.fromarray(RGB), fmt)
+    with pytest.raises(ImageError, match=r"^x: not an image in a known format \(PNG, JPEG"):
+        decode_image(data, "x")

@@ -19,12 +19,10 @@ from typing import Final
 import numpy as np
 from PIL import Image
 
-from featcache.data.decode import DEFAULT_MAX_PIXELS
 from featcache.errors import ConfigError, ImageError
 
 __all__ = [
     "CAFFE_MEAN_BGR",
-    "DEFAULT_MAX_PIXELS",
     "INPUT_SIZE",
     "PROFILES",
     "RESIZE_POLICIES",

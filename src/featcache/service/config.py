@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from featcache.data.decode import DEFAULT_MAX_PIXELS
 from featcache.errors import ConfigError
-from featcache.extractor.preprocess import DEFAULT_MAX_PIXELS
 
 __all__ = ["LOOPBACK_HOSTS", "HeadSpec", "ServiceConfig"]
 
