@@ -237,12 +237,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="also run serve --workers N")
     parser.add_argument("--rounds", type=int, default=3, help="turns per figure (median)")
     parser.add_argument("--no-lru", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--role", choices=["bare", "featcache"], help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["bare", "featcache", "build"], help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--loop", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--http", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role == "build":  # a store in the format of the featcache on PYTHONPATH
+        build_store(Path(args.store))
+        return
     if args.role is not None:
         serve_role(args)
         return
@@ -275,8 +278,13 @@ def main() -> None:
             "bare-asyncio-h11": role("bare", src, "--loop", "asyncio", "--http", "h11"),
             "featcache-asyncio-h11": role("featcache", src, "--loop", "asyncio", "--http", "h11"),
         }
-        if args.before is not None:
-            plans["before"] = role("featcache", str(args.before.resolve()))
+        if args.before is not None:  # its own store: the catalog format may have changed
+            old = str(args.before.resolve())
+            old_store = str(work / "store-before")
+            build = [sys.executable, str(HERE), "--role", "build", "--store", old_store]
+            subprocess.run(build, env={**os.environ, "PYTHONPATH": old}, check=True, timeout=600)
+            command, env = role("featcache", old)
+            plans["before"] = ([*command[:-1], old_store], env)
         if args.workers > 1:
             cli = [sys.executable, "-m", "featcache", "serve", "--store", store, "--head"]
             cli += ["bench", "--quiet", "--workers", str(args.workers)]

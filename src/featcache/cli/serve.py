@@ -36,6 +36,9 @@ def serve(
     max_request_pixels: int = typer.Option(
         50_000_000, help="Most pixels of unseen images in one request."
     ),
+    answer_cache: int = typer.Option(
+        50_000, help="Answers kept in memory per worker (about 1.2 KB each); 0 turns it off."
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No access log line per request."),
 ) -> None:
     """Serve predictions over HTTP (OpenAPI docs at /docs)."""
@@ -67,6 +70,7 @@ def serve(
         max_request_pixels=max_request_pixels,
         allowed_hosts=tuple(allowed_host),
         access_log=not quiet,
+        answer_cache_size=answer_cache,
     )
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be in 1..65535. Got {port}.")

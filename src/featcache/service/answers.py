@@ -23,17 +23,19 @@ __all__ = ["Answer", "AnswerCache", "lookup"]
 
 @dataclass(frozen=True)
 class Answer:
-    """The predictions for one stored image under one head, and its GET body, encoded."""
+    """The predictions for one stored image under one head, and its GET body, encoded once
+    (as JSON bytes: a few hundred bytes each, against kilobytes as Python objects)."""
 
     key: str
     head: dict[str, Any]
-    predictions: list[dict[str, Any]]
+    predictions: orjson.Fragment
     body: bytes
 
     @classmethod
     def build(cls, key: str, head: dict[str, Any], predictions: list[dict[str, Any]]) -> Answer:
-        body = {"path": None, "key": key, "cached": True, "head": head, "predictions": predictions}
-        return cls(key, head, predictions, orjson.dumps(body))
+        encoded = orjson.Fragment(_compact(orjson.dumps(predictions)))
+        body = {"path": None, "key": key, "cached": True, "head": head, "predictions": encoded}
+        return cls(key, head, encoded, _compact(orjson.dumps(body)))
 
     def as_dict(self, path: str | None, *, cached: bool = True) -> dict[str, Any]:
         return {
@@ -43,6 +45,11 @@ class Answer:
             "head": self.head,
             "predictions": self.predictions,
         }
+
+
+def _compact(data: bytes) -> bytes:
+    # orjson's bytes keep its ~4 KB write buffer; a copy is sized to the JSON (for the LRU)
+    return bytes(memoryview(data))
 
 
 class AnswerCache:

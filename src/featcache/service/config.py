@@ -75,7 +75,7 @@ class ServiceConfig:
     max_request_pixels: int = DEFAULT_MAX_PIXELS
     allowed_hosts: tuple[str, ...] = ()
     access_log: bool = True
-    answer_cache_size: int = 100_000
+    answer_cache_size: int = 50_000
     head_refresh_seconds: float = 2.0
     batch_window_seconds: float = 0.01
     max_batch: int = 64
