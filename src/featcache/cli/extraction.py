@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 
 from featcache.cli._shared import EXIT_STRICT, err, note, out, progress_bar, reports_errors
+
+if TYPE_CHECKING:
+    from featcache.extractor.ray_connect import RayRunSummary
 
 
 def _layers(text: str) -> tuple[str, ...]:
@@ -41,7 +45,16 @@ def extract(
     workers: int = typer.Option(2, help="Decoding threads (local) or actors (ray)."),
     engine: str = typer.Option("local", help="local, or ray (pip install 'featcache[ray]')."),
     ray_address: str | None = typer.Option(
-        None, help="Ray cluster: auto or ray://HOST:PORT [default: start a local one]."
+        None,
+        help="Ray cluster to run on, from one of its machines: auto (this machine's cluster) "
+        "or HEAD:6379 [default: start Ray here]. Not ray:// (use ray job submit).",
+    ),
+    ray_max_retries: int = typer.Option(
+        3, help="Ray: retries of a batch whose worker died; then its images fail."
+    ),
+    ray_timeout: float = typer.Option(30.0, help="Ray: seconds allowed for connecting."),
+    verbose: bool = typer.Option(
+        False, help="Ray: show Ray's own messages instead of writing them to STORE/logs/."
     ),
     max_pixels: int = typer.Option(50_000_000, help="Refuse larger images (decompression bombs)."),
     strict: bool = typer.Option(False, help="Exit 3 if any image failed."),
@@ -60,6 +73,11 @@ def extract(
         dtype=dtype,
         workers=workers,
         max_pixels=max_pixels,
+        engine=engine,
+        ray_address=ray_address,
+        ray_max_retries=ray_max_retries,
+        ray_timeout=ray_timeout,
+        ray_verbose=verbose,
     )
     name = dataset or data.stem
     with progress_bar("extracting") as update:
@@ -73,8 +91,7 @@ def extract(
             split=split,
             append=append,
             progress=update,
-            engine=engine,
-            ray_address=ray_address,
+            on_ray_event=lambda event: err.print(f"ray: {event.message}"),
         )
     for path, reason in report.failures:
         text = reason if path in reason else f"{path}: {reason}"
@@ -94,11 +111,28 @@ def extract(
     note(report.weights_note)
     if report.failed:
         out.print(f"failed images are listed in {store / 'failures.csv'}")
+    if report.ray is not None:
+        _print_ray_summary(report.ray)
     if profile_time:
         for stage, seconds in sorted(report.timings.items(), key=lambda kv: -kv[1]):
             out.print(f"  {stage:<14} {seconds:8.3f}s")
     if strict and report.failed:
         raise typer.Exit(EXIT_STRICT)
+
+
+def _print_ray_summary(summary: RayRunSummary) -> None:
+    nodes = ", ".join(f"{node} {n}" for node, n in sorted(summary.batches_by_node.items()))
+    out.print(
+        f"ray: batches per node: {nodes or 'none'}; {summary.retries} retried, "
+        f"{summary.batches_given_up} given up, {len(summary.nodes_lost)} node(s) lost"
+        + (
+            f"; removed {summary.leftovers_removed} shard file(s) left by dead workers"
+            if summary.leftovers_removed
+            else ""
+        )
+    )
+    if summary.log_path:
+        out.print(f"ray: Ray's messages are in {summary.log_path}")
 
 
 @reports_errors
