@@ -13,7 +13,11 @@ Every figure is measured in this run on the same images and weights:
 - with ``--precision bf16``: bf16 against float32 fc7 (cosine similarity) and the accuracy
   of a softmax head trained on each, on the bundled digits sample;
 - with ``--layers``: the time of each layer of the network on one batch;
-- with ``--engine ray``: Ray with 2 workers against the local engine on the same images.
+- with ``--engine ray``: Ray with 2 workers against the local engine on the same images, on
+  a Ray started here or on the cluster at ``--ray-address`` (run this on one of its
+  machines, with the environment that cluster needs, e.g. RAY_AUTH_TOKEN), and where the
+  Ray run's time went: connecting, the first worker's start (TensorFlow and the weights
+  loaded in each worker), then the batches.
 
 Weights are seeded RANDOM weights in the real layout unless --weights is given: speed does
 not depend on the values, and the accuracies printed are those of random features.
@@ -162,6 +166,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="real weights (default: seeded random)")
     parser.add_argument("--skip-seed", action="store_true", help="do not run the seed program")
     parser.add_argument("--engine", default="local", choices=["local", "ray"])
+    parser.add_argument("--ray-address", help="Ray cluster for --engine ray (HOST:PORT, auto)")
     parser.add_argument("--layers", action="store_true", help="time each layer too")
     args = parser.parse_args()
 
@@ -233,6 +238,7 @@ def main() -> None:
             )
 
         if args.engine == "ray":
+            where = ["--ray-address", args.ray_address] if args.ray_address else []
             ray_wall, ray_out = run(
                 extract_cmd(
                     work / "images",
@@ -240,19 +246,19 @@ def main() -> None:
                     weights,
                     "udacity",
                     args.precision,
-                    "--engine",
-                    "ray",
-                    "--workers",
-                    "2",
+                    *("--engine", "ray", "--workers", "2", *where),
                 )
             )
             print(
-                f"ray engine, 2 workers: {ray_wall:7.2f} s whole process, "
-                f"{args.images / ray_wall:6.1f} img/s overall, "
-                f"{network_rate(ray_out):6.1f} img/s first to last batch; "
-                f"local engine {args.images / first_wall:6.1f} img/s overall; "
+                f"ray engine, 2 workers on {args.ray_address or 'a Ray started here'}: "
+                f"{ray_wall:7.2f} s whole process, {args.images / ray_wall:6.1f} img/s overall, "
+                f"{network_rate(ray_out):6.1f} img/s from the first worker's start to the last "
+                f"batch; local engine {args.images / first_wall:6.1f} img/s overall; "
                 f"ray / local speed {first_wall / ray_wall:.2f}x"
             )
+            print("ray run time by stage (ray_first_worker is part of network):")
+            print(stages(ray_out))
+            print("\n".join(line for line in ray_out.splitlines() if line.startswith("ray: ")))
         if args.layers:
             layer_times(weights, args.precision)
         peak = matmul_rate(args.precision)

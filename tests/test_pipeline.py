@@ -201,8 +201,8 @@ def test_config_names_the_bad_field_and_what_is_allowed(
 def test_config_defaults_and_auto_batch_size() -> None:
     assert ExtractConfig().batch_size == 64 and ExtractConfig(precision="bf16").batch_size == 128
     assert ExtractConfig(layers=["fc6", "fc7", "fc6"]).layers == ("fc6", "fc7")  # type: ignore[arg-type]
-    ray = ExtractConfig(engine="ray", ray_address="ray://head:10001")
-    assert (ray.engine, ray.ray_address) == ("ray", "ray://head:10001")
+    ray = ExtractConfig(engine="ray", ray_address="head:6379")
+    assert (ray.engine, ray.ray_address) == ("ray", "head:6379")
 
 
 def test_bad_engine_and_weights_fail_before_work(

@@ -57,6 +57,7 @@ _EXPORTS = {
     "open_source": "featcache.data",
     "write_digits_folder": "featcache.data",
     "FeatcacheError": "featcache.errors",
+    "ClusterError": "featcache.errors",
     "ConfigError": "featcache.errors",
     "DataError": "featcache.errors",
     "DependencyError": "featcache.errors",

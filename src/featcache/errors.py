@@ -15,7 +15,9 @@
     │   └── NotFoundError             a dataset, key, vector or head that is not in the store
     ├── FingerprintMismatchError      vectors from one extractor handed to a head of another
     ├── HeadError                     a head file that is missing, tampered with or unfitted
-    └── DependencyError               an optional dependency (Ray, ...) is not installed
+    ├── DependencyError               an optional dependency (Ray, ...) is not installed
+    └── ClusterError                  a Ray cluster that cannot be reached or refuses us, or a
+                                      run on it whose work cannot be accounted for
 
 Every message says what is wrong, where (file, row, key, field) and, where there is one,
 how to fix it.
@@ -24,6 +26,7 @@ how to fix it.
 from __future__ import annotations
 
 __all__ = [
+    "ClusterError",
     "ConfigError",
     "DataError",
     "DependencyError",
@@ -88,3 +91,7 @@ class HeadError(FeatcacheError):
 
 class DependencyError(FeatcacheError, ImportError):
     """An optional dependency is missing."""
+
+
+class ClusterError(FeatcacheError):
+    """A Ray cluster cannot be used, or a run on it left work that cannot be accounted for."""

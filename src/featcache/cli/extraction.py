@@ -20,6 +20,7 @@ from featcache.cli._shared import (
 
 if TYPE_CHECKING:
     from featcache.extractor.pipeline import ExtractConfig
+    from featcache.extractor.ray_connect import RayRunSummary
 
 
 def _layers(text: str) -> tuple[str, ...]:
@@ -53,7 +54,16 @@ def extract(
     workers: int = typer.Option(2, help="Decoding threads (local) or actors (ray)."),
     engine: str = typer.Option("local", help="local, or ray (pip install 'featcache[ray]')."),
     ray_address: str | None = typer.Option(
-        None, help="Ray cluster: auto or ray://HOST:PORT [default: start a local one]."
+        None,
+        help="Ray cluster to run on, from one of its machines: auto (this machine's cluster) "
+        "or HEAD:6379 [default: start Ray here]. Not ray:// (use ray job submit).",
+    ),
+    ray_max_retries: int = typer.Option(
+        3, help="Ray: retries of a batch whose worker died; then its images fail."
+    ),
+    ray_timeout: float = typer.Option(30.0, help="Ray: seconds allowed for connecting."),
+    verbose: bool = typer.Option(
+        False, help="Ray: show Ray's own messages instead of writing them to STORE/logs/."
     ),
     max_pixels: int = typer.Option(50_000_000, help="Refuse larger images (decompression bombs)."),
     strict: bool = typer.Option(False, help="Exit 3 if any image failed."),
@@ -72,6 +82,11 @@ def extract(
         dtype=dtype,
         workers=workers,
         max_pixels=max_pixels,
+        engine=engine,
+        ray_address=ray_address,
+        ray_max_retries=ray_max_retries,
+        ray_timeout=ray_timeout,
+        ray_verbose=verbose,
     )
     with progress_bar("extracting") as update:
         try:
@@ -85,8 +100,7 @@ def extract(
                 split=split,
                 append=append,
                 progress=update,
-                engine=engine,
-                ray_address=ray_address,
+                on_ray_event=lambda event: err.print(f"ray: {event.message}"),
             )
         except KeyboardInterrupt:
             err.print(
@@ -114,6 +128,8 @@ def extract(
     note(report.weights_note or _stored_weights_note(store, report.fingerprint))
     if report.failed:
         out.print(f"failed images are listed in {store / 'failures.csv'}")
+    if report.ray is not None:
+        _print_ray_summary(report.ray)
     if profile_time:
         for stage, seconds in sorted(report.timings.items(), key=lambda kv: -kv[1]):
             out.print(f"  {stage:<14} {seconds:8.3f}s")
@@ -148,6 +164,21 @@ def _stored_weights_note(store: Path, fingerprint: str) -> str | None:
     with FeatureStore(store, create=False, read_only=True) as fs:
         note: str | None = fs.extractors().get(fingerprint, {}).get("weights_note")
     return note
+
+
+def _print_ray_summary(summary: RayRunSummary) -> None:
+    nodes = ", ".join(f"{node} {n}" for node, n in sorted(summary.batches_by_node.items()))
+    out.print(
+        f"ray: batches per node: {nodes or 'none'}; {summary.retries} retried, "
+        f"{summary.batches_given_up} given up, {len(summary.nodes_lost)} node(s) lost"
+        + (
+            f"; removed {summary.leftovers_removed} shard file(s) left by dead workers"
+            if summary.leftovers_removed
+            else ""
+        )
+    )
+    if summary.log_path:
+        out.print(f"ray: Ray's messages are in {summary.log_path}")
 
 
 @reports_errors

@@ -10,6 +10,7 @@ from featcache.errors import ConfigError
 from featcache.extractor.alexnet import PRECISIONS, check_layers
 from featcache.extractor.fingerprint import ExtractorSpec
 from featcache.extractor.preprocess import check_profile
+from featcache.extractor.ray_connect import check_address
 from featcache.store import STORAGE_DTYPES
 
 __all__ = ["AUTO_BATCH_SIZE", "ENGINES", "ExtractConfig"]
@@ -36,9 +37,12 @@ class ExtractConfig:
     """How to extract: profile and wiring, layers, batching, storage dtype, limits, engine.
 
     `batch_size` 0 picks what suits the precision (`AUTO_BATCH_SIZE`). `workers` is the
-    number of decoding threads (local engine) or actors (Ray). `ray_address` (with
-    ``engine="ray"``) names the cluster: ``"auto"``, ``"ray://HOST:PORT"``, or None to start
-    a local one.
+    number of decoding threads (local engine) or actors (Ray). With ``engine="ray"``:
+    `ray_address` names the cluster (``"auto"``, ``"HOST:PORT"``, or None to start Ray
+    here; ``ray://`` is refused, see `featcache.extractor.ray_connect`), `ray_max_retries`
+    bounds the retries of a batch whose worker died, `ray_timeout` the seconds allowed for
+    connecting, and `ray_verbose` puts Ray's own messages on the terminal instead of the
+    store's run log.
     """
 
     profile: str = "caffe"
@@ -51,6 +55,9 @@ class ExtractConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     engine: str = "local"
     ray_address: str | None = None
+    ray_max_retries: int = 3
+    ray_timeout: float = 30.0
+    ray_verbose: bool = False
 
     def __post_init__(self) -> None:
         check_profile(self.profile, self.resize)
@@ -73,6 +80,14 @@ class ExtractConfig:
                 f"The 'ray_address' ({self.ray_address!r}) is only used with engine='ray'; "
                 f"set engine='ray' or drop it. Got engine={self.engine!r}."
             )
+        object.__setattr__(self, "ray_address", check_address(self.ray_address))
+        retries = self.ray_max_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"The 'ray_max_retries' must be an integer >= 0. Got {retries!r}.")
+        if isinstance(self.ray_timeout, bool) or not (
+            isinstance(self.ray_timeout, int | float) and self.ray_timeout > 0
+        ):
+            raise ConfigError(f"The 'ray_timeout' must be > 0 seconds. Got {self.ray_timeout!r}.")
 
     def spec(self, weights_sha256: str) -> ExtractorSpec:
         """The extractor these settings and weights make (its fingerprint keys the vectors)."""

@@ -9,9 +9,11 @@ TensorFlow.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from featcache.data import open_source
 from featcache.data.source import ImageItem, ImageSource
@@ -40,6 +42,10 @@ from featcache.store import (
     validate_dataset_name,
 )
 
+if TYPE_CHECKING:  # the Ray modules are imported only for engine="ray"
+    from featcache.extractor.ray_connect import RaySession
+    from featcache.extractor.ray_pool import PoolEvent
+
 __all__ = [
     "ENGINES",
     "ExtractConfig",
@@ -65,6 +71,7 @@ def extract(
     network_factory: NetworkFactory | None = None,
     engine: str | None = None,
     ray_address: str | None = None,
+    on_ray_event: Callable[[PoolEvent], None] | None = None,
 ) -> ExtractReport:
     """Extract `source` into `store` (or, with ``store=None``, into the returned report).
 
@@ -83,7 +90,9 @@ def extract(
     `network_factory` replaces the TensorFlow network (tests pass a fake one). `engine` and
     `ray_address` are shorthands for the config's fields: with ``engine="ray"`` the network
     runs on a Ray cluster with ``config.workers`` actors, which write shards into the store's
-    directory (a shared path on a cluster) for this process to register.
+    directory (a shared path on a cluster) for this process to register. It connects first,
+    so a cluster that cannot be used leaves no store behind; `on_ray_event` hears of workers
+    started, retries, batches given up and nodes lost, and ``report.ray`` sums them up.
     """
     config = config or ExtractConfig()
     if engine is not None or ray_address is not None:
@@ -94,16 +103,54 @@ def extract(
         validate_dataset_name(dataset)
     split = normalize_split(split, where="--split")
     runtime = TENSORFLOW if network_factory is None else Runtime("custom", network_factory)
+    session: RaySession | None = None
     if config.engine == "ray":
-        from featcache.extractor.ray_engine import require_ray
+        from featcache.extractor.ray_connect import RaySession
 
-        require_ray()
         if store is None or isinstance(weights, Weights):
             raise ConfigError("engine='ray' needs a store and a weights file path")
-        if network_factory is not None:
-            raise ConfigError("engine='ray' builds its own networks; drop network_factory")
+        session = RaySession.connect(
+            config.ray_address, timeout=config.ray_timeout, verbose=config.ray_verbose
+        )
+    try:
+        return _extract(
+            source,
+            weights,
+            store,
+            config=config,
+            class_names_file=class_names_file,
+            dataset=dataset,
+            split=split,
+            append=append,
+            progress=progress,
+            runtime=runtime,
+            session=session,
+            on_ray_event=on_ray_event,
+        )
+    finally:
+        if session is not None:
+            session.close()
+
+
+def _extract(
+    source: ImageSource | str | Path,
+    weights: str | Path | Weights,
+    store: FeatureStore | str | Path | None,
+    *,
+    config: ExtractConfig,
+    class_names_file: str | Path | None,
+    dataset: str | None,
+    split: str | None,
+    append: bool,
+    progress: Progress | None,
+    runtime: Runtime,
+    session: RaySession | None,
+    on_ray_event: Callable[[PoolEvent], None] | None,
+) -> ExtractReport:
     start = time.perf_counter()
     clock = Clock()
+    if session is not None:
+        clock.add("ray_connect", session.connect_seconds)
     if not isinstance(source, ImageSource):
         if dataset is None and store is not None:
             named = Path(source).resolve()
@@ -113,6 +160,8 @@ def extract(
         normalize_split(item.split, where=item.path)  # a bad split stops before any work
     if store is not None and not isinstance(store, FeatureStore):
         store = FeatureStore(store)
+    if session is not None and store is not None:
+        session.attach_log(store.path / "logs")
     with clock("weights_hash"):
         spec = config.spec(_weights_sha256(weights, store))
 
@@ -132,7 +181,18 @@ def extract(
         todo = [(item, key) for key, item in unique.items() if key not in present]
         if todo:
             loaded, result = _compute(
-                todo, weights, spec, store, writer, config, runtime, pool, clock, progress
+                todo,
+                weights,
+                spec,
+                store,
+                writer,
+                config,
+                runtime,
+                pool,
+                clock,
+                progress,
+                session,
+                on_ray_event,
             )
             weights_note = loaded.demo_note
 
@@ -167,12 +227,13 @@ def extract(
         fingerprint=spec.fingerprint,
         dataset=dataset,
         weights_note=weights_note,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start + clock.timings.get("ray_connect", 0.0),
         timings=clock.timings,
         keys=memory.keys if store is None else [],
         vectors=memory.vectors() if store is None else {},
         rows=rows_changed,
         repairs=list(store.repairs) if store is not None else [],
+        ray=session.summary if session is not None else None,
     )
 
 
@@ -224,6 +285,8 @@ def _compute(
     pool: ThreadPoolExecutor,
     clock: Clock,
     progress: Progress | None,
+    session: RaySession | None,
+    on_ray_event: Callable[[PoolEvent], None] | None,
 ) -> tuple[Weights, EngineResult]:
     """Load the weights and run the engine over `todo`; return the weights and its result."""
     warm: Future[object] | None = None
@@ -232,10 +295,21 @@ def _compute(
         warm = pool.submit(runtime.warm_up)
     with clock("load_weights"):
         loaded = _load_weights(weights, spec, store)
-    if config.engine == "ray" and store is not None:  # extract() checked: ray has a store
+    if session is not None and store is not None:  # extract() checked: ray has a store
         from featcache.extractor.ray_engine import compute_on_ray
 
-        return loaded, compute_on_ray(todo, loaded.path, spec, store, config, clock, progress)
+        return loaded, compute_on_ray(
+            todo,
+            loaded.path,
+            spec,
+            store,
+            config,
+            clock,
+            progress,
+            session=session,
+            runtime=runtime,
+            on_event=on_ray_event,
+        )
 
     def make_network() -> Network:
         if warm is not None:

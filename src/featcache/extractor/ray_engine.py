@@ -1,123 +1,93 @@
-"""The Ray engine: extraction spread over a Ray cluster with Ray Data, landing in the same store.
+"""The Ray engine: extraction spread over a Ray cluster, landing in the same store.
 
 The driver has already hashed the inputs and dropped the keys the store holds. Here it
-hands the rest to ``map_batches`` over a pool of actors; each actor builds one AlexNet, and
-for every batch decodes, computes and writes one shard per layer into the store's own
-directory (a shared filesystem path on a cluster), returning (key, shard, row) or the reason
-an image failed. The driver registers the shards in the catalog as results stream back, so
-a killed run resumes like a local one: registered shards are kept, unregistered files are
-garbage (``featcache store gc``).
+cuts the rest into batches and hands them to a pool of actors (`RayActorPool`: bounded
+retries, a fresh worker after a death); each actor builds one network and, for every batch,
+decodes, computes and writes one shard per layer into the store's own directory (a shared
+filesystem path on a cluster), returning the keys of the shard's rows and the images that
+failed. The driver registers the shards in the catalog as results come back.
+
+Shard files carry the run's identity (``ray-RUN-…``). A worker that dies between writing a
+shard and reporting it leaves a file no one registers; the batch is run again elsewhere,
+and when the run ends the driver removes every unregistered file of its own run. So a run
+that exits normally leaves a store that verifies; a run that cannot remove them says so.
 
 Ray is optional: ``pip install "featcache[ray]"``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from featcache.data.source import ImageItem
-from featcache.errors import DependencyError, ImageError
+from featcache.errors import ClusterError, ImageError, StoreError
 from featcache.extractor.clock import Clock
 from featcache.extractor.config import ExtractConfig
 from featcache.extractor.fingerprint import ExtractorSpec
-from featcache.extractor.stages import EngineResult, Failed, Keyed, Progress, run_batch
-from featcache.store import FeatureStore, ShardFiles, ShardInfo
+from featcache.extractor.network import TENSORFLOW, Runtime
+from featcache.extractor.ray_connect import RaySession
+from featcache.extractor.ray_pool import Batch, PoolEvent, RayActorPool
+from featcache.extractor.stages import BatchResult, EngineResult, Failed, Keyed, Progress, batches
+from featcache.store import FeatureStore, ShardInfo
 
-__all__ = ["compute_on_ray", "require_ray"]
-
-
-def require_ray() -> Any:
-    """Import Ray, or raise `DependencyError` saying how to install it."""
-    try:
-        import ray
-        import ray.data
-    except ImportError as exc:
-        raise DependencyError(
-            f"engine 'ray' needs Ray Data: pip install \"featcache[ray]\" (import failed: {exc})"
-        ) from exc
-    return ray
+__all__ = ["compute_on_ray", "shard_prefix"]
 
 
-def _row(item: ImageItem, key: str) -> dict[str, Any]:
-    if item.array is not None:
-        pixels = np.ascontiguousarray(item.array)
-        return {
-            "key": key,
-            "path": item.path,
-            "file": "",
-            "pixels": pixels.tobytes(),
-            "shape": ",".join(map(str, pixels.shape)),
-        }
-    if item.file is None:  # in-memory uploads never reach the Ray engine
+def shard_prefix(run_id: str) -> str:
+    """The start of the file name of every shard a run's workers write."""
+    return f"ray-{run_id}-"
+
+
+def _portable(entry: Keyed) -> Keyed:
+    """The image as a worker on another machine can read it (absolute path)."""
+    item, key = entry
+    if item.array is None and item.file is None:  # in-memory uploads never reach Ray
         raise ImageError(f"{item.path}: the Ray engine reads files or arrays, not uploads")
-    return {
-        "key": key,
-        "path": item.path,
-        "file": str(item.file.resolve()),
-        "pixels": b"",
-        "shape": "",
-    }
+    if item.file is not None:
+        item = dataclasses.replace(item, file=item.file.resolve())
+    return item, key
 
 
-def _item(path: str, file: str, pixels: bytes, shape: str) -> ImageItem:
-    if file:
-        return ImageItem(path, file=Path(file))
-    dims = tuple(int(d) for d in shape.split(","))
-    return ImageItem(path, array=np.frombuffer(pixels, dtype=np.uint8).reshape(dims))
-
-
-class _ExtractActor:
-    """One network per actor, built once; each call runs the shared stages on a batch."""
+class _ExtractWorker:
+    """One network per actor, built once; each call runs the shared stages on one batch."""
 
     def __init__(
-        self, weights: str, spec: dict[str, str], store: str, config: ExtractConfig, threads: int
+        self,
+        weights: str,
+        spec: ExtractorSpec,
+        store: str,
+        config: ExtractConfig,
+        threads: int,
+        runtime: Runtime,
+        prefix: str,
     ) -> None:
-        from featcache.extractor._tf import import_tensorflow
-        from featcache.extractor.network import TENSORFLOW
         from featcache.extractor.stages import ShardWriter
         from featcache.extractor.weights import read_weights
+        from featcache.store import ShardFiles
 
-        import_tensorflow(threads)  # one actor per CPU share: TensorFlow's pools to that share
-        self.spec = ExtractorSpec(**spec)
+        if runtime is TENSORFLOW:
+            from featcache.extractor._tf import import_tensorflow
+
+            import_tensorflow(threads)  # one actor per CPU share: TensorFlow's pools to that share
         self.config = config
-        self.network = TENSORFLOW.build(read_weights(weights), self.spec)
-        self.writer = ShardWriter(ShardFiles.in_store(store), self.spec.fingerprint, config.dtype)
+        self.network = runtime.build(read_weights(weights), spec)
+        shards = ShardFiles.in_store(store)
+        self.writer = ShardWriter(shards, spec.fingerprint, config.dtype, prefix=prefix)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(batch["key"])
-        entries: list[Keyed] = [
-            (
-                _item(
-                    str(batch["path"][i]),
-                    str(batch["file"][i]),
-                    bytes(batch["pixels"][i]),
-                    str(batch["shape"][i]),
-                ),
-                str(batch["key"][i]),
-            )
-            for i in range(n)
-        ]
-        done = run_batch(entries, self.network, self.writer, self.config)
-        row_of = {key: row for row, key in enumerate(done.keys)}
-        errors = {f.key: f.reason for f in done.failed}
-        keys = [key for _, key in entries]
-        written: dict[str, ShardInfo] = done.written or {}
-        out: dict[str, Any] = {
-            "key": batch["key"],
-            "path": batch["path"],
-            "error": np.array([errors.get(key, "") for key in keys], dtype=object),
-            "row": np.array([row_of.get(key, -1) for key in keys], dtype=np.int64),
-        }
-        for layer in self.config.layers:
-            shard = written.get(layer)
-            out[f"shard_{layer}"] = np.array([shard.name if shard else ""] * n, dtype=object)
-            out[f"sha256_{layer}"] = np.array([shard.sha256 if shard else ""] * n, dtype=object)
-        return out
+    def ready(self) -> dict[str, str]:
+        import ray
+
+        ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        return {"node_id": ray.get_runtime_context().get_node_id(), "ip": ip}
+
+    def extract(self, batch: list[Keyed]) -> BatchResult[dict[str, ShardInfo]]:
+        """prepare → forward → write `batch`: the keys of the shards' rows, the shards (name,
+        SHA-256) by layer, and the images that failed."""
+        from featcache.extractor.stages import run_batch
+
+        return run_batch(batch, self.network, self.writer, self.config)
 
 
 def compute_on_ray(
@@ -127,66 +97,101 @@ def compute_on_ray(
     store: FeatureStore,
     config: ExtractConfig,
     clock: Clock,
-    progress: Progress | None = None,
+    progress: Progress | None,
+    *,
+    session: RaySession,
+    runtime: Runtime = TENSORFLOW,
+    on_event: Callable[[PoolEvent], None] | None = None,
 ) -> EngineResult:
-    """Extract `todo` on Ray with ``config.workers`` actors; register their shards in `store`."""
-    ray = require_ray()
-    if not ray.is_initialized():
-        ray.init(
-            address=config.ray_address,
-            ignore_reinit_error=True,
-            log_to_driver=False,
-            include_dashboard=False,
-        )
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    """Extract `todo` on Ray with ``config.workers`` actors; register their shards in `store`.
+
+    A batch whose worker dies is retried on a fresh worker at most ``config.ray_max_retries``
+    times, then its images are reported as failed with the reason. When the run ends
+    (normally or not) the shards its dead workers left are removed; `ClusterError` if that
+    is not possible. What happened on the cluster is in ``session.summary``.
+    """
+    ray = session.ray
     t = time.perf_counter()
-    rows = [_row(item, key) for item, key in todo]
-    # At least one block per actor (or Ray leaves actors idle), at most a batch per block.
-    blocks = max(min(len(rows), config.workers), -(-len(rows) // config.batch_size))
-    actors = min(config.workers, blocks)
+    summary = session.summary
+    prefix = shard_prefix(session.run_id)
+    work = [
+        Batch(i, [_portable(e) for e in chunk])
+        for i, chunk in enumerate(batches(todo, config.batch_size))
+    ]
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    actors = min(config.workers, len(work))
+    # On a Ray started here, the machine's CPUs are shared out; on a cluster, one per actor.
     per_actor = max(1.0, cpus // actors) if config.ray_address is None else 1.0
-    results = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-        _ExtractActor,
-        fn_constructor_kwargs={
-            "weights": str(weights_path.resolve()),
-            "spec": {
-                "weights_sha256": spec.weights_sha256,
-                "profile": spec.profile,
-                "resize": spec.resize,
-                "precision": spec.precision,
-            },
-            "store": str(Path(store.path).resolve()),
-            "config": config,
-            "threads": int(per_actor),
-        },
-        batch_size=config.batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=per_actor,
+    worker_class = ray.remote(
+        num_cpus=per_actor, max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD"
+    )(_ExtractWorker)
+    arguments = (
+        str(weights_path.resolve()),
+        spec,
+        str(Path(store.path).resolve()),
+        config,
+        int(per_actor),
+        runtime,
+        prefix,
+    )
+
+    def tell(event: PoolEvent) -> None:
+        session.note(event.message)
+        if on_event is not None:
+            on_event(event)
+
+    pool = RayActorPool(
+        ray,
+        lambda: worker_class.remote(*arguments),
+        actors,
+        config.ray_max_retries,
+        tell,
+        session.note,
     )
     result = EngineResult()
     done = 0
-    for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-        by_shard: dict[tuple[str, str, str], list[tuple[int, str]]] = defaultdict(list)
-        for i, key in enumerate(batch["key"]):
-            if batch["error"][i]:
-                result.failed.append(
-                    Failed(str(batch["path"][i]), str(batch["error"][i]), str(key))
-                )
-                continue
-            for layer in config.layers:
-                name = str(batch[f"shard_{layer}"][i])
-                sha256 = str(batch[f"sha256_{layer}"][i])
-                by_shard[(layer, name, sha256)].append((int(batch["row"][i]), str(key)))
-        extracted: set[str] = set()
-        for (layer, name, sha256), entries in by_shard.items():
-            keys = [key for _, key in sorted(entries)]
-            store.register_shard(name, spec.fingerprint, layer, keys, sha256=sha256)
-            extracted.update(keys)
-        result.extracted += len(extracted)
-        done += len(batch["key"])
-        if progress is not None:
-            progress(done, len(todo))
-    clock.add("network", time.perf_counter() - t)
+    try:
+        for outcome in pool.run(work):
+            rows: list[Keyed] = outcome.batch.rows
+            if outcome.result is None:
+                result.failed.extend(Failed(item.path, outcome.reason, key) for item, key in rows)
+            else:
+                batch: BatchResult[dict[str, ShardInfo]] = outcome.result
+                result.failed.extend(batch.failed)
+                for layer, shard in (batch.written or {}).items():
+                    try:
+                        store.register_shard(
+                            shard.name, spec.fingerprint, layer, batch.keys, sha256=shard.sha256
+                        )
+                    except StoreError as exc:
+                        raise ClusterError(
+                            f"{exc}; written by a worker on node {outcome.node}: the store must "
+                            "be at the same path on every node (a shared filesystem)"
+                        ) from None
+                result.extracted += len(batch.keys)
+            done += len(rows)
+            if progress is not None:
+                progress(done, len(todo))
+    finally:
+        summary.leftovers_removed = _discard_leftovers(store, prefix)
+        stats = pool.stats
+        summary.batches_by_node = dict(stats.batches_by_node)
+        summary.workers_started = stats.workers_started
+        summary.retries = stats.retries
+        summary.batches_given_up = stats.given_up
+        summary.nodes_lost = list(stats.nodes_lost)
+        clock.add("ray_first_worker", stats.first_worker_seconds)  # part of "network"
+        clock.add("network", time.perf_counter() - t)
+    if summary.leftovers_removed:
+        session.note(f"removed {summary.leftovers_removed} shard file(s) left by dead workers")
     return result
+
+
+def _discard_leftovers(store: FeatureStore, prefix: str) -> int:
+    try:
+        return len(store.discard_unregistered(prefix))
+    except StoreError as exc:
+        raise ClusterError(
+            f"{exc}: this run's workers left shard files it cannot remove, so the store would "
+            "not verify; remove them by hand or run 'featcache store gc'"
+        ) from exc

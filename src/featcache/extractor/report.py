@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from featcache.store import DatasetChange
+
+if TYPE_CHECKING:  # imported only with engine="ray"
+    from featcache.extractor.ray_connect import RayRunSummary
 
 __all__ = ["ExtractReport"]
 
@@ -34,6 +38,7 @@ class ExtractReport:
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     rows: DatasetChange | None = None  # what writing the dataset changed, and its totals
     repairs: list[str] = field(default_factory=list)  # damaged shards found, recomputed
+    ray: RayRunSummary | None = None  # engine "ray": batches per node, retries, nodes lost
 
     @property
     def images_per_second(self) -> float:

@@ -196,10 +196,12 @@ class StoreWriter:
 
 class ShardWriter:
     """Writes shard files only, for a process without the catalog (a Ray worker); the
-    driver registers the returned shards with `FeatureStore.register_shard`."""
+    driver registers the returned shards with `FeatureStore.register_shard`. `prefix`
+    starts every file name (the Ray run's identity)."""
 
-    def __init__(self, shards: ShardFiles, fingerprint: str, dtype: str) -> None:
+    def __init__(self, shards: ShardFiles, fingerprint: str, dtype: str, prefix: str = "") -> None:
         self.shards, self.fingerprint, self.dtype = shards, fingerprint, dtype
+        self.prefix = prefix
 
     def write(
         self,
@@ -209,7 +211,9 @@ class ShardWriter:
     ) -> dict[str, ShardInfo]:
         """Return ``{layer: shard}`` (name and SHA-256); shard row i is ``keys[i]``'s vector."""
         return {
-            layer: self.shards.write(self.fingerprint, layer, matrix.astype(self.dtype, copy=False))
+            layer: self.shards.write(
+                self.fingerprint, layer, matrix.astype(self.dtype, copy=False), prefix=self.prefix
+            )
             for layer, matrix in outputs.items()
         }
 

@@ -38,7 +38,7 @@ from featcache.store.records import (
     ShardRecord,
     VerifyReport,
 )
-from featcache.store.shards import SHARDS_FOLDER, ShardFiles
+from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardFiles
 
 # The records are defined in featcache.store.records; re-exported here for older imports.
 __all__ = [
@@ -299,6 +299,31 @@ class FeatureStore:
         if new == 0:
             self._shards.remove(name)
         return new
+
+    def discard_unregistered(self, prefix: str) -> list[str]:
+        """Remove shard files whose file name starts with `prefix`, and temporaries of such
+        files, that the catalog does not hold; return their names.
+
+        A writer that tags its shards (a Ray run, with its run identity) calls this when it
+        ends, for shards its workers wrote but never reported (they died in between).
+        `StoreError` if one cannot be removed.
+        """
+        if not prefix:
+            raise ConfigError("discard_unregistered: give the prefix that marks the shards")
+        registered = {record.name for record in self._catalog.shards()}
+        removed = []
+        for name, _ in self._shards.names():
+            base = name.rsplit("/", 1)[-1]
+            # A temporary is named .tmp-PID-RANDOM-<final name>.
+            ours = base.startswith(prefix) or (base.startswith(TMP_PREFIX) and f"-{prefix}" in base)
+            if name in registered or not ours:
+                continue
+            try:
+                self._shards.path(name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{self._shards.path(name)}: cannot remove ({exc})") from exc
+            removed.append(name)
+        return removed
 
     def _map(self, name: str) -> np.ndarray:
         matrix = self._maps.get(name)

@@ -70,13 +70,17 @@ class ShardFiles:
     def path(self, name: str) -> Path:
         return self.root / name
 
-    def write(self, fingerprint: str, layer: str, matrix: np.ndarray) -> ShardInfo:
+    def write(
+        self, fingerprint: str, layer: str, matrix: np.ndarray, *, prefix: str = ""
+    ) -> ShardInfo:
         """Write `matrix` durably; return its name (relative to the root), SHA-256 and size.
 
-        A full disk (or any other write error) raises `StoreError` and leaves no file.
+        `prefix` starts the file name (a Ray run's identity, so that run can tell the shards
+        its workers left behind from another run's). A full disk (or any other write error)
+        raises `StoreError` and leaves no file.
         """
         folder = self.root / fingerprint[:16] / layer
-        name = f"{uuid.uuid4().hex}.npy"
+        name = f"{prefix}{uuid.uuid4().hex}.npy"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_write(folder / name) as f:
