@@ -1,6 +1,7 @@
 """HTTP service throughput and latency against a bare FastAPI app, measured with wrk.
 
     python benchmarks/serve.py [--seconds 3] [--rounds 3] [--before OLD/src] [--workers 2]
+                               [--no-h11]
 
 Builds a store of 200 generated 32x32 PNGs with RANDOM 4,096-wide fc7 vectors (no network is
 run: the numbers are not AlexNet features) and a 43-class softmax head, then starts these
@@ -11,7 +12,7 @@ servers on 127.0.0.1, all under the same uvicorn and venv:
 - ``featcache``: this checkout's app (access log off, as the bare app has none), and
   ``featcache-no-lru`` the same without the answer cache;
 - ``bare-asyncio-h11``, ``featcache-asyncio-h11``: both without uvicorn[standard]'s uvloop
-  and httptools (compared with each other);
+  and httptools (compared with each other; --no-h11 skips them);
 - ``before`` (with --before SRC): the featcache found in SRC, e.g. an older checkout's src/;
 - ``featcache-workersN`` (with --workers N): ``featcache serve --workers N``.
 
@@ -237,6 +238,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="also run serve --workers N")
     parser.add_argument("--rounds", type=int, default=3, help="turns per figure (median)")
     parser.add_argument("--no-lru", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-h11", action="store_true", help="skip the servers without uvloop and httptools"
+    )
     parser.add_argument("--role", choices=["bare", "featcache", "build"], help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -275,9 +279,12 @@ def main() -> None:
             "bare": role("bare", src),
             "featcache": role("featcache", src),
             "featcache-no-lru": role("featcache", src, "--no-lru"),
-            "bare-asyncio-h11": role("bare", src, "--loop", "asyncio", "--http", "h11"),
-            "featcache-asyncio-h11": role("featcache", src, "--loop", "asyncio", "--http", "h11"),
         }
+        if not args.no_h11:
+            plans["bare-asyncio-h11"] = role("bare", src, "--loop", "asyncio", "--http", "h11")
+            plans["featcache-asyncio-h11"] = role(
+                "featcache", src, "--loop", "asyncio", "--http", "h11"
+            )
         if args.before is not None:  # its own store: the catalog format may have changed
             old = str(args.before.resolve())
             old_store = str(work / "store-before")

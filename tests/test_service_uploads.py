@@ -95,3 +95,18 @@ def test_answer_cache_is_lru_by_key_and_digest() -> None:
     off = AnswerCache(0)
     off.put(a, "d1")
     assert off.get("a" * 64, "d1") is None
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "BMP", "TIFF", "JPEG", "WEBP"])
+def test_cut_or_damaged_headers_are_a_422_not_a_crash(fmt: str) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buf, fmt)
+    data = buf.getvalue()
+    variants = [data[:n] for n in range(1, min(len(data), 80))]
+    variants += [data[:8] + bytes([b ^ 0xFF]) + data[9:] for b in data[8:9]]
+    uploads = triage([(f"{i}.x", v) for i, v in enumerate(variants)], 10**9)
+    check_pixels(uploads, max_pixels=10**6, max_request_pixels=10**9)
+    for upload in uploads:
+        assert upload.pending or upload.status in (413, 422), upload
+        if upload.pending:  # the header was whole (a flipped bit may change the size)
+            assert upload.pixels > 0

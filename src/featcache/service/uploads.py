@@ -16,6 +16,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from featcache.data.decode import FORMATS
 from featcache.data.source import ImageItem, bytes_key
 from featcache.errors import ImageError, ImageTooLargeError
 from featcache.predictor import ImageResult
@@ -130,18 +131,19 @@ def answer_body(uploads: Sequence[Upload]) -> tuple[int, dict[str, Any]]:
 
 
 def _size(data: bytes, name: str) -> tuple[int, int]:
+    """(width, height) from the image's header; nothing is decoded."""
     try:
         with warnings.catch_warnings():
             # our own limits apply; Pillow's global bomb check must not fire on the header
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as opened:
                 width, height = opened.size
+    except MemoryError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{name}: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(
-            f"{name}: not an image in a known format (PNG, JPEG, BMP, GIF, WebP, TIFF)"
-        ) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageError(f"{name}: not a readable image ({exc})") from exc
+        raise ImageError(f"{name}: not an image in a known format ({FORMATS})") from exc
+    except Exception as exc:  # a damaged header can fail in many ways inside Pillow
+        raise ImageError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from exc
     return int(width), int(height)
