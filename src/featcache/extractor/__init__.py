@@ -33,7 +33,6 @@ _EXPORTS = {
     "build_alexnet": "featcache.extractor.network",
     "extract": "featcache.extractor.pipeline",
     "CAFFE_MEAN_BGR": "featcache.extractor.preprocess",
-    "DEFAULT_MAX_PIXELS": "featcache.extractor.preprocess",
     "INPUT_SIZE": "featcache.extractor.preprocess",
     "PROFILES": "featcache.extractor.preprocess",
     "RESIZE_POLICIES": "featcache.extractor.preprocess",
