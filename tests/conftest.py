@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featcache.extractor.weights import Weights, file_sha256, read_weights, write_demo_weights
+from featcache.extractor import weights as weights_module
+from featcache.extractor.weights import (
+    LAYER_SHAPES,
+    Weights,
+    file_sha256,
+    read_weights,
+    write_demo_weights,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,6 +44,31 @@ def weights_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def weights(weights_path: Path) -> Weights:
     return read_weights(weights_path)
+
+
+Shapes = dict[str, tuple[int, ...]]
+
+#: AlexNet's layers with tiny shapes: same names, ranks and order as `LAYER_SHAPES`.
+SMALL_SHAPES: Shapes = {
+    "conv1": (3, 3, 3, 4),
+    "conv2": (3, 3, 2, 6),
+    "conv3": (3, 3, 6, 8),
+    "conv4": (3, 3, 4, 8),
+    "conv5": (3, 3, 4, 6),
+    "fc6": (24, 10),
+    "fc7": (10, 10),
+    "fc8": (10, 5),
+}
+assert list(SMALL_SHAPES) == list(LAYER_SHAPES)
+assert all(len(SMALL_SHAPES[name]) == len(shape) for name, shape in LAYER_SHAPES.items())
+
+
+@pytest.fixture
+def small_shapes(monkeypatch: pytest.MonkeyPatch) -> Shapes:
+    """Make the weights loader and `write_demo_weights` expect `SMALL_SHAPES` in this test
+    (they read `LAYER_SHAPES` when they run), where the real sizes are not the point."""
+    monkeypatch.setattr(weights_module, "LAYER_SHAPES", SMALL_SHAPES)
+    return SMALL_SHAPES
 
 
 STUB_NOTE = "stub weights for a fake network (random stand-in), NOT ImageNet-trained"

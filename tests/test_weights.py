@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import Evil
+from conftest import SMALL_SHAPES, Evil, Shapes
 from featcache.errors import UnsafePickleError, WeightsError
-from featcache.extractor import weights as weights_module
 from featcache.extractor.weights import (
     DEMO_MARKER,
     LAYER_SHAPES,
@@ -23,27 +22,6 @@ from featcache.extractor.weights import (
     read_weights,
     write_demo_weights,
 )
-
-#: AlexNet's layers with tiny shapes: same names, ranks and order as `LAYER_SHAPES`.
-SMALL_SHAPES: dict[str, tuple[int, ...]] = {
-    "conv1": (3, 3, 3, 4),
-    "conv2": (3, 3, 2, 6),
-    "conv3": (3, 3, 6, 8),
-    "conv4": (3, 3, 4, 8),
-    "conv5": (3, 3, 4, 6),
-    "fc6": (24, 10),
-    "fc7": (10, 10),
-    "fc8": (10, 5),
-}
-
-
-@pytest.fixture
-def small_shapes(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[int, ...]]:
-    """Make the loader and `write_demo_weights` expect `SMALL_SHAPES` during the test."""
-    assert list(SMALL_SHAPES) == list(LAYER_SHAPES)
-    assert all(len(SMALL_SHAPES[n]) == len(s) for n, s in LAYER_SHAPES.items())
-    monkeypatch.setattr(weights_module, "LAYER_SHAPES", SMALL_SHAPES)
-    return SMALL_SHAPES
 
 
 def small_layers(**overrides: Any) -> dict[str, Any]:
@@ -53,9 +31,6 @@ def small_layers(**overrides: Any) -> dict[str, Any]:
         layers[name] = [np.zeros(shape, np.float32), np.zeros(shape[-1], np.float32)]
     layers.update(overrides)
     return layers
-
-
-Shapes = dict[str, tuple[int, ...]]
 
 
 def save_obj(path: Path, obj: Any) -> Path:
