@@ -30,7 +30,7 @@ from featcache.extractor.network import TENSORFLOW, Runtime
 from featcache.extractor.ray_connect import RaySession
 from featcache.extractor.ray_pool import Batch, PoolEvent, RayActorPool
 from featcache.extractor.stages import BatchResult, EngineResult, Failed, Keyed, Progress, batches
-from featcache.store import FeatureStore, ShardInfo
+from featcache.store import FeatureStore, ShardFiles, ShardInfo
 
 __all__ = ["compute_on_ray", "shard_prefix"]
 
@@ -65,7 +65,6 @@ class _ExtractWorker:
     ) -> None:
         from featcache.extractor.stages import ShardWriter
         from featcache.extractor.weights import read_weights
-        from featcache.store import ShardFiles
 
         if runtime is TENSORFLOW:
             from featcache.extractor._tf import import_tensorflow
@@ -164,6 +163,8 @@ def compute_on_ray(
                             shard.name, spec.fingerprint, layer, batch.keys, sha256=shard.sha256
                         )
                     except StoreError as exc:
+                        if ShardFiles.in_store(store.path).path(shard.name).exists():
+                            raise
                         raise ClusterError(
                             f"{exc}; written by a worker on node {outcome.node}: the store must "
                             "be at the same path on every node (a shared filesystem)"

@@ -172,7 +172,7 @@ class RayActorPool:
             if self._start_deaths > self.max_retries:
                 raise ClusterError(
                     f"Ray workers died while starting, {self._start_deaths} times "
-                    f"({_death_reason(exc)}); see the run log"
+                    f"({_death_reason(exc, self.ray.exceptions)}); see the run log"
                 ) from None
             self._replace(worker)
             return
@@ -205,7 +205,7 @@ class RayActorPool:
             ray.exceptions.NodeDiedError,
             ray.exceptions.ObjectLostError,
         ) as exc:
-            reason = _death_reason(exc)
+            reason = _death_reason(exc, ray.exceptions)
             self.log(f"batch {batch.index} on node {worker.node}: {_first_lines(str(exc), 12)}")
             batch.attempts += 1
             batch.reasons.append(reason)
@@ -263,27 +263,21 @@ class RayActorPool:
         return alive
 
 
-def _death_reason(exc: BaseException) -> str:
+def _death_reason(exc: BaseException, exceptions: Any) -> str:
     """In a few words: out of memory (Ray's memory monitor), node lost, or worker died.
 
     A kill by the kernel's OOM killer looks like any other kill to Ray: "worker died".
     """
     text = str(exc).lower()
-    if isinstance(exc, _ray_exceptions().OutOfMemoryError) or any(
+    if isinstance(exc, exceptions.OutOfMemoryError) or any(
         words in text for words in ("memory monitor", "low on memory", "outofmemory")
     ):
         return "out of memory"
-    if isinstance(exc, _ray_exceptions().NodeDiedError) or any(
+    if isinstance(exc, exceptions.NodeDiedError) or any(
         words in text for words in ("node has died", "node died", "node was marked dead")
     ):
         return "its node was lost"
     return "worker died"
-
-
-def _ray_exceptions() -> Any:
-    import ray.exceptions
-
-    return ray.exceptions
 
 
 def _give_up_reason(batch: Batch) -> str:
