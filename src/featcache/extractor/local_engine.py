@@ -68,7 +68,9 @@ def run_local(
                 with clock("write_wait"):
                     if pending_write is not None:
                         pending_write.result()
-                pending_write = write_behind.submit(writer.write, prepared.keys, outputs)
+                pending_write = write_behind.submit(
+                    writer.write, prepared.keys, outputs, prepared.hashes
+                )
                 result.extracted += len(prepared.keys)
             done += len(prepared.keys) + len(prepared.failed)
             if progress is not None:

@@ -15,6 +15,7 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
+from featcache.data.phash import HASH_KIND, image_hash
 from featcache.data.source import ImageItem
 from featcache.errors import FeatcacheError, ImageError
 from featcache.extractor.config import ExtractConfig
@@ -39,6 +40,7 @@ __all__ = [
     "key_items",
     "prepare",
     "prepare_batch",
+    "prepare_hashed",
     "run_batch",
 ]
 
@@ -97,8 +99,13 @@ def batches(todo: Sequence[T], size: int) -> Iterator[list[T]]:
 
 def prepare(item: ImageItem, config: ExtractConfig) -> np.ndarray:
     """One image → its (227, 227, 3) float32 network input; `ImageError` if it cannot be."""
+    return prepare_hashed(item, config)[0]
+
+
+def prepare_hashed(item: ImageItem, config: ExtractConfig) -> tuple[np.ndarray, bytes]:
+    """`prepare`, and the perceptual hash of the pixels (featcache doctor's near-duplicates)."""
     rgb = item.rgb(max_pixels=config.max_pixels)
-    return preprocess_rgb(rgb, config.profile, config.resize)
+    return preprocess_rgb(rgb, config.profile, config.resize), image_hash(rgb)
 
 
 @dataclass(frozen=True)
@@ -108,31 +115,33 @@ class PreparedBatch:
     keys: list[str]
     inputs: np.ndarray
     failed: list[Failed] = field(default_factory=list)
+    hashes: dict[str, bytes] = field(default_factory=dict)  # key → perceptual hash
 
 
 def prepare_batch(
     batch: Sequence[Keyed],
     config: ExtractConfig,
-    map_fn: MapFn[Keyed, np.ndarray | Failed] = map,
+    map_fn: MapFn[Keyed, tuple[np.ndarray, bytes] | Failed] = map,
 ) -> PreparedBatch:
     """Prepare every image of `batch` (in parallel with a pool's map); failures set aside."""
 
-    def one(entry: Keyed) -> np.ndarray | Failed:
+    def one(entry: Keyed) -> tuple[np.ndarray, bytes] | Failed:
         item, key = entry
         try:
-            return prepare(item, config)
+            return prepare_hashed(item, config)
         except ImageError as exc:
             return Failed(item.path, str(exc), key)
 
-    keys, arrays, failed = [], [], []
+    keys, arrays, failed, hashes = [], [], [], {}
     for (_, key), outcome in zip(batch, map_fn(one, batch), strict=True):
         if isinstance(outcome, Failed):
             failed.append(outcome)
         else:
             keys.append(key)
-            arrays.append(outcome)
+            arrays.append(outcome[0])
+            hashes[key] = outcome[1]
     inputs = np.stack(arrays) if arrays else np.zeros((0, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
-    return PreparedBatch(keys, inputs, failed)
+    return PreparedBatch(keys, inputs, failed, hashes)
 
 
 # -- mapper: the network ---------------------------------------------------------------------
@@ -158,7 +167,12 @@ def forward(network: Network, batch: PreparedBatch, layers: Sequence[str]) -> di
 class Writer(Protocol[T_co]):
     """Puts one computed batch somewhere; ``outputs[layer]`` row i belongs to ``keys[i]``."""
 
-    def write(self, keys: Sequence[str], outputs: Mapping[str, np.ndarray]) -> T_co: ...
+    def write(
+        self,
+        keys: Sequence[str],
+        outputs: Mapping[str, np.ndarray],
+        hashes: Mapping[str, bytes] | None = None,
+    ) -> T_co: ...
 
 
 class StoreWriter:
@@ -167,9 +181,17 @@ class StoreWriter:
     def __init__(self, store: FeatureStore, fingerprint: str, dtype: str) -> None:
         self.store, self.fingerprint, self.dtype = store, fingerprint, dtype
 
-    def write(self, keys: Sequence[str], outputs: Mapping[str, np.ndarray]) -> int:
-        """Return how many vectors were new to the store."""
-        return self.store.put_batch(keys, outputs, self.fingerprint, dtype=self.dtype)
+    def write(
+        self,
+        keys: Sequence[str],
+        outputs: Mapping[str, np.ndarray],
+        hashes: Mapping[str, bytes] | None = None,
+    ) -> int:
+        """Return how many vectors were new to the store; record the pixel hashes too."""
+        added = self.store.put_batch(keys, outputs, self.fingerprint, dtype=self.dtype)
+        if hashes:
+            self.store.put_image_hashes(HASH_KIND, hashes)
+        return added
 
 
 class ShardWriter:
@@ -179,7 +201,12 @@ class ShardWriter:
     def __init__(self, shards: ShardFiles, fingerprint: str, dtype: str) -> None:
         self.shards, self.fingerprint, self.dtype = shards, fingerprint, dtype
 
-    def write(self, keys: Sequence[str], outputs: Mapping[str, np.ndarray]) -> dict[str, ShardInfo]:
+    def write(
+        self,
+        keys: Sequence[str],
+        outputs: Mapping[str, np.ndarray],
+        hashes: Mapping[str, bytes] | None = None,  # not recorded: doctor computes them
+    ) -> dict[str, ShardInfo]:
         """Return ``{layer: shard}`` (name and SHA-256); shard row i is ``keys[i]``'s vector."""
         return {
             layer: self.shards.write(self.fingerprint, layer, matrix.astype(self.dtype, copy=False))
@@ -194,7 +221,12 @@ class MemoryWriter:
         self.keys: list[str] = []
         self._parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
 
-    def write(self, keys: Sequence[str], outputs: Mapping[str, np.ndarray]) -> int:
+    def write(
+        self,
+        keys: Sequence[str],
+        outputs: Mapping[str, np.ndarray],
+        hashes: Mapping[str, bytes] | None = None,
+    ) -> int:
         self.keys.extend(keys)
         for layer, parts in self._parts.items():
             parts.append(outputs[layer])
@@ -226,13 +258,14 @@ def run_batch(
     network: Network,
     writer: Writer[T],
     config: ExtractConfig,
-    map_fn: MapFn[Keyed, np.ndarray | Failed] = map,
+    map_fn: MapFn[Keyed, tuple[np.ndarray, bytes] | Failed] = map,
 ) -> BatchResult[T]:
     """prepare → forward → write for one batch, in this thread (what a Ray worker does)."""
     prepared = prepare_batch(batch, config, map_fn)
     written: T | None = None
     if prepared.keys:
-        written = writer.write(prepared.keys, forward(network, prepared, config.layers))
+        outputs = forward(network, prepared, config.layers)
+        written = writer.write(prepared.keys, outputs, prepared.hashes)
     return BatchResult(prepared.keys, prepared.failed, written)
 
 

@@ -3,9 +3,11 @@
 Tables: ``extractors`` (fingerprint → spec), ``shards`` (file, fingerprint, layer, dtype,
 shape, SHA-256, size), ``vectors`` ((key, fingerprint, layer) → shard row), ``datasets`` and
 ``dataset_rows`` ((key, path, label, split) per dataset, one row per path), ``failures``,
-``file_digests``, ``heads`` (versioned head files) and ``head_versions`` (the last version
-each head name ever had, so versions are never reused); `featcache.store.schema` creates
-and migrates them.
+``file_digests``, ``heads`` (versioned head files), ``head_versions`` (the last version
+each head name ever had, so versions are never reused), ``image_hashes`` ((key, kind) →
+perceptual hash of the pixels) and ``dataset_groups`` (near-duplicate group of each key of a
+dataset, as `featcache doctor` last found them); `featcache.store.schema` creates and
+migrates them.
 
 Writes take SQLite's write lock up front (``BEGIN IMMEDIATE``), so processes that share a
 store queue instead of failing half-way. A catalog opened read-only (``mode=ro``, or
@@ -19,7 +21,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -553,6 +555,55 @@ class Catalog:
             (name,),
         )
         return int(found[0][0]) if found else None
+
+    # -- perceptual hashes and near-duplicate groups (featcache.analysis) -----------------
+
+    def put_image_hashes(self, kind: str, hashes: Iterable[tuple[str, bytes]]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO image_hashes VALUES(?, ?, ?)",
+                ((key, kind, value) for key, value in hashes),
+            )
+
+    def _has_table(self, name: str) -> bool:
+        # A read-only catalog made before a table was added lacks it: read it as empty.
+        return bool(
+            self.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
+        )
+
+    def image_hashes(self, keys: Sequence[str], kind: str) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        if not self._has_table("image_hashes"):
+            return found
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            for key, value in self.query(
+                f"SELECT key, hash FROM image_hashes WHERE kind=? AND key IN ({marks})",
+                (kind, *chunk),
+            ):
+                found[key] = bytes(value)
+        return found
+
+    def put_groups(self, dataset: str, groups: Iterable[tuple[str, int]]) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("DELETE FROM dataset_groups WHERE dataset=?", (dataset,))
+            db.executemany(
+                "INSERT INTO dataset_groups VALUES(?, ?, ?, ?)",
+                ((dataset, key, grp, now) for key, grp in groups),
+            )
+
+    def groups(self, dataset: str) -> tuple[dict[str, int], float, float]:
+        """(key → group, when recorded, when the dataset last changed); empty if never."""
+        if not self._has_table("dataset_groups"):
+            return {}, 0.0, 0.0
+        rows = self.query(
+            "SELECT key, grp, created FROM dataset_groups WHERE dataset=?", (dataset,)
+        )
+        updated = self.query("SELECT updated FROM datasets WHERE name=?", (dataset,))
+        created = max((float(r[2]) for r in rows), default=0.0)
+        changed = float(updated[0][0]) if updated else 0.0
+        return {str(r[0]): int(r[1]) for r in rows}, created, changed
 
 
 def _merged_classes(name: str, old: list[str], new: list[str]) -> list[str]:

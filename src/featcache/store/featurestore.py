@@ -399,6 +399,29 @@ class FeatureStore:
             dataset=dataset,
         )
 
+    # -- perceptual hashes and near-duplicate groups (written by featcache.analysis) --------
+
+    def put_image_hashes(self, kind: str, hashes: Mapping[str, bytes]) -> None:
+        """Record a perceptual hash of each key's pixels, computed by algorithm `kind`."""
+        self._catalog.put_image_hashes(kind, hashes.items())
+
+    def image_hashes(self, keys: Sequence[str], kind: str) -> dict[str, bytes]:
+        """The recorded `kind` hashes of those `keys` that have one."""
+        return self._catalog.image_hashes(list(keys), kind)
+
+    def put_groups(self, dataset: str, groups: Mapping[str, int]) -> None:
+        """Record the near-duplicate group of every key of `dataset` (replacing earlier ones)."""
+        self.dataset(dataset)
+        self._catalog.put_groups(dataset, groups.items())
+
+    def groups(self, dataset: str) -> dict[str, int] | None:
+        """The recorded near-duplicate groups of `dataset`, or None if there are none or the
+        dataset changed after they were recorded."""
+        groups, created, updated = self._catalog.groups(dataset)
+        if not groups or created < updated:
+            return None
+        return groups
+
     # -- datasets ---------------------------------------------------------------------------
 
     def add_dataset(

@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS heads(
 CREATE TABLE IF NOT EXISTS head_versions(name TEXT PRIMARY KEY, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS head_promotions(
     name TEXT NOT NULL, version INTEGER NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS image_hashes(
+    key TEXT NOT NULL, kind TEXT NOT NULL, hash BLOB NOT NULL,
+    PRIMARY KEY(key, kind)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dataset_groups(
+    dataset TEXT NOT NULL, key TEXT NOT NULL, grp INTEGER NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY(dataset, key)) WITHOUT ROWID;
 """
 # After the migration (duplicate rows must be gone before the index can exist).
 _ROW_IDENTITY = "CREATE UNIQUE INDEX IF NOT EXISTS dataset_rows_path ON dataset_rows(dataset, path)"

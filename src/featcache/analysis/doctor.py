@@ -1,0 +1,452 @@
+"""`doctor`: can a dataset's held-out numbers be trusted? Exact and near duplicates, leakage
+across splits, label issues and outliers, from the cached vectors and the pixel hashes.
+
+`doctor` computes (no TensorFlow) and records the near-duplicate groups in the store (for
+``train --split-groups`` and the clean test accuracy of ``evaluate``); `write_doctor` writes
+``doctor.json``, one CSV and one contact sheet (PNG) per list.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from featcache.analysis.duplicates import (
+    NearDuplicateConfig,
+    connected_groups,
+    near_duplicate_pairs,
+)
+from featcache.analysis.folds import fold_ids, out_of_fold_proba
+from featcache.analysis.pixels import RowPixels
+from featcache.classifier.splits import effective_splits
+from featcache.data.phash import HASH_BYTES, HASH_KIND, image_hash
+from featcache.errors import ConfigError, DataError
+from featcache.store.featurestore import FeatureStore, LabelledVectors
+
+__all__ = ["DoctorConfig", "DoctorReport", "doctor", "write_doctor"]
+
+LISTS = ("exact_duplicates", "near_duplicates", "label_issues", "outliers")
+
+
+@dataclass(frozen=True)
+class DoctorConfig:
+    """How hard to look: folds of the label-issue heads, neighbours of the outlier score, the
+    near-duplicate thresholds, and how many entries each contact sheet shows (`top`)."""
+
+    folds: int = 5
+    outlier_neighbours: int = 10
+    top: int = 24
+    val_fraction: float = 0.2  # the held-out split `train` would carve (leakage of "val")
+    near: NearDuplicateConfig = field(default_factory=NearDuplicateConfig)
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ConfigError(f"The 'folds' must be >= 2. Got {self.folds}.")
+        if not 1 <= self.outlier_neighbours <= self.near.neighbours:
+            raise ConfigError(
+                f"The 'outlier_neighbours' must be in 1..{self.near.neighbours} (the neighbours "
+                f"searched). Got {self.outlier_neighbours}."
+            )
+        if self.top < 1:
+            raise ConfigError(f"The 'top' must be >= 1. Got {self.top}.")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"The 'val_fraction' must be in [0, 1). Got {self.val_fraction}.")
+
+
+@dataclass
+class DoctorReport:
+    """What `doctor` found. Each list is a DataFrame ranked most suspicious first."""
+
+    dataset: str
+    layer: str
+    rows: int
+    images: int
+    exact_duplicates: pd.DataFrame
+    near_duplicates: pd.DataFrame
+    leakage: dict[str, float]
+    leaked_rows: dict[str, int]
+    split_rows: dict[str, int]
+    label_issues: pd.DataFrame
+    outliers: pd.DataFrame
+    groups: dict[str, int]
+    weights_note: str | None
+    search_exact: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    hashes_computed: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """doctor.json: the keys the issue fixes, then extras (counts, timings)."""
+        exact = [
+            {k: row[k] for k in ("keys", "paths", "splits", "labels")}
+            for row in self.exact_duplicates.to_dict("records")
+        ]
+        near = [
+            {
+                "path_a": r["path_a"],
+                "path_b": r["path_b"],
+                "split_a": r["split_a"],
+                "split_b": r["split_b"],
+                "similarity": round(float(r["similarity"]), 6),
+                "signal": r["signal"],
+                "vector_similarity": round(float(r["vector_similarity"]), 6),
+                "hash_similarity": _json_float(r["hash_similarity"]),
+                "cross_split": bool(r["cross_split"]),
+            }
+            for r in self.near_duplicates.to_dict("records")
+        ]
+        issues = [
+            {
+                "path": r["path"],
+                "given": r["given"],
+                "suggested": r["suggested"],
+                "score": round(float(r["score"]), 6),
+                "split": r["split"],
+            }
+            for r in self.label_issues.to_dict("records")
+        ]
+        outliers = [
+            {"path": r["path"], "score": round(float(r["score"]), 6), "split": r["split"]}
+            for r in self.outliers.to_dict("records")
+        ]
+        return {
+            "dataset": self.dataset,
+            "layer": self.layer,
+            "rows": self.rows,
+            "exact_duplicates": exact,
+            "near_duplicates": near,
+            "leakage": {k: _json_float(v) for k, v in self.leakage.items()},
+            "label_issues": issues,
+            "outliers": outliers,
+            "images": self.images,
+            "leaked_rows": self.leaked_rows,
+            "split_rows": self.split_rows,
+            "groups_with_copies": self.groups_with_copies,
+            "search_exact": self.search_exact,
+            "hashes_computed": self.hashes_computed,
+            "weights_note": self.weights_note,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    @property
+    def groups_with_copies(self) -> int:
+        sizes = pd.Series(list(self.groups.values())).value_counts()
+        return int((sizes > 1).sum())
+
+    def summary(self, store: str | Path = "STORE") -> list[str]:
+        """A few lines: counts, leakage, and the next command to run."""
+        ex = self.exact_duplicates
+        near = self.near_duplicates
+        lines = [
+            f"doctor: dataset '{self.dataset}' [{self.layer}], {self.rows} rows, "
+            f"{self.images} distinct images",
+            f"  exact duplicates: {len(ex)} image(s) on {int(ex['count'].sum()) if len(ex) else 0}"
+            f" rows ({int(ex['cross_split'].sum()) if len(ex) else 0} across splits, "
+            f"{int(ex['conflict'].sum()) if len(ex) else 0} with conflicting labels)",
+            f"  near-duplicates: {len(near)} pair(s) listed, "
+            f"{int(near['cross_split'].sum()) if len(near) else 0} across splits; "
+            f"{self.groups_with_copies} group(s) of 2+ images",
+        ]
+        for split in ("val", "test"):
+            share = self.leakage[split]
+            if math.isnan(share):
+                lines.append(f"  leakage {split}: no {split} rows")
+            else:
+                lines.append(
+                    f"  leakage {split}: {share:.1%} ({self.leaked_rows[split]} of "
+                    f"{self.split_rows[split]} rows have an exact or near duplicate in train)"
+                )
+        lines.append(f"  label issues: {len(self.label_issues)}; outliers ranked: top listed")
+        leaky = any(v > 0 for v in self.leakage.values() if not math.isnan(v))
+        if leaky:
+            lines.append(
+                f"next: featcache train --store {store} --dataset {self.dataset} "
+                f"--layer {self.layer} --split-groups   (copies stay on one side of the "
+                "held-out split; evaluate then reports the clean test accuracy)"
+            )
+        else:
+            lines.append(
+                f"next: featcache advise --store {store} --dataset {self.dataset}   "
+                "(which transfer-learning case this dataset is in)"
+            )
+        return lines
+
+
+def _json_float(value: Any) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else round(value, 6)
+
+
+def _hashes(
+    store: FeatureStore, keys: list[str], paths: list[str]
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(K, 40) hashes of the distinct keys: recorded ones, the rest computed from the source
+    files (and recorded). `paths[i]` is a row of key i. Returns hashes, known mask, computed."""
+    found = store.image_hashes(keys, HASH_KIND)
+    hashes = np.zeros((len(keys), HASH_BYTES), np.uint8)
+    known = np.zeros(len(keys), bool)
+    pixels = RowPixels()
+    computed: dict[str, bytes] = {}
+    for i, key in enumerate(keys):
+        value = found.get(key)
+        if value is None:
+            rgb = pixels.rgb(paths[i])
+            if rgb is None:
+                continue  # the file is gone: this image has only its vector
+            value = computed[key] = image_hash(rgb)
+        hashes[i] = np.frombuffer(value, np.uint8)
+        known[i] = True
+    if computed:
+        store.put_image_hashes(HASH_KIND, computed)
+    return hashes, known, len(computed)
+
+
+def _label_names(names: list[str], labels: np.ndarray) -> list[str | None]:
+    return [None if y < 0 else (names[y] if y < len(names) else str(y)) for y in labels.tolist()]
+
+
+def doctor(
+    store: FeatureStore | str | Path,
+    dataset: str,
+    *,
+    layer: str = "fc7",
+    fingerprint: str | None = None,
+    config: DoctorConfig | None = None,
+    out: str | Path | None = None,
+) -> DoctorReport:
+    """Examine `dataset`'s cached `layer` vectors; with `out`, also write the report files.
+
+    Records the near-duplicate groups in the store (``FeatureStore.groups``).
+    """
+    config = config or DoctorConfig()
+    if not isinstance(store, FeatureStore):
+        store = FeatureStore(store, create=False)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    data = store.vectors(dataset, layer, fingerprint)
+    timings["read_vectors"] = time.perf_counter() - t
+    if len(data.keys) < 3:
+        raise DataError(f"dataset '{dataset}' has {len(data.keys)} row(s); doctor needs 3 or more")
+
+    keys = np.array(data.keys, dtype=object)
+    distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    key_list = [str(k) for k in distinct]
+    t = time.perf_counter()
+    hashes, known, computed = _hashes(store, key_list, [data.paths[i] for i in first])
+    timings["hashes"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    Xk = data.X[first]
+    pairs = near_duplicate_pairs(Xk, hashes, known, config.near)
+    timings["near_duplicates"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    key_group = connected_groups(len(key_list), pairs.a[pairs.grouped], pairs.b[pairs.grouped])
+    groups = dict(zip(key_list, key_group.tolist(), strict=True))
+    store.put_groups(dataset, groups)
+    splits = effective_splits(data.keys, data.splits, config.val_fraction)
+    row_group = key_group[inverse]
+    in_train = np.zeros(len(key_list), bool)
+    in_train[row_group[splits == "train"]] = True
+    leakage, leaked, counts = {}, {}, {}
+    for split in ("val", "test"):
+        rows = splits == split
+        counts[split] = int(rows.sum())
+        leaked[split] = int(in_train[row_group[rows]].sum())
+        leakage[split] = leaked[split] / counts[split] if counts[split] else float("nan")
+    exact = _exact_duplicates(data, inverse, splits)
+    near = _near_table(data, pairs, first, inverse, splits)
+    timings["groups_leakage"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    issues = _label_issues(data, splits, groups, config.folds)
+    timings["label_issues"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    k = config.outlier_neighbours
+    sims = pairs.knn_similarity[:, :k]
+    valid = np.isfinite(sims)
+    key_score = 1.0 - np.where(valid, sims, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    order = np.argsort(-key_score, kind="stable")
+    rows = first[order]
+    names = _label_names(data.class_names, data.y[rows])
+    outliers = pd.DataFrame(
+        {
+            "path": [data.paths[i] for i in rows],
+            "split": [splits[i] for i in rows],
+            "label": names,
+            "score": key_score[order],
+            "key": [data.keys[i] for i in rows],
+        }
+    )
+    timings["outliers"] = time.perf_counter() - t
+
+    spec = store.extractors().get(data.fingerprint, {})
+    report = DoctorReport(
+        dataset=dataset,
+        layer=layer,
+        rows=len(data.keys),
+        images=len(key_list),
+        exact_duplicates=exact,
+        near_duplicates=near,
+        leakage=leakage,
+        leaked_rows=leaked,
+        split_rows=counts,
+        label_issues=issues,
+        outliers=outliers,
+        groups=groups,
+        weights_note=spec.get("weights_note"),
+        search_exact=pairs.neighbours_exact,
+        timings=timings,
+        hashes_computed=computed,
+    )
+    if out is not None:
+        t = time.perf_counter()
+        write_doctor(report, out, top=config.top)
+        timings["write"] = time.perf_counter() - t
+    timings["total"] = sum(timings.values())
+    return report
+
+
+def _exact_duplicates(
+    data: LabelledVectors, inverse: np.ndarray, splits: np.ndarray
+) -> pd.DataFrame:
+    counts = np.bincount(inverse)
+    entries = []
+    names = _label_names(data.class_names, data.y)
+    for key_index in np.flatnonzero(counts > 1).tolist():
+        rows = np.flatnonzero(inverse == key_index).tolist()
+        labels = [names[r] for r in rows]
+        row_splits = [str(splits[r]) for r in rows]
+        entries.append(
+            {
+                "keys": [data.keys[r] for r in rows],
+                "paths": [data.paths[r] for r in rows],
+                "splits": row_splits,
+                "labels": labels,
+                "count": len(rows),
+                "conflict": len({lab for lab in labels if lab is not None}) > 1,
+                "cross_split": len(set(row_splits)) > 1,
+            }
+        )
+    columns = ["keys", "paths", "splits", "labels", "count", "conflict", "cross_split"]
+    table = pd.DataFrame(entries, columns=columns)
+    if len(table):
+        table = table.sort_values(
+            ["conflict", "cross_split", "count"], ascending=False, kind="stable"
+        ).reset_index(drop=True)
+    return table
+
+
+def _near_table(
+    data: LabelledVectors,
+    pairs: Any,
+    first: np.ndarray,
+    inverse: np.ndarray,
+    splits: np.ndarray,
+) -> pd.DataFrame:
+    names = _label_names(data.class_names, data.y)
+    rows_of: dict[int, list[int]] = {}
+    for row, key_index in enumerate(inverse.tolist()):
+        rows_of.setdefault(key_index, []).append(row)
+    records = []
+    for a, b, vec, hsh, sim, grouped in zip(
+        pairs.a.tolist(),
+        pairs.b.tolist(),
+        pairs.vector.tolist(),
+        pairs.hash.tolist(),
+        pairs.similarity.tolist(),
+        pairs.grouped.tolist(),
+        strict=True,
+    ):
+        signal = "vector" if math.isnan(hsh) or vec >= hsh else "hash"
+        for ra in rows_of[a]:
+            for rb in rows_of[b]:
+                records.append(
+                    {
+                        "path_a": data.paths[ra],
+                        "path_b": data.paths[rb],
+                        "split_a": data.splits[ra],
+                        "split_b": data.splits[rb],
+                        "label_a": names[ra],
+                        "label_b": names[rb],
+                        "similarity": sim,
+                        "signal": signal,
+                        "vector_similarity": vec,
+                        "hash_similarity": hsh,
+                        "cross_split": splits[ra] != splits[rb],
+                        "grouped": grouped,
+                        "key_a": data.keys[ra],
+                        "key_b": data.keys[rb],
+                    }
+                )
+    columns = [
+        "path_a", "path_b", "split_a", "split_b", "label_a", "label_b", "similarity", "signal",
+        "vector_similarity", "hash_similarity", "cross_split", "grouped", "key_a", "key_b",
+    ]  # fmt: skip
+    return pd.DataFrame(records, columns=columns)
+
+
+def _label_issues(
+    data: LabelledVectors, splits: np.ndarray, groups: dict[str, int], folds: int
+) -> pd.DataFrame:
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    columns = ["path", "split", "given", "suggested", "score", "key"]
+    labelled = np.flatnonzero(data.y >= 0)
+    present, y = np.unique(data.y[labelled], return_inverse=True)
+    if len(present) < 2 or len(labelled) < 2 * folds:
+        return pd.DataFrame(columns=columns)
+    keys = [data.keys[i] for i in labelled]
+    fold = fold_ids(keys, folds, groups)
+    X = data.X[labelled]
+    proba = out_of_fold_proba(X, y, fold)
+    proba = np.clip(proba, 1e-12, None)
+    proba /= proba.sum(axis=1, keepdims=True)
+    flagged = find_label_issues(y, proba, filter_by="prune_by_noise_rate")
+    quality = get_label_quality_scores(y, proba, method="self_confidence")
+    rows = np.flatnonzero(flagged)
+    rows = rows[np.argsort(quality[rows], kind="stable")]
+    names = data.class_names
+
+    def name(index: int) -> str:
+        label = int(present[index])
+        return names[label] if label < len(names) else str(label)
+
+    return pd.DataFrame(
+        {
+            "path": [data.paths[labelled[r]] for r in rows],
+            "split": [splits[labelled[r]] for r in rows],
+            "given": [name(int(y[r])) for r in rows],
+            "suggested": [name(int(np.argmax(proba[r]))) for r in rows],
+            "score": 1.0 - quality[rows],
+            "key": [keys[r] for r in rows],
+        },
+        columns=columns,
+    )
+
+
+def write_doctor(report: DoctorReport, out: str | Path, *, top: int = 24) -> list[Path]:
+    """Write doctor.json, a CSV per list and a contact sheet (PNG) per list into `out`."""
+    from featcache.analysis.sheets import contact_sheet
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / "doctor.json"]
+    written[0].write_text(json.dumps(report.as_json(), indent=2) + "\n")
+    pixels = RowPixels()
+    for name in LISTS:
+        table: pd.DataFrame = getattr(report, name)
+        csv_path = folder / f"{name}.csv"
+        table.to_csv(csv_path, index=False, float_format="%.6f")
+        png_path = folder / f"{name}.png"
+        contact_sheet(name, table.head(top), png_path, pixels, report)
+        written += [csv_path, png_path]
+    return written
