@@ -33,6 +33,8 @@ _EXPORTS = {
     "read_weights": "featcache.extractor.weights",
     "write_demo_weights": "featcache.extractor.weights",
     "fetch_weights": "featcache.extractor.fetch",
+    "doctor": "featcache.analysis.doctor",
+    "advise": "featcache.analysis.advise",
     "FeatureStore": "featcache.store.featurestore",
     "DatasetRow": "featcache.store.featurestore",
     "HeadRecord": "featcache.store.featurestore",

@@ -6,6 +6,24 @@ Modules: ``folds`` (k-fold fits shared by both), ``neighbours`` (vector and hash
 ``sheets`` (contact sheets), ``doctor``, ``advise``.
 """
 
-from featcache.analysis.doctor import DoctorConfig, DoctorReport, doctor, write_doctor
+from featcache.analysis.advise import AdviseReport, Rule, advise, decide, write_advise
+from featcache.analysis.doctor import (
+    DoctorConfig,
+    DoctorReport,
+    doctor,
+    near_duplicate_groups,
+    write_doctor,
+)
 
-__all__ = ["DoctorConfig", "DoctorReport", "doctor", "write_doctor"]
+__all__ = [
+    "AdviseReport",
+    "DoctorConfig",
+    "DoctorReport",
+    "Rule",
+    "advise",
+    "decide",
+    "doctor",
+    "near_duplicate_groups",
+    "write_advise",
+    "write_doctor",
+]

@@ -20,6 +20,7 @@ import pandas as pd
 
 from featcache.analysis.duplicates import (
     NearDuplicateConfig,
+    NearPairs,
     connected_groups,
     near_duplicate_pairs,
 )
@@ -30,7 +31,7 @@ from featcache.data.phash import HASH_BYTES, HASH_KIND, image_hash
 from featcache.errors import ConfigError, DataError
 from featcache.store.featurestore import FeatureStore, LabelledVectors
 
-__all__ = ["DoctorConfig", "DoctorReport", "doctor", "write_doctor"]
+__all__ = ["DoctorConfig", "DoctorReport", "doctor", "near_duplicate_groups", "write_doctor"]
 
 LISTS = ("exact_duplicates", "near_duplicates", "label_issues", "outliers")
 
@@ -207,6 +208,53 @@ def _hashes(
     return hashes, known, len(computed)
 
 
+@dataclass(frozen=True)
+class _Found:
+    keys: list[str]  # distinct keys
+    first: np.ndarray  # a row of each key
+    inverse: np.ndarray  # each row's key index
+    pairs: NearPairs
+    key_group: np.ndarray
+    groups: dict[str, int]
+    hashes_computed: int
+
+
+def _find_groups(
+    store: FeatureStore,
+    dataset: str,
+    data: LabelledVectors,
+    config: NearDuplicateConfig,
+    timings: dict[str, float],
+) -> _Found:
+    keys = np.array(data.keys, dtype=object)
+    distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    key_list = [str(k) for k in distinct]
+    t = time.perf_counter()
+    hashes, known, computed = _hashes(store, key_list, [data.paths[i] for i in first])
+    timings["hashes"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pairs = near_duplicate_pairs(data.X[first], hashes, known, config)
+    key_group = connected_groups(len(key_list), pairs.a[pairs.grouped], pairs.b[pairs.grouped])
+    groups = dict(zip(key_list, key_group.tolist(), strict=True))
+    store.put_groups(dataset, groups)
+    timings["near_duplicates"] = time.perf_counter() - t
+    return _Found(key_list, first, inverse, pairs, key_group, groups, computed)
+
+
+def near_duplicate_groups(
+    store: FeatureStore,
+    dataset: str,
+    *,
+    layer: str = "fc7",
+    fingerprint: str | None = None,
+    config: NearDuplicateConfig | None = None,
+) -> dict[str, int]:
+    """Find `dataset`'s near-duplicate groups (key → group), record them in the store and
+    return them: the part of `doctor` that ``train --split-groups`` needs."""
+    data = store.vectors(dataset, layer, fingerprint)
+    return _find_groups(store, dataset, data, config or NearDuplicateConfig(), {}).groups
+
+
 def _label_names(names: list[str], labels: np.ndarray) -> list[str | None]:
     return [None if y < 0 else (names[y] if y < len(names) else str(y)) for y in labels.tolist()]
 
@@ -234,22 +282,11 @@ def doctor(
     if len(data.keys) < 3:
         raise DataError(f"dataset '{dataset}' has {len(data.keys)} row(s); doctor needs 3 or more")
 
-    keys = np.array(data.keys, dtype=object)
-    distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    key_list = [str(k) for k in distinct]
-    t = time.perf_counter()
-    hashes, known, computed = _hashes(store, key_list, [data.paths[i] for i in first])
-    timings["hashes"] = time.perf_counter() - t
+    found = _find_groups(store, dataset, data, config.near, timings)
+    key_list, first, inverse, pairs = found.keys, found.first, found.inverse, found.pairs
+    key_group, groups = found.key_group, found.groups
 
     t = time.perf_counter()
-    Xk = data.X[first]
-    pairs = near_duplicate_pairs(Xk, hashes, known, config.near)
-    timings["near_duplicates"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    key_group = connected_groups(len(key_list), pairs.a[pairs.grouped], pairs.b[pairs.grouped])
-    groups = dict(zip(key_list, key_group.tolist(), strict=True))
-    store.put_groups(dataset, groups)
     splits = effective_splits(data.keys, data.splits, config.val_fraction)
     row_group = key_group[inverse]
     in_train = np.zeros(len(key_list), bool)
@@ -304,7 +341,7 @@ def doctor(
         weights_note=spec.get("weights_note"),
         search_exact=pairs.neighbours_exact,
         timings=timings,
-        hashes_computed=computed,
+        hashes_computed=found.hashes_computed,
     )
     if out is not None:
         t = time.perf_counter()
@@ -346,7 +383,7 @@ def _exact_duplicates(
 
 def _near_table(
     data: LabelledVectors,
-    pairs: Any,
+    pairs: NearPairs,
     first: np.ndarray,
     inverse: np.ndarray,
     splits: np.ndarray,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from featcache.classifier.splits import key_fraction
+from featcache.classifier.splits import group_anchors, key_fraction
 from featcache.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -24,25 +24,13 @@ if TYPE_CHECKING:
 __all__ = ["FoldScores", "cross_validate", "fold_ids", "out_of_fold_proba", "subset_fraction"]
 
 
-def _anchor(keys: Sequence[str], groups: Mapping[str, int] | None) -> list[str]:
-    """Each row's deciding key: its own, or the smallest key of its group."""
-    if not groups:
-        return list(keys)
-    smallest: dict[int, str] = {}
-    for key in keys:
-        g = groups.get(key)
-        if g is not None and (g not in smallest or key < smallest[g]):
-            smallest[g] = key
-    return [smallest.get(groups[k], k) if k in groups else k for k in keys]
-
-
 def fold_ids(
     keys: Sequence[str], k: int = 5, groups: Mapping[str, int] | None = None
 ) -> np.ndarray:
     """Fold number (0..k-1) of every row, from the key's hash (or its group's smallest key)."""
     if k < 2:
         raise ConfigError(f"The number of folds must be >= 2. Got {k}.")
-    return np.array([int(key_fraction(a) * k) for a in _anchor(keys, groups)], dtype=np.intp)
+    return np.array([int(key_fraction(a) * k) for a in group_anchors(keys, groups)], dtype=np.intp)
 
 
 def subset_fraction(keys: Sequence[str]) -> np.ndarray:

@@ -23,7 +23,14 @@ from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError
 from featcache.store.featurestore import FeatureStore
 
-__all__ = ["Evaluation", "evaluate", "evaluate_head", "report_values", "write_report"]
+__all__ = [
+    "Evaluation",
+    "clean_accuracy",
+    "evaluate",
+    "evaluate_head",
+    "report_values",
+    "write_report",
+]
 
 
 @dataclass(frozen=True)
@@ -161,7 +168,13 @@ def evaluate_head(
     head = load_head(store, head_name, version)
     data = store.vectors(dataset, head.layer, head.fingerprint)
     head.check_vectors(data.fingerprint, data.layer)
-    splits = effective_splits(data.keys, data.splits, float(head.meta.get("val_fraction", 0.2)))
+    groups = store.groups(dataset)  # near-duplicate groups, if featcache doctor recorded them
+    splits = effective_splits(
+        data.keys,
+        data.splits,
+        float(head.meta.get("val_fraction", 0.2)),
+        groups if head.meta.get("split_groups") else None,
+    )
     mask = data.y >= 0
     if split is not None:
         mask &= splits == split
@@ -172,6 +185,9 @@ def evaluate_head(
             f"(its splits: {', '.join(present)})"
         )
     evaluation = evaluate(head.estimator, data.X[mask], data.y[mask], class_names=head.class_names)
+    evaluation.summary.update(
+        clean_accuracy(data.keys, splits, mask, data.X[mask], data.y, groups, head.estimator)
+    )
     evaluation.summary.update(
         {
             "head": head.name,
@@ -184,6 +200,32 @@ def evaluate_head(
         }
     )
     return evaluation
+
+
+def clean_accuracy(
+    keys: list[str],
+    splits: np.ndarray,
+    mask: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: dict[str, int] | None,
+    estimator: Any,
+) -> dict[str, Any]:
+    """Accuracy on the evaluated rows (`mask`; `X` holds their vectors) that have no exact or
+    near duplicate among the training rows ("clean"), from the groups `featcache doctor`
+    recorded; None without them."""
+    if groups is None or any(k not in groups for k in keys):
+        return {"clean_accuracy": None, "clean_n": 0}
+    row_group = np.array([groups[k] for k in keys])
+    in_train = set(row_group[(splits == "train") & (y >= 0)].tolist())
+    clean = np.array([g not in in_train for g in row_group[mask].tolist()], dtype=bool)
+    if not clean.any():
+        return {"clean_accuracy": None, "clean_n": 0}
+    predicted = estimator.predict(X[clean])
+    return {
+        "clean_accuracy": float((predicted == y[mask][clean]).mean()),
+        "clean_n": int(clean.sum()),
+    }
 
 
 def write_report(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:

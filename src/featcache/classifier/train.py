@@ -6,6 +6,7 @@ Reads vectors from the store only: no TensorFlow is imported.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +41,14 @@ def train_head(
     val_fraction: float = 0.2,
     name: str | None = None,
     fingerprint: str | None = None,
+    groups: Mapping[str, int] | None = None,
 ) -> TrainResult:
     """Train a `head` ("softmax" or "logreg") on `dataset` and register it as `name`.
 
     Rows split as `featcache.classifier.splits` says; the head is judged on the ``val``
     rows (accuracy, top-5 accuracy). Retraining under the same name adds a version.
+    `groups` (key → near-duplicate group, as `featcache doctor` records them) keeps each
+    group on one side of the carved held-out split.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"The 'val_fraction' must be in [0, 1). Got {val_fraction}.")
@@ -54,7 +58,7 @@ def train_head(
     t = time.perf_counter()
     data = store.vectors(dataset, layer, fingerprint)
     timings["read_vectors"] = time.perf_counter() - t
-    splits = effective_splits(data.keys, data.splits, val_fraction)
+    splits = effective_splits(data.keys, data.splits, val_fraction, groups)
     labelled = data.y >= 0
     train = labelled & (splits == "train")
     held = labelled & (splits == "val")
@@ -85,6 +89,7 @@ def train_head(
         "head": head,
         "dataset": dataset,
         "val_fraction": val_fraction,
+        "split_groups": groups is not None,
         "metrics": metrics,
         "timings": timings,
     }

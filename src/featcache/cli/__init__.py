@@ -14,6 +14,7 @@ import sys
 
 import typer
 
+from featcache.cli.analysis import advise, doctor
 from featcache.cli.demo import demo
 from featcache.cli.extraction import export, extract
 from featcache.cli.heads import evaluate, heads_app, predict, train
@@ -54,7 +55,7 @@ def _options(
     """Extract frozen AlexNet features once, cache them by image content, train heads fast."""
 
 
-for command in (extract, export, train, evaluate, predict, serve, demo):
+for command in (extract, export, train, evaluate, predict, serve, demo, doctor, advise):
     app.command()(command)
 app.add_typer(weights_app, name="weights")
 app.add_typer(store_app, name="store")

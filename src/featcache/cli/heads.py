@@ -39,6 +39,10 @@ def train(
     val_fraction: float = typer.Option(0.2, help="Held out by key hash if there is no val split."),
     name: str | None = typer.Option(None, help="Head name [default: DATASET-KIND]."),
     fingerprint: str | None = typer.Option(None, help="Extractor, if the dataset has several."),
+    split_groups: bool = typer.Option(
+        False,
+        help="Keep near-duplicate groups (featcache doctor) on one side of the held-out split.",
+    ),
 ) -> None:
     """Fit a head on cached vectors (no TensorFlow), evaluate it, register a new version."""
     from featcache.classifier.heads import HEADS
@@ -53,6 +57,15 @@ def train(
         raise ConfigError(f"--kind must be one of {', '.join(HEADS)}. Got {kind!r}.")
     params = dict(_param(p) for p in param)
     with FeatureStore(store, create=False) as fs:
+        groups = None
+        if split_groups:
+            groups = fs.groups(dataset)
+            if groups is None:  # never recorded, or the dataset changed since
+                from featcache.analysis.doctor import near_duplicate_groups
+
+                groups = near_duplicate_groups(fs, dataset, layer=layer, fingerprint=fingerprint)
+            copies = len(groups) - len(set(groups.values()))
+            out.print(f"near-duplicate groups: {copies} image(s) held together with another")
         result = train_head(
             fs,
             dataset,
@@ -62,6 +75,7 @@ def train(
             val_fraction=val_fraction,
             name=name,
             fingerprint=fingerprint,
+            groups=groups,
         )
     record, metrics = result.record, result.metrics
     out.print(
@@ -108,6 +122,13 @@ def evaluate(
         f"accuracy {summary['accuracy']:.4f}, {topk.replace('_', ' ')} {summary[topk]:.4f}, "
         f"macro F1 {summary['macro_f1']:.4f}"
     )
+    if summary.get("clean_accuracy") is not None:
+        out.print(
+            f"  clean accuracy {summary['clean_accuracy']:.4f} on the {summary['clean_n']} images "
+            "with no exact or near duplicate in train"
+        )
+    elif split != "train":
+        out.print(f"  (clean accuracy: run 'featcache doctor --store {store} --dataset {dataset}')")
     for pair in summary["most_confused"][:5]:
         out.print(f"  {pair['true']} → {pair['predicted']}: {pair['count']}")
     out.print(f"report: {', '.join(str(p) for p in paths)}")

@@ -1,0 +1,399 @@
+"""`advise`: which of the seed's four transfer-learning cases is this dataset in?
+
+Measured from the cached vectors in seconds (no TensorFlow): cross-validated accuracy of a
+linear head (`SoftmaxHead`) on each cached layer, a learning curve on the best layer at 1/8,
+1/4, 1/2 and all of the training rows, and the rows per class. `decide` maps them to a case
+and the next command by the rule below (README, "advise"):
+
+- **similar** to ImageNet when the best layer's accuracy closes at least half of the gap
+  between chance (the majority class) and perfect: ``(acc - chance) / (1 - chance) >= 0.5``.
+  Every layer poorer than that: the task is far from ImageNet (Yosinski et al. 2014: features
+  transfer less as tasks grow apart, and poorly to distant tasks).
+- **an earlier layer** (pool5, fc6) is recommended when it beats fc7 by at least 3 points
+  and by more than twice their fold spreads combined: ImageNet's top features, the most
+  specific to its classes (Yosinski et al. 2014), do not fit this task.
+- **large** when the median class has at least 1,000 training rows (about what ImageNet's
+  classes have, and what Yosinski et al. fine-tuned on), **small** under 200; in between,
+  large if the learning curve has flattened (all rows gain under 1 point over half of them:
+  the frozen features, not the data, limit the head), small if it still rises.
+
+Case 1 (large, similar): fine-tune. Case 2 (large, dissimilar): retrain the network. Case 3
+(small, similar): train only the last layer. Case 4 (small, dissimilar): transfer does not
+help; design a model. These are the seed's four cases, with its remedies.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from featcache.analysis.folds import FoldScores, cross_validate, fold_ids, subset_fraction
+from featcache.classifier.splits import effective_splits
+from featcache.errors import ConfigError, DataError, NotFoundError
+from featcache.store.featurestore import FeatureStore
+
+__all__ = ["AdviseReport", "LayerScore", "Rule", "advise", "decide", "write_advise"]
+
+LAYER_ORDER = ("pool5", "fc6", "fc7")
+FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The decision's thresholds (module docstring and README say where they come from)."""
+
+    similar_kappa: float = 0.5
+    earlier_margin: float = 0.03
+    large_per_class: int = 1000
+    small_per_class: int = 200
+    flat_gain: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.similar_kappa < 1.0:
+            raise ConfigError(f"The 'similar_kappa' must be in (0, 1). Got {self.similar_kappa}.")
+        if self.earlier_margin < 0 or self.flat_gain < 0:
+            raise ConfigError("The 'earlier_margin' and 'flat_gain' must be >= 0.")
+        if not 1 <= self.small_per_class <= self.large_per_class:
+            raise ConfigError(
+                "The per-class thresholds must satisfy 1 <= small_per_class <= large_per_class. "
+                f"Got {self.small_per_class} and {self.large_per_class}."
+            )
+
+
+@dataclass(frozen=True)
+class LayerScore:
+    layer: str
+    cv_accuracy: float
+    cv_std: float
+    rows: int
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    fraction: float
+    rows: int
+    accuracy: float
+    std: float
+
+
+@dataclass
+class AdviseReport:
+    """The signals, the case they decide (1-4), the reasons and the next command."""
+
+    dataset: str
+    case: int
+    reasons: list[str]
+    next_command: str
+    layers: dict[str, LayerScore]
+    learning_curve: list[CurvePoint]
+    best_layer: str
+    rows: int
+    classes: int
+    per_class_min: int
+    per_class_median: float
+    chance: float
+    missing_layers: list[str]
+    weights_note: str | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """advise.json: the keys the issue fixes, then extras."""
+        return {
+            "case": self.case,
+            "reasons": self.reasons,
+            "layers": {
+                name: {"cv_accuracy": round(s.cv_accuracy, 6), "cv_std": round(s.cv_std, 6)}
+                for name, s in self.layers.items()
+            },
+            "learning_curve": [
+                {
+                    "fraction": p.fraction,
+                    "rows": p.rows,
+                    "accuracy": round(p.accuracy, 6),
+                    "std": round(p.std, 6),
+                }
+                for p in self.learning_curve
+            ],
+            "next_command": self.next_command,
+            "dataset": self.dataset,
+            "best_layer": self.best_layer,
+            "rows": self.rows,
+            "classes": self.classes,
+            "rows_per_class": {"min": self.per_class_min, "median": self.per_class_median},
+            "chance": round(self.chance, 6),
+            "missing_layers": self.missing_layers,
+            "weights_note": self.weights_note,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+    def summary(self) -> list[str]:
+        lines = [f"advise: dataset '{self.dataset}': case {self.case}"]
+        for name, s in self.layers.items():
+            lines.append(f"  {name}: cross-validated accuracy {s.cv_accuracy:.4f} ± {s.cv_std:.4f}")
+        curve = ", ".join(f"{p.rows}: {p.accuracy:.4f}" for p in self.learning_curve)
+        lines.append(f"  learning curve on {self.best_layer} (training rows: accuracy): {curve}")
+        lines += [f"  - {reason}" for reason in self.reasons]
+        lines.append(f"next: {self.next_command}")
+        return lines
+
+
+def decide(
+    layers: dict[str, LayerScore],
+    curve: Sequence[CurvePoint],
+    per_class_median: float,
+    chance: float,
+    *,
+    rule: Rule | None = None,
+    store: str = "STORE",
+    dataset: str = "DATASET",
+) -> tuple[int, list[str], str]:
+    """The rule: (case, reasons, next command) from the measured signals."""
+    rule = rule or Rule()
+    if not layers:
+        raise DataError("advise needs at least one cached layer")
+    best = max(layers.values(), key=lambda s: s.cv_accuracy)
+    kappa = (best.cv_accuracy - chance) / max(1e-9, 1.0 - chance)
+    similar = kappa >= rule.similar_kappa
+    reasons = [
+        f"best layer {best.layer}: {best.cv_accuracy:.1%} against {chance:.1%} by chance "
+        f"(closes {kappa:.0%} of the gap to 100%; similar to ImageNet from "
+        f"{rule.similar_kappa:.0%})"
+    ]
+    earlier: LayerScore | None = None
+    top = layers.get("fc7")
+    if top is not None and best.layer != "fc7":
+        margin = best.cv_accuracy - top.cv_accuracy
+        if margin >= rule.earlier_margin and margin > 2 * (best.cv_std + top.cv_std):
+            earlier = best
+            reasons.append(
+                f"{best.layer} beats fc7 by {margin:.1%} (fold spreads {best.cv_std:.1%}, "
+                f"{top.cv_std:.1%}): ImageNet's top features do not fit this task; an earlier "
+                "layer does (Yosinski et al. 2014)"
+            )
+    gain = curve[-1].accuracy - curve[-2].accuracy if len(curve) >= 2 else float("nan")
+    rising = not gain <= rule.flat_gain  # nan (no curve) counts as rising
+    if per_class_median >= rule.large_per_class:
+        large = True
+        size = f"large: median class has {per_class_median:g} rows (≥ {rule.large_per_class})"
+    elif per_class_median < rule.small_per_class:
+        large = False
+        size = f"small: median class has {per_class_median:g} rows (< {rule.small_per_class})"
+    else:
+        large = not rising
+        size = (
+            f"median class has {per_class_median:g} rows (between {rule.small_per_class} and "
+            f"{rule.large_per_class}), and the learning curve "
+            + ("has flattened: large enough to adapt the features" if large else "still rises")
+        )
+    reasons.append(size)
+    if len(curve) >= 2:
+        reasons.append(
+            f"learning curve: {curve[-2].rows} → {curve[-1].rows} rows gains {gain:+.1%} "
+            + ("(still rising: more labelled rows would help)" if rising else "(flattened)")
+        )
+    base = f"featcache train --store {store} --dataset {dataset}"
+    if similar and large:
+        case = 1
+        command = f"{base} --kind finetune --weights WEIGHTS"
+        reasons.append("case 1 (large, similar): fine-tune fc6, fc7 and a new fc8 on cached pool5")
+    elif similar:
+        case = 3
+        if earlier is not None:
+            command = f"{base} --layer {earlier.layer}"
+            reasons.append(
+                f"case 3 (small, similar): train only a new last layer, on {earlier.layer}"
+            )
+        else:
+            command = f"{base} --kind softmax"
+            reasons.append(
+                "case 3 (small, similar): freeze everything, train only a new last layer"
+            )
+    elif large:
+        case = 2
+        command = (
+            "outside featcache: train the network on your data from scratch (or fine-tune all of "
+            "it); frozen ImageNet features do not fit this task, and there is data enough"
+        )
+        reasons.append("case 2 (large, not similar): retrain the network")
+    else:
+        case = 4
+        command = (
+            "outside featcache: design a model for this task and collect more labelled data; "
+            "transfer from ImageNet does not help here. First check the labels: featcache doctor "
+            f"--store {store} --dataset {dataset}"
+        )
+        reasons.append("case 4 (small, not similar): neither transfer nor fine-tuning will do")
+    return case, reasons, command
+
+
+def _layer_data(
+    store: FeatureStore, dataset: str, layer: str, fingerprint: str | None
+) -> tuple[list[str], np.ndarray, np.ndarray, list[str | None]] | None:
+    try:
+        data = store.vectors(dataset, layer, fingerprint)
+    except NotFoundError:
+        return None
+    return data.keys, data.X, data.y, data.splits
+
+
+def advise(
+    store: FeatureStore | str | Path,
+    dataset: str,
+    *,
+    layers: Sequence[str] = LAYER_ORDER,
+    folds: int = 5,
+    fingerprint: str | None = None,
+    rule: Rule | None = None,
+    out: str | Path | None = None,
+) -> AdviseReport:
+    """Measure the signals on `dataset`'s cached `layers` and decide the case.
+
+    Rows of the ``test`` split are never used. Folds follow the image key's hash, and keep
+    near-duplicate groups together when `featcache doctor` has recorded them.
+    """
+    if not layers:
+        raise ConfigError("The 'layers' must name at least one layer (pool5, fc6, fc7).")
+    if not isinstance(store, FeatureStore):
+        store = FeatureStore(store, create=False)
+    timings: dict[str, float] = {}
+    groups = store.groups(dataset)
+    scores: dict[str, LayerScore] = {}
+    cached: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]] = {}
+    missing: list[str] = []
+    for layer in dict.fromkeys(layers):
+        t = time.perf_counter()
+        found = _layer_data(store, dataset, layer, fingerprint)
+        if found is None:
+            missing.append(layer)
+            continue
+        keys, X, y, splits = found
+        named = effective_splits(keys, splits, 0.0)
+        use = (y >= 0) & (named != "test")
+        kept = [k for k, u in zip(keys, use.tolist(), strict=True) if u]
+        if len(kept) < 2 * folds:
+            raise DataError(
+                f"dataset '{dataset}' has {len(kept)} labelled non-test rows; advise needs at "
+                f"least {2 * folds}"
+            )
+        fold = fold_ids(kept, folds, groups)
+        timings[f"read_{layer}"] = time.perf_counter() - t
+        t = time.perf_counter()
+        result = cross_validate(X[use], y[use], fold)
+        timings[f"cv_{layer}"] = time.perf_counter() - t
+        scores[layer] = LayerScore(layer, result.mean, result.std, result.rows)
+        cached[layer] = (X[use], y[use], fold, kept)
+    if not scores:
+        raise NotFoundError(
+            f"dataset '{dataset}' has none of the layers {list(layers)} cached; run "
+            f"'featcache extract ... --dataset {dataset} --layers {','.join(layers)}'"
+        )
+    ordered = {name: scores[name] for name in sorted(scores, key=_depth)}
+    best = max(ordered.values(), key=lambda s: s.cv_accuracy).layer
+    X, y, fold, kept = cached[best]
+    cached.clear()  # the other layers' vectors can go
+    t = time.perf_counter()
+    subset = subset_fraction(kept)
+    curve = []
+    for fraction in FRACTIONS:
+        if fraction == 1.0:
+            point: FoldScores = FoldScores([ordered[best].cv_accuracy], ordered[best].rows)
+            std = ordered[best].cv_std
+        else:
+            point = cross_validate(X, y, fold, fraction=fraction, subset=subset)
+            std = point.std
+        curve.append(CurvePoint(fraction, point.rows, point.mean, std))
+    timings["learning_curve"] = time.perf_counter() - t
+    counts = np.bincount(y)
+    counts = counts[counts > 0]
+    chance = float(counts.max() / counts.sum())
+    median = float(np.median(counts))
+    store_name = str(store.path)
+    case, reasons, command = decide(
+        ordered, curve, median, chance, rule=rule, store=store_name, dataset=dataset
+    )
+    _, source, _ = store.dataset(dataset)
+    for layer in missing:
+        reasons.append(
+            f"{layer} is not cached; to measure it: featcache extract SOURCE --store {store_name} "
+            f"--weights WEIGHTS --dataset {dataset} --layers {layer} (SOURCE: {source}; use the "
+            "sources, splits and --append of the original extraction)"
+        )
+    fingerprints = {store.resolve_fingerprint(dataset, layer, fingerprint) for layer in ordered}
+    notes = {store.extractors().get(fp, {}).get("weights_note") for fp in fingerprints}
+    report = AdviseReport(
+        dataset=dataset,
+        case=case,
+        reasons=reasons,
+        next_command=command,
+        layers=ordered,
+        learning_curve=curve,
+        best_layer=best,
+        rows=len(y),
+        classes=len(counts),
+        per_class_min=int(counts.min()),
+        per_class_median=median,
+        chance=chance,
+        missing_layers=missing,
+        weights_note=next((n for n in notes if n), None),
+        timings=timings,
+    )
+    if out is not None:
+        write_advise(report, out)
+    timings["total"] = sum(timings.values())
+    return report
+
+
+def _depth(layer: str) -> int:
+    return LAYER_ORDER.index(layer) if layer in LAYER_ORDER else len(LAYER_ORDER)
+
+
+def write_advise(report: AdviseReport, out: str | Path) -> list[Path]:
+    """Write advise.json and advise.png (per-layer accuracies and the learning curve)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "advise.json", folder / "advise.png"]
+    paths[0].write_text(json.dumps(report.as_json(), indent=2) + "\n")
+    fig = Figure(figsize=(11, 4.6), dpi=110)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    names = list(report.layers)
+    means = [report.layers[n].cv_accuracy for n in names]
+    stds = [report.layers[n].cv_std for n in names]
+    colours = ["tab:orange" if n == report.best_layer else "tab:blue" for n in names]
+    left.bar(names, means, yerr=stds, capsize=6, color=colours)
+    left.axhline(report.chance, color="grey", linestyle="--", label=f"chance {report.chance:.2f}")
+    for i, m in enumerate(means):
+        left.text(i, m + 0.02, f"{m:.3f}", ha="center", fontsize=9)
+    left.set_ylim(0, 1.08)
+    left.set_ylabel("cross-validated accuracy (linear head)")
+    left.set_title("per layer (best in orange)")
+    left.legend(loc="lower right", fontsize=8)
+    rows = [p.rows for p in report.learning_curve]
+    acc = [p.accuracy for p in report.learning_curve]
+    err = [p.std for p in report.learning_curve]
+    right.errorbar(rows, acc, yerr=err, marker="o", capsize=4)
+    right.set_xscale("log", base=2)
+    right.set_xticks(
+        rows, [f"{r}\n({p.fraction:g})" for r, p in zip(rows, report.learning_curve, strict=True)]
+    )
+    right.axhline(report.chance, color="grey", linestyle="--")
+    right.set_ylim(0, 1.08)
+    right.set_xlabel("training rows per fit (fraction)")
+    right.set_title(f"learning curve on {report.best_layer}")
+    note = f"  [{report.weights_note}]" if report.weights_note else ""
+    fig.suptitle(
+        f"advise '{report.dataset}': case {report.case} → {report.next_command[:90]}{note}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(paths[1])
+    return paths

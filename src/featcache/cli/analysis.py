@@ -1,0 +1,76 @@
+"""Analysis commands: ``doctor`` (can the held-out numbers be trusted?) and ``advise`` (which of
+the seed's four transfer-learning cases applies, and the command to run next)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from featcache.cli._shared import note, out, reports_errors
+
+__all__ = ["advise", "doctor"]
+
+
+@reports_errors
+def doctor(
+    store: Path = typer.Option(..., "--store", help="Feature store directory."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
+    layer: str = typer.Option("fc7", help="Which stored layer's vectors to compare."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Report folder [default: STORE/reports/doctor-DATASET]."
+    ),
+    top: int = typer.Option(24, help="Entries per contact sheet."),
+    folds: int = typer.Option(5, help="Folds of the heads that give out-of-fold probabilities."),
+    fingerprint: str | None = typer.Option(None, help="Extractor, if the dataset has several."),
+) -> None:
+    """Exact and near duplicates, leakage across splits, label issues, outliers (no TensorFlow)."""
+    from featcache.analysis.doctor import DoctorConfig
+    from featcache.analysis.doctor import doctor as run_doctor
+    from featcache.store import FeatureStore
+
+    folder = out_dir or store / "reports" / f"doctor-{dataset}"
+    with FeatureStore(store, create=False) as fs:
+        report = run_doctor(
+            fs,
+            dataset,
+            layer=layer,
+            fingerprint=fingerprint,
+            config=DoctorConfig(folds=folds, top=top),
+            out=folder,
+        )
+    for line in report.summary(store):
+        out.print(line)
+    if report.hashes_computed:
+        out.print(
+            f"  ({report.hashes_computed} pixel hashes computed from the sources and recorded)"
+        )
+    out.print(f"report: {folder}/doctor.json, *.csv, *.png ({report.timings['total']:.1f}s)")
+    note(report.weights_note)
+
+
+@reports_errors
+def advise(
+    store: Path = typer.Option(..., "--store", help="Feature store directory."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
+    layers: str = typer.Option("pool5,fc6,fc7", help="Cached layers to compare, comma-separated."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Report folder [default: STORE/reports/advise-DATASET]."
+    ),
+    folds: int = typer.Option(5, help="Cross-validation folds."),
+    fingerprint: str | None = typer.Option(None, help="Extractor, if the dataset has several."),
+) -> None:
+    """Which of the four transfer-learning cases applies, the numbers, and the next command."""
+    from featcache.analysis.advise import advise as run_advise
+    from featcache.store import FeatureStore
+
+    folder = out_dir or store / "reports" / f"advise-{dataset}"
+    names = [name.strip() for name in layers.split(",") if name.strip()]
+    with FeatureStore(store, create=False) as fs:
+        report = run_advise(
+            fs, dataset, layers=names, folds=folds, fingerprint=fingerprint, out=folder
+        )
+    for line in report.summary():
+        out.print(line)
+    out.print(f"report: {folder}/advise.json, advise.png ({report.timings['total']:.1f}s)")
+    note(report.weights_note)
