@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from featcache.analysis.folds import FoldScores, cross_validate, fold_ids, subset_fraction
+from featcache.analysis.folds import cross_validate, fold_ids, subset_fraction
 from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError, NotFoundError
 from featcache.store.featurestore import FeatureStore
@@ -284,7 +284,7 @@ def advise(
         fold = fold_ids(kept, folds, groups)
         timings[f"read_{layer}"] = time.perf_counter() - t
         t = time.perf_counter()
-        result = cross_validate(X[use], y[use], fold)
+        (result,) = cross_validate(X[use], y[use], fold)
         timings[f"cv_{layer}"] = time.perf_counter() - t
         scores[layer] = LayerScore(layer, result.mean, result.std, result.rows)
         cached[layer] = (X[use], y[use], fold, kept)
@@ -299,15 +299,11 @@ def advise(
     cached.clear()  # the other layers' vectors can go
     t = time.perf_counter()
     subset = subset_fraction(kept)
-    curve = []
-    for fraction in FRACTIONS:
-        if fraction == 1.0:
-            point: FoldScores = FoldScores([ordered[best].cv_accuracy], ordered[best].rows)
-            std = ordered[best].cv_std
-        else:
-            point = cross_validate(X, y, fold, fraction=fraction, subset=subset)
-            std = point.std
-        curve.append(CurvePoint(fraction, point.rows, point.mean, std))
+    # The full fraction is the layer's cross-validation itself: not fitted again.
+    partial = cross_validate(X, y, fold, fractions=FRACTIONS[:-1], subset=subset)
+    full = ordered[best]
+    curve = [CurvePoint(f, p.rows, p.mean, p.std) for f, p in zip(FRACTIONS, partial, strict=False)]
+    curve.append(CurvePoint(1.0, full.rows, full.cv_accuracy, full.cv_std))
     timings["learning_curve"] = time.perf_counter() - t
     counts = np.bincount(y)
     counts = counts[counts > 0]
