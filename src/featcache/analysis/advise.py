@@ -157,7 +157,7 @@ def decide(
     rule = rule or Rule()
     if not layers:
         raise DataError("advise needs at least one cached layer")
-    best = max(layers.values(), key=lambda s: s.cv_accuracy)
+    best = _best(layers)
     kappa = (best.cv_accuracy - chance) / max(1e-9, 1.0 - chance)
     similar = kappa >= rule.similar_kappa
     reasons = [
@@ -294,7 +294,7 @@ def advise(
             f"'featcache extract ... --dataset {dataset} --layers {','.join(layers)}'"
         )
     ordered = {name: scores[name] for name in sorted(scores, key=_depth)}
-    best = max(ordered.values(), key=lambda s: s.cv_accuracy).layer
+    best = _best(ordered).layer
     X, y, fold, kept = cached[best]
     cached.clear()  # the other layers' vectors can go
     t = time.perf_counter()
@@ -343,6 +343,11 @@ def advise(
         write_advise(report, out)
     timings["total"] = sum(timings.values())
     return report
+
+
+def _best(layers: dict[str, LayerScore]) -> LayerScore:
+    """The most accurate layer; on a tie the deepest (fc7 is featcache's default)."""
+    return max(layers.values(), key=lambda s: (round(s.cv_accuracy, 9), _depth(s.layer)))
 
 
 def _depth(layer: str) -> int:
