@@ -313,7 +313,7 @@ def advise(
     case, reasons, command = decide(
         ordered, curve, median, chance, rule=rule, store=store_name, dataset=dataset
     )
-    _, source, _ = store.dataset(dataset)
+    source = store.dataset(dataset).source
     for layer in missing:
         reasons.append(
             f"{layer} is not cached; to measure it: featcache extract SOURCE --store {store_name} "
