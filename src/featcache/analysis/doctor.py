@@ -24,7 +24,7 @@ from featcache.analysis.duplicates import (
     connected_groups,
     near_duplicate_pairs,
 )
-from featcache.analysis.folds import fold_ids, out_of_fold_proba
+from featcache.analysis.folds import fold_ids, one_blas_thread, out_of_fold_proba
 from featcache.analysis.pixels import RowPixels
 from featcache.classifier.splits import effective_splits
 from featcache.data.phash import HASH_BYTES, HASH_KIND, image_hash
@@ -306,19 +306,19 @@ def doctor(
     timings["label_issues"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    k = config.outlier_neighbours
-    sims = pairs.knn_similarity[:, :k]
-    valid = np.isfinite(sims)
-    key_score = 1.0 - np.where(valid, sims, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    with one_blas_thread():
+        knn, centroid = _outlier_scores(pairs, data.y[first], config.outlier_neighbours)
+    key_score = (knn + centroid) / 2 if centroid is not None else knn
     order = np.argsort(-key_score, kind="stable")
     rows = first[order]
-    names = _label_names(data.class_names, data.y[rows])
     outliers = pd.DataFrame(
         {
             "path": [data.paths[i] for i in rows],
             "split": [splits[i] for i in rows],
-            "label": names,
+            "label": _label_names(data.class_names, data.y[rows]),
             "score": key_score[order],
+            "knn_distance": knn[order],
+            "centroid_distance": np.nan if centroid is None else centroid[order],
             "key": [data.keys[i] for i in rows],
         }
     )
@@ -349,6 +349,41 @@ def doctor(
         timings["write"] = time.perf_counter() - t
     timings["total"] = sum(timings.values())
     return report
+
+
+def _outlier_scores(
+    pairs: NearPairs, labels: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Two distances per distinct image, each 1 - a cosine: to its `k` nearest neighbours
+    (mean), and to the nearest class centroid. Outliers that resemble one another (pure
+    noise through a network looks alike) are each other's neighbours, so the first misses
+    them when they are many; the second does not, and misses an odd picture within a
+    class. The score is their mean (recall of each alone: README, "doctor")."""
+    sims = pairs.knn_similarity[:, :k]
+    valid = np.isfinite(sims)
+    knn = 1.0 - np.where(valid, sims, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    present = np.unique(labels[labels >= 0])
+    if len(present) < 2:
+        return knn, None
+    vi = pairs.vectors
+    n, d = vi.X.shape
+    sums = np.zeros((len(present), d))
+    blocks = []
+    for start in range(0, n, 4096):
+        block = vi.unit_block(start, min(n, start + 4096))
+        lab = labels[start : start + 4096]
+        for j, c in enumerate(present.tolist()):
+            sums[j] += block[lab == c].sum(axis=0, dtype=np.float64)
+        blocks.append((start, block.shape[0]))
+    centroids = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(
+        np.float32
+    )
+    nearest = np.empty(n)
+    for start, size in blocks:
+        nearest[start : start + size] = (vi.unit_block(start, start + size) @ centroids.T).max(
+            axis=1
+        )
+    return knn, 1.0 - nearest
 
 
 def _exact_duplicates(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from featcache.analysis.folds import one_blas_thread
 from featcache.analysis.neighbours import (
     VectorIndex,
     hash_candidates,
@@ -67,6 +68,7 @@ class NearPairs:
     neighbours_exact: bool
     knn_index: np.ndarray  # (K, k) nearest keys by vector, for the outlier score
     knn_similarity: np.ndarray
+    vectors: VectorIndex
 
 
 def near_duplicate_pairs(
@@ -81,6 +83,17 @@ def near_duplicate_pairs(
 
     `hashes` is (K, 40) uint8, `has_hash` marks rows whose hash is known.
     """
+    with one_blas_thread():
+        return _pairs(X, hashes, has_hash, config, seed)
+
+
+def _pairs(
+    X: np.ndarray,
+    hashes: np.ndarray | None,
+    has_hash: np.ndarray | None,
+    config: NearDuplicateConfig,
+    seed: int,
+) -> NearPairs:
     vi = VectorIndex.build(X)
     nb = vector_neighbours(
         vi,
@@ -92,17 +105,20 @@ def near_duplicate_pairs(
     )
     rows = np.repeat(np.arange(len(X)), nb.index.shape[1])
     cols = nb.index.ravel()
-    keep = (cols >= 0) & (nb.similarity.ravel() >= config.list_similarity - 0.4)
+    # A pair listed at `list_similarity` (the mean of both cosines, each at most 1) that is
+    # below list - 0.1 by one signal is above list + 0.1 by the other, and found by that
+    # one's search: each search only passes on its own pairs from list - 0.1 up.
+    keep = (cols >= 0) & (nb.similarity.ravel() >= config.list_similarity - 0.1)
     parts = [np.stack([rows[keep], cols[keep]], axis=1)]
     if hashes is not None and has_hash is not None and has_hash.any():
         known = np.flatnonzero(has_hash)
         ha, hb = hash_candidates(hashes[known], seed=seed)
-        close = hash_similarity(hashes[known], ha, hb) >= config.list_similarity - 0.4
+        close = hash_similarity(hashes[known], ha, hb) >= config.list_similarity - 0.1
         parts.append(np.stack([known[ha[close]], known[hb[close]]], axis=1))
-    pairs = np.concatenate(parts) if parts else np.zeros((0, 2), np.intp)
-    pairs.sort(axis=1)
-    pairs = np.unique(pairs, axis=0) if len(pairs) else pairs
-    a, b = pairs[:, 0], pairs[:, 1]
+    pairs = np.concatenate(parts)
+    low, high = pairs.min(axis=1).astype(np.int64), pairs.max(axis=1).astype(np.int64)
+    unique = np.unique(low * len(X) + high)
+    a, b = (unique // len(X)).astype(np.intp), (unique % len(X)).astype(np.intp)
     vector = vi.cosine(a, b)
     hash_sim = np.full(len(a), np.nan)
     if hashes is not None and has_hash is not None:
@@ -130,6 +146,7 @@ def near_duplicate_pairs(
         nb.exact,
         nb.index,
         nb.similarity,
+        vi,
     )
 
 

@@ -116,6 +116,29 @@ def _project(vi: VectorIndex, dims: int, seed: int) -> np.ndarray:
     return Z
 
 
+def _top_k(S: np.ndarray, k: int, block: int = 64) -> np.ndarray:
+    """Column indices of each row's `k` largest values (unordered).
+
+    Through the maxima of blocks of `block` columns: the k largest values lie in the k
+    blocks with the largest maxima, so a full partition runs only on those. A block maximum
+    is a fast reduction; a partition of every value was most of the search's time.
+    """
+    rows, cols = S.shape
+    if cols <= 8 * block or k * block * 4 >= cols:
+        top: np.ndarray = np.argpartition(-S, k - 1, axis=1)[:, :k]
+        return top
+    pad = (-cols) % block
+    if pad:
+        S = np.concatenate([S, np.full((rows, pad), -np.inf, S.dtype)], axis=1)
+    maxima = S.reshape(rows, -1, block).max(axis=2)
+    blocks = np.argpartition(-maxima, k - 1, axis=1)[:, :k]
+    candidates = (blocks[:, :, None] * block + np.arange(block)).reshape(rows, -1)
+    values = np.take_along_axis(S, candidates, axis=1)
+    best = np.argpartition(-values, k - 1, axis=1)[:, :k]
+    chosen: np.ndarray = np.take_along_axis(candidates, best, axis=1)
+    return chosen
+
+
 def _orthonormal(Y: np.ndarray) -> np.ndarray:
     """An orthonormal basis of Y's columns (Y is tall and thin)."""
     values, vectors = np.linalg.eigh(Y.T @ Y)
@@ -184,7 +207,7 @@ def vector_neighbours(
             kk = min(k_eff, len(pool) - 1)
             if kk < 1:
                 continue
-            top = np.argpartition(-S, kk - 1, axis=1)[:, :kk]
+            top = _top_k(S, kk)
             sims = np.take_along_axis(S, top, axis=1)
             order = np.argsort(-sims, axis=1, kind="stable")
             index[part, :kk] = pool[np.take_along_axis(top, order, axis=1)]
@@ -204,38 +227,35 @@ def hash_candidates(
     *,
     tables: int = 16,
     bits_per_table: int = 12,
-    max_bucket: int = 256,
+    window: int = 32,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row pairs (i < j) whose hashes agree on all bits of at least one random bit subset.
 
     Two hashes `h` bits apart out of 64 meet in one table with probability about
     ((64 - h) / 64) ** bits_per_table: with 16 tables of 12 bits, 97% at h = 8, 75% at
-    h = 12. Buckets larger than `max_bucket` (flat pictures share hashes) are compared only
-    within runs of `max_bucket` rows, to bound the work.
+    h = 12. Rows are sorted by their bits in each table and paired with the next `window`
+    rows of the same bits, which bounds the work where many pictures share a hash (flat ones).
     """
-    n = len(hashes)
     bits = np.unpackbits(base_hash(hashes), axis=1)
     rng = np.random.default_rng(seed)
     weights = (1 << np.arange(bits_per_table)).astype(np.int64)
-    found: list[np.ndarray] = []
+    found_a: list[np.ndarray] = []
+    found_b: list[np.ndarray] = []
     for _ in range(tables):
         chosen = rng.choice(bits.shape[1], size=bits_per_table, replace=False)
         code = bits[:, chosen].astype(np.int64) @ weights
         order = np.argsort(code, kind="stable")
-        sorted_code = code[order]
-        starts = np.flatnonzero(np.r_[True, sorted_code[1:] != sorted_code[:-1]])
-        ends = np.r_[starts[1:], n]
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            for run in range(s, e, max_bucket):
-                group = order[run : min(e, run + max_bucket)]
-                if len(group) < 2:
-                    continue
-                i, j = np.triu_indices(len(group), 1)
-                found.append(np.stack([group[i], group[j]], axis=1))
-    if not found:
+        ranked = code[order]
+        for offset in range(1, min(window, len(order) - 1) + 1):
+            same = ranked[:-offset] == ranked[offset:]
+            if not same.any():
+                break
+            found_a.append(order[:-offset][same])
+            found_b.append(order[offset:][same])
+    if not found_a:
         return np.zeros(0, np.intp), np.zeros(0, np.intp)
-    pairs = np.concatenate(found)
-    pairs.sort(axis=1)
-    pairs = np.unique(pairs, axis=0)
-    return pairs[:, 0], pairs[:, 1]
+    a, b = np.concatenate(found_a), np.concatenate(found_b)
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    unique = np.unique(low.astype(np.int64) * len(hashes) + high)
+    return (unique // len(hashes)).astype(np.intp), (unique % len(hashes)).astype(np.intp)
