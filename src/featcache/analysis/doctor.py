@@ -43,6 +43,7 @@ class DoctorConfig:
 
     folds: int = 5
     outlier_neighbours: int = 10
+    outlier_share: float = 0.01  # outliers listed: this share of the images, at least 50
     top: int = 24
     val_fraction: float = 0.2  # the held-out split `train` would carve (leakage of "val")
     near: NearDuplicateConfig = field(default_factory=NearDuplicateConfig)
@@ -55,6 +56,8 @@ class DoctorConfig:
                 f"The 'outlier_neighbours' must be in 1..{self.near.neighbours} (the neighbours "
                 f"searched). Got {self.outlier_neighbours}."
             )
+        if not 0.0 < self.outlier_share <= 1.0:
+            raise ConfigError(f"The 'outlier_share' must be in (0, 1]. Got {self.outlier_share}.")
         if self.top < 1:
             raise ConfigError(f"The 'top' must be >= 1. Got {self.top}.")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -302,19 +305,20 @@ def doctor(
     timings["groups_leakage"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    issues = _label_issues(data, splits, groups, config.folds)
+    issues = _label_issues(data, groups, config.folds)
     timings["label_issues"] = time.perf_counter() - t
 
     t = time.perf_counter()
     with one_blas_thread():
         knn, centroid = _outlier_scores(pairs, data.y[first], config.outlier_neighbours)
     key_score = (knn + centroid) / 2 if centroid is not None else knn
-    order = np.argsort(-key_score, kind="stable")
+    listed = max(50, int(np.ceil(config.outlier_share * len(key_score))))
+    order = np.argsort(-key_score, kind="stable")[:listed]
     rows = first[order]
     outliers = pd.DataFrame(
         {
             "path": [data.paths[i] for i in rows],
-            "split": [splits[i] for i in rows],
+            "split": [data.splits[i] for i in rows],
             "label": _label_names(data.class_names, data.y[rows]),
             "score": key_score[order],
             "knn_distance": knn[order],
@@ -465,9 +469,7 @@ def _near_table(
     return pd.DataFrame(records, columns=columns)
 
 
-def _label_issues(
-    data: LabelledVectors, splits: np.ndarray, groups: dict[str, int], folds: int
-) -> pd.DataFrame:
+def _label_issues(data: LabelledVectors, groups: dict[str, int], folds: int) -> pd.DataFrame:
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -495,7 +497,7 @@ def _label_issues(
     return pd.DataFrame(
         {
             "path": [data.paths[labelled[r]] for r in rows],
-            "split": [splits[labelled[r]] for r in rows],
+            "split": [data.splits[labelled[r]] for r in rows],
             "given": [name(int(y[r])) for r in rows],
             "suggested": [name(int(np.argmax(proba[r]))) for r in rows],
             "score": 1.0 - quality[rows],

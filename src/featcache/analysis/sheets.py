@@ -49,7 +49,7 @@ def _panels(kind: str, row: dict[Any, Any]) -> tuple[list[tuple[str, str]], str]
         ], f"similarity {row['similarity']:.3f} ({row['signal']})"
     if kind == "label_issues":
         heading = f"{_short(row['given'], 12)} → {_short(row['suggested'], 12)}"
-        return [_caption(row["path"], row["split"])], f"{heading} ({row['score']:.2f})"
+        return [_caption(row["path"], row["split"])], f"{heading} ({row['score']:.3f})"
     return [_caption(row["path"], row["split"], row["label"])], f"score {row['score']:.3f}"
 
 
