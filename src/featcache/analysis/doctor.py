@@ -166,7 +166,12 @@ class DoctorReport:
                     f"  leakage {split}: {share:.1%} ({self.leaked_rows[split]} of "
                     f"{self.split_rows[split]} rows have an exact or near duplicate in train)"
                 )
-        lines.append(f"  label issues: {len(self.label_issues)}; outliers ranked: top listed")
+        lines.append(f"  label issues: {len(self.label_issues)} flagged (cleanlab)")
+        for r in self.label_issues.head(3).to_dict("records"):
+            lines.append(f"    {r['path']}: given {r['given']}, suggested {r['suggested']}")
+        lines.append(f"  outliers: {len(self.outliers)} listed, most unusual first")
+        for r in self.outliers.head(3).to_dict("records"):
+            lines.append(f"    {r['path']}: score {r['score']:.3f}")
         leaky = any(v > 0 for v in self.leakage.values() if not math.isnan(v))
         if leaky:
             lines.append(
