@@ -1,28 +1,80 @@
 """Analysis of a dataset's cached vectors: `doctor` (can the held-out numbers be trusted?)
 and `advise` (which of the seed's four transfer-learning cases applies).
 
-Call them as ``featcache.doctor(...)`` and ``featcache.advise(...)`` (the functions live in
-the modules of the same names, which this package does not shadow). Modules: ``folds``
-(k-fold fits shared by both), ``neighbours`` (vector and hash search), ``duplicates``
-(near-duplicate pairs and groups), ``pixels`` (source pixels of a row), ``sheets`` (contact
-sheets), ``doctor``, ``advise``.
+Modules: ``folds`` (k-fold fits shared by both), ``neighbours`` (vector and hash search),
+``duplicates`` (near-duplicate pairs and groups), ``pixels`` (source pixels of a row),
+``sheets`` (contact sheets), ``doctor``, ``advise``. (Imported eagerly, as in
+``featcache.classifier``: ``featcache.analysis.doctor`` is then always the function.)
 """
 
-from featcache.analysis.advise import AdviseReport, Rule, decide, write_advise
+from featcache.analysis.advise import (
+    AdviseReport,
+    CurvePoint,
+    LayerScore,
+    Rule,
+    advise,
+    decide,
+    write_advise,
+)
 from featcache.analysis.doctor import (
     DoctorConfig,
     DoctorReport,
+    doctor,
     near_duplicate_groups,
     write_doctor,
 )
+from featcache.analysis.duplicates import (
+    NearDuplicateConfig,
+    NearPairs,
+    connected_groups,
+    near_duplicate_pairs,
+)
+from featcache.analysis.folds import (
+    FoldScores,
+    cross_validate,
+    fold_ids,
+    one_blas_thread,
+    out_of_fold_proba,
+    subset_fraction,
+)
+from featcache.analysis.neighbours import (
+    Neighbours,
+    VectorIndex,
+    hash_candidates,
+    hash_similarity,
+    vector_neighbours,
+)
+from featcache.analysis.pixels import RowPixels
+from featcache.analysis.sheets import contact_sheet
 
 __all__ = [
     "AdviseReport",
+    "CurvePoint",
     "DoctorConfig",
     "DoctorReport",
+    "FoldScores",
+    "LayerScore",
+    "NearDuplicateConfig",
+    "NearPairs",
+    "Neighbours",
+    "RowPixels",
     "Rule",
+    "VectorIndex",
+    "advise",
+    "connected_groups",
+    "contact_sheet",
+    "cross_validate",
     "decide",
+    "doctor",
+    "fold_ids",
+    "hash_candidates",
+    "hash_similarity",
     "near_duplicate_groups",
+    "near_duplicate_pairs",
+    "one_blas_thread",
+    "out_of_fold_proba",
+    "subset_fraction",
+    "vector_neighbours",
     "write_advise",
     "write_doctor",
 ]

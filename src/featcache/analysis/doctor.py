@@ -373,7 +373,8 @@ def _either(knn: np.ndarray, centroid: np.ndarray | None) -> np.ndarray:
     if centroid is None:
         return _percentile(knn)
     a, b = _percentile(knn), _percentile(centroid)
-    return np.maximum(a, b) + 1e-3 * np.minimum(a, b)
+    score: np.ndarray = np.maximum(a, b) + 1e-3 * np.minimum(a, b)
+    return score
 
 
 def _outlier_scores(

@@ -7,6 +7,7 @@ eagerly: ``featcache.classifier.evaluate`` is then always the function, never th
 
 from featcache.classifier.evaluate import (
     Evaluation,
+    clean_accuracy,
     evaluate,
     evaluate_head,
     report_values,
@@ -21,7 +22,7 @@ from featcache.classifier.persist import (
     save_head,
     training_digest,
 )
-from featcache.classifier.splits import effective_splits, key_fraction
+from featcache.classifier.splits import effective_splits, group_anchors, key_fraction
 from featcache.classifier.train import TrainResult, train_head
 
 __all__ = [
@@ -32,10 +33,12 @@ __all__ = [
     "Prediction",
     "SoftmaxHead",
     "TrainResult",
+    "clean_accuracy",
     "describe_training",
     "effective_splits",
     "evaluate",
     "evaluate_head",
+    "group_anchors",
     "key_fraction",
     "load_head",
     "make_head",

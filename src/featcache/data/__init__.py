@@ -9,6 +9,16 @@ from featcache.data.classnames import read_class_names
 from featcache.data.decode import DEFAULT_MAX_PIXELS, FORMATS, array_to_rgb, decode_image
 from featcache.data.folder import SPLIT_FOLDERS, read_folder
 from featcache.data.manifest import read_manifest
+from featcache.data.phash import (
+    HASH_BITS,
+    HASH_BYTES,
+    HASH_KIND,
+    VARIANTS,
+    base_hash,
+    hash_distance,
+    image_hash,
+    image_hashes,
+)
 from featcache.data.sample import write_digits_folder
 from featcache.data.source import IMAGE_SUFFIXES, ImageItem, ImageSource, array_key, bytes_key
 from featcache.errors import DataError
@@ -16,14 +26,22 @@ from featcache.errors import DataError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "FORMATS",
+    "HASH_BITS",
+    "HASH_BYTES",
+    "HASH_KIND",
     "IMAGE_SUFFIXES",
     "SPLIT_FOLDERS",
+    "VARIANTS",
     "ImageItem",
     "ImageSource",
     "array_key",
     "array_to_rgb",
+    "base_hash",
     "bytes_key",
     "decode_image",
+    "hash_distance",
+    "image_hash",
+    "image_hashes",
     "open_source",
     "read_arrays",
     "read_class_names",

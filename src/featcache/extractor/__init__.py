@@ -58,6 +58,7 @@ _EXPORTS = {
     "key_items": "featcache.extractor.stages",
     "prepare": "featcache.extractor.stages",
     "prepare_batch": "featcache.extractor.stages",
+    "prepare_hashed": "featcache.extractor.stages",
     "run_batch": "featcache.extractor.stages",
     "DEMO_MARKER": "featcache.extractor.weights",
     "LAYER_SHAPES": "featcache.extractor.weights",
