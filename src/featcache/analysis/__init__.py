@@ -1,14 +1,21 @@
 """Analysis of a dataset's cached vectors: `doctor` (can the held-out numbers be trusted?)
 and `advise` (which of the seed's four transfer-learning cases applies).
 
-Call them as ``featcache.doctor(...)`` and ``featcache.advise(...)`` (the functions live in
-the modules of the same names, which this package does not shadow). Modules: ``folds``
-(k-fold fits shared by both), ``neighbours`` (vector and hash search), ``duplicates``
-(near-duplicate pairs and groups), ``pixels`` (source pixels of a row), ``sheets`` (contact
-sheets), ``doctor``, ``advise``.
+Modules: ``folds`` (k-fold fits shared by both), ``neighbours`` (vector and hash search),
+``duplicates`` (near-duplicate pairs and groups), ``pixels`` (source pixels of a row),
+``sheets`` (contact sheets), ``doctor``, ``advise``. (Imported eagerly, as in
+``featcache.classifier``: ``featcache.analysis.doctor`` is then always the function.)
 """
 
-from featcache.analysis.advise import AdviseReport, LayerScore, Rule, advise, decide, write_advise
+from featcache.analysis.advise import (
+    AdviseReport,
+    CurvePoint,
+    LayerScore,
+    Rule,
+    advise,
+    decide,
+    write_advise,
+)
 from featcache.analysis.doctor import (
     DoctorConfig,
     DoctorReport,
@@ -26,6 +33,7 @@ from featcache.analysis.folds import (
     FoldScores,
     cross_validate,
     fold_ids,
+    one_blas_thread,
     out_of_fold_proba,
     subset_fraction,
 )
@@ -41,6 +49,7 @@ from featcache.analysis.sheets import contact_sheet
 
 __all__ = [
     "AdviseReport",
+    "CurvePoint",
     "DoctorConfig",
     "DoctorReport",
     "FoldScores",
@@ -62,6 +71,7 @@ __all__ = [
     "hash_similarity",
     "near_duplicate_groups",
     "near_duplicate_pairs",
+    "one_blas_thread",
     "out_of_fold_proba",
     "subset_fraction",
     "vector_neighbours",

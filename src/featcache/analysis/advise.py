@@ -38,7 +38,7 @@ from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError, NotFoundError
 from featcache.store.featurestore import FeatureStore
 
-__all__ = ["AdviseReport", "LayerScore", "Rule", "advise", "decide", "write_advise"]
+__all__ = ["AdviseReport", "CurvePoint", "LayerScore", "Rule", "advise", "decide", "write_advise"]
 
 LAYER_ORDER = ("pool5", "fc6", "fc7")
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)

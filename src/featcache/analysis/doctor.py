@@ -316,7 +316,7 @@ def doctor(
     t = time.perf_counter()
     with one_blas_thread():
         knn, centroid = _outlier_scores(pairs, data.y[first], config.outlier_neighbours)
-    key_score = (knn + centroid) / 2 if centroid is not None else knn
+    key_score = _either(knn, centroid)
     listed = max(50, int(np.ceil(config.outlier_share * len(key_score))))
     order = np.argsort(-key_score, kind="stable")[:listed]
     rows = first[order]
@@ -360,6 +360,23 @@ def doctor(
     return report
 
 
+def _percentile(values: np.ndarray) -> np.ndarray:
+    ranks = np.empty(len(values))
+    ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
+    return ranks / max(1, len(values) - 1)
+
+
+def _either(knn: np.ndarray, centroid: np.ndarray | None) -> np.ndarray:
+    """The outlier score: the higher of the two distances' percentiles (an image is unusual
+    if either says so), ties broken by the lower one. Raw distances do not mix: outliers
+    that resemble each other are *closest* to their neighbours."""
+    if centroid is None:
+        return _percentile(knn)
+    a, b = _percentile(knn), _percentile(centroid)
+    score: np.ndarray = np.maximum(a, b) + 1e-3 * np.minimum(a, b)
+    return score
+
+
 def _outlier_scores(
     pairs: NearPairs, labels: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -367,7 +384,7 @@ def _outlier_scores(
     (mean), and to the nearest class centroid. Outliers that resemble one another (pure
     noise through a network looks alike) are each other's neighbours, so the first misses
     them when they are many; the second does not, and misses an odd picture within a
-    class. The score is their mean (recall of each alone: README, "doctor")."""
+    class. `_either` combines them (recall of each alone: README, "doctor")."""
     sims = pairs.knn_similarity[:, :k]
     valid = np.isfinite(sims)
     knn = 1.0 - np.where(valid, sims, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)

@@ -24,7 +24,14 @@ from featcache.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from featcache.classifier.heads import SoftmaxHead
 
-__all__ = ["FoldScores", "cross_validate", "fold_ids", "out_of_fold_proba", "subset_fraction"]
+__all__ = [
+    "FoldScores",
+    "cross_validate",
+    "fold_ids",
+    "one_blas_thread",
+    "out_of_fold_proba",
+    "subset_fraction",
+]
 
 
 def fold_ids(

@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from featcache.classifier.heads import top_k
-from featcache.classifier.persist import LoadedHead, load_head
+from featcache.classifier.persist import load_head
 from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError
 from featcache.store.featurestore import FeatureStore
@@ -184,9 +184,10 @@ def evaluate_head(
             f"dataset '{dataset}' has no labelled rows in split '{split}' "
             f"(its splits: {', '.join(present)})"
         )
-    proba = head.estimator.predict_proba(data.X[mask])
-    evaluation = report_values(data.y[mask], proba, head.estimator.classes_, head.class_names)
-    evaluation.summary.update(clean_accuracy(data.keys, splits, mask, proba, head, data.y, groups))
+    evaluation = evaluate(head.estimator, data.X[mask], data.y[mask], class_names=head.class_names)
+    evaluation.summary.update(
+        clean_accuracy(data.keys, splits, mask, data.X[mask], data.y, groups, head.estimator)
+    )
     evaluation.summary.update(
         {
             "head": head.name,
@@ -205,13 +206,14 @@ def clean_accuracy(
     keys: list[str],
     splits: np.ndarray,
     mask: np.ndarray,
-    proba: np.ndarray,
-    head: LoadedHead,
+    X: np.ndarray,
     y: np.ndarray,
     groups: dict[str, int] | None,
+    estimator: Any,
 ) -> dict[str, Any]:
-    """Accuracy on the evaluated rows that have no exact or near duplicate among the training
-    rows ("clean"), from the groups `featcache doctor` recorded; None without them."""
+    """Accuracy on the evaluated rows (`mask`; `X` holds their vectors) that have no exact or
+    near duplicate among the training rows ("clean"), from the groups `featcache doctor`
+    recorded; None without them."""
     if groups is None or any(k not in groups for k in keys):
         return {"clean_accuracy": None, "clean_n": 0}
     row_group = np.array([groups[k] for k in keys])
@@ -219,7 +221,7 @@ def clean_accuracy(
     clean = np.array([g not in in_train for g in row_group[mask].tolist()], dtype=bool)
     if not clean.any():
         return {"clean_accuracy": None, "clean_n": 0}
-    predicted = head.estimator.classes_[np.argmax(proba[clean], axis=1)]
+    predicted = estimator.predict(X[clean])
     return {
         "clean_accuracy": float((predicted == y[mask][clean]).mean()),
         "clean_n": int(clean.sum()),
