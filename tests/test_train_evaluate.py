@@ -19,7 +19,13 @@ from featcache.classifier.persist import load_head
 from featcache.classifier.splits import effective_splits, key_fraction
 from featcache.classifier.train import train_head
 from featcache.cli import app
-from featcache.errors import DataError, FingerprintMismatchError, HeadError, NotFoundError
+from featcache.errors import (
+    ConfigError,
+    DataError,
+    FingerprintMismatchError,
+    HeadError,
+    NotFoundError,
+)
 from featcache.store import DatasetRow, FeatureStore
 
 FP = "a" * 64
@@ -118,7 +124,7 @@ def test_evaluate_on_the_test_split_and_write_report(tmp_path: Path) -> None:
     assert confusion.to_numpy().sum() == 100
     with Image.open(paths[3]) as png:
         assert png.format == "PNG" and png.size[0] > 500
-    with pytest.raises(DataError, match="no labelled rows in split 'holdout'"):
+    with pytest.raises(ConfigError, match=r"split must be one of \['train', 'val', 'test'\]"):
         evaluate_head(store, "h", "toy", split="holdout")
 
 

@@ -11,17 +11,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from featcache._io import atomic_write, atomic_write_bytes
 from featcache.classifier.heads import top_k
 from featcache.classifier.persist import load_head
 from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError
 from featcache.store.featurestore import FeatureStore
+from featcache.store.names import normalize_split
 
 __all__ = [
     "Evaluation",
@@ -164,7 +166,11 @@ def evaluate_head(
     split: str | None = "test",
     version: int | None = None,
 ) -> Evaluation:
-    """Evaluate a head on the rows of `dataset` in `split` (None: every labelled row)."""
+    """Evaluate a head on the rows of `dataset` in `split` (None: every labelled row).
+
+    `split` is ``train``, ``val`` or ``test`` (``valid``/``validation`` read as ``val``).
+    """
+    split = normalize_split(split, where="evaluate split")
     head = load_head(store, head_name, version)
     data = store.vectors(dataset, head.layer, head.fingerprint)
     head.check_vectors(data.fingerprint, data.layer)
@@ -229,7 +235,10 @@ def clean_accuracy(
 
 
 def write_report(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
-    """Write the summary (JSON), per-class and confusion CSVs and a confusion PNG."""
+    """Write the summary (JSON), per-class and confusion CSVs and a confusion PNG.
+
+    Each file is written atomically: a reader sees the old report file or the new one whole.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [
@@ -238,14 +247,16 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
         out / "confusion_matrix.csv",
         out / "confusion_matrix.png",
     ]
-    paths[0].write_text(json.dumps(evaluation.summary, indent=2) + "\n")
-    evaluation.per_class.to_csv(paths[1], index=False, float_format="%.6f")
-    evaluation.confusion_frame().to_csv(paths[2])
-    _plot_confusion(evaluation, paths[3])
+    atomic_write_bytes(paths[0], (json.dumps(evaluation.summary, indent=2) + "\n").encode())
+    per_class = evaluation.per_class.to_csv(index=False, float_format="%.6f")
+    atomic_write_bytes(paths[1], per_class.encode())
+    atomic_write_bytes(paths[2], evaluation.confusion_frame().to_csv().encode())
+    with atomic_write(paths[3]) as f:
+        _plot_confusion(evaluation, f)
     return paths
 
 
-def _plot_confusion(evaluation: Evaluation, path: Path) -> None:
+def _plot_confusion(evaluation: Evaluation, out: BinaryIO) -> None:
     # The object API, not pyplot: no global backend state, safe in threads and servers.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -287,4 +298,4 @@ def _plot_confusion(evaluation: Evaluation, path: Path) -> None:
                         color=colour,
                     )
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(out, format="png")

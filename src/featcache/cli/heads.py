@@ -99,18 +99,22 @@ def evaluate(
     store: Path = typer.Option(..., "--store", help="Feature store directory."),
     head: str = typer.Option(..., "--head", help="Head name."),
     dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
-    split: str = typer.Option("test", help="Split to evaluate on (train, val, test, all)."),
+    split: str = typer.Option(
+        "test", help="Split to evaluate on: train, val, test or all (valid reads as val)."
+    ),
     version: int | None = typer.Option(None, help="Head version [default: newest]."),
     out_dir: Path | None = typer.Option(None, "--out", help="Report folder [default: in store]."),
 ) -> None:
     """Accuracy, top-5, per-class P/R/F1 (CSV), confusion matrix (PNG, CSV), JSON summary."""
     from featcache.classifier.evaluate import evaluate_head, write_report
     from featcache.store import FeatureStore
+    from featcache.store.names import normalize_split
 
+    # 'valid' and 'validation' read as 'val', as in extract; 'all' is every labelled row
+    chosen = None if split.strip().lower() == "all" else normalize_split(split, where="--split")
+    split = chosen or "all"
     with FeatureStore(store, create=False) as fs:
-        evaluation = evaluate_head(
-            fs, head, dataset, split=None if split == "all" else split, version=version
-        )
+        evaluation = evaluate_head(fs, head, dataset, split=chosen, version=version)
         # a read-only store cannot hold the report: it goes to the working folder
         reports = Path("featcache-reports") if fs.read_only else store / "reports"
     summary = evaluation.summary

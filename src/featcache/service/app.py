@@ -190,6 +190,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
                     cache.put(answer, live.digest)
         return found, from_cache
 
+    async def paths_for(keys: list[str]) -> dict[str, str]:
+        """The stored path of each key that a dataset holds, read at every request (not kept
+        in the answer LRU, so a re-extracted or removed dataset shows at once)."""
+        return await run_in_threadpool(predictor.store.paths_of, keys)
+
     def count(hits: int, misses: int, from_cache: int) -> None:
         if hits:
             metrics.hits.inc(hits)
@@ -219,6 +224,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 "send the image itself",
             )
         count(1, 0, from_cache)
+        path = (await paths_for([key])).get(key)
+        if path is not None:
+            return json_response(answer.as_dict(path))
         return Response(answer.body, media_type="application/json")
 
     @app.post(
@@ -235,13 +243,14 @@ def create_app(config: ServiceConfig) -> FastAPI:
         live = follower.live
         keys = [k.lower() for k in body.keys]
         found, from_cache = await answers_for(keys)
+        paths = await paths_for(keys)
         results = []
         for key in keys:
             answer = found.get(key)
             if answer is None:
                 results.append(
                     {
-                        "path": None,
+                        "path": paths.get(key),
                         "key": key,
                         "cached": False,
                         "error": f"no '{live.head.layer}' vector for key {key} (extractor "
@@ -249,7 +258,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                     }
                 )
             else:
-                results.append(answer.as_dict(None))
+                results.append(answer.as_dict(paths.get(key)))
         count(sum(k in found for k in keys), 0, from_cache)
         head = {"name": live.head.name, "version": live.head.version}
         return json_response({"head": head, "results": results})

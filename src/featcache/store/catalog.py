@@ -46,6 +46,7 @@ from featcache.store.schema import (
 
 __all__ = ["Catalog"]
 
+_KEYS_PER_QUERY = 500  # SQLite allows 999 bound parameters in older builds
 _SPLIT_COUNTS = "SELECT COALESCE(split, ''), COUNT(*) FROM dataset_rows WHERE dataset=? GROUP BY 1"
 _MAX_PARAMS = 500  # keys per IN (...) query, well under SQLite's variable limit
 _SHARD_COLUMNS = "id, name, fingerprint, layer, dtype, rows, dim, sha256, bytes, mtime_ns"
@@ -427,6 +428,22 @@ class Catalog:
                 (name,),
             )
         ]
+
+    def paths_of(self, keys: Sequence[str]) -> dict[str, str]:
+        """The stored path of each key found in any dataset (see `FeatureStore.paths_of`)."""
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _KEYS_PER_QUERY):
+            chunk = unique[start : start + _KEYS_PER_QUERY]
+            marks = ", ".join("?" * len(chunk))
+            for key, path in self.query(
+                "SELECT r.key, r.path FROM dataset_rows r LEFT JOIN datasets d "
+                f"ON d.name = r.dataset WHERE r.key IN ({marks}) "
+                "ORDER BY COALESCE(d.updated, 0) DESC, r.dataset, r.idx",
+                chunk,
+            ):
+                found.setdefault(key, path)  # the first row in that order wins
+        return found
 
     def vector_rows(self, name: str, fingerprint: str, layer: str) -> list[VectorRow]:
         """The rows of a dataset with where each one's vector is stored, in dataset order."""

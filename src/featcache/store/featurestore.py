@@ -504,6 +504,15 @@ class FeatureStore:
         self.dataset(name)
         return self._catalog.dataset_rows(name)
 
+    def paths_of(self, keys: Sequence[str]) -> dict[str, str]:
+        """``{key: path}`` for the `keys` that some dataset row holds; unknown keys are left out.
+
+        A key in several rows (the same image in two datasets, or twice in one) gets the row
+        of the most recently updated dataset; a tie goes to the dataset name first in sort
+        order, then to the row first in dataset order.
+        """
+        return self._catalog.paths_of(keys)
+
     # -- failures ---------------------------------------------------------------------------
 
     def record_failures(self, dataset: str | None, failures: Sequence[tuple[str, str]]) -> None:
