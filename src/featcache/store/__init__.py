@@ -28,6 +28,7 @@ from featcache.store.records import (
     VectorRow,
     VerifyReport,
 )
+from featcache.store.runtime_files import RuntimeFiles, RuntimeModel
 from featcache.store.schema import SCHEMA_VERSION, create_or_migrate, dedupe_rows, schema_version
 from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardCheck, ShardFiles
 
@@ -49,6 +50,8 @@ __all__ = [
     "HeadFiles",
     "HeadRecord",
     "LabelledVectors",
+    "RuntimeFiles",
+    "RuntimeModel",
     "ShardCheck",
     "ShardFiles",
     "ShardInfo",
