@@ -305,7 +305,7 @@ def test_predict_extracts_with_a_model_converted_for_more_layers(
     (new,) = write_images(converted / "new", 1, seed=12)
     before = sorted(f.name for _, f, _ in store.runtime_models.folders())
     predictor = Predictor(store, "signs", weights=weights_path, runtime="openvino", top_k=2)
-    (result,) = predictor.predict_paths([new])
+    (result,) = predictor.predict([new])
     assert result.error is None and not result.cached and len(result.predictions) == 2
     # The fc7 head's extraction used the pool5..fc8 model: nothing converted again.
     assert sorted(f.name for _, f, _ in store.runtime_models.folders()) == before
