@@ -31,6 +31,7 @@ from featcache.extractor.network import (
     runtime_named,
 )
 from featcache.extractor.report import ExtractReport
+from featcache.extractor.runtime_openvino import OpenVINONetwork, require_openvino
 from featcache.extractor.stages import (
     EngineResult,
     Keyed,
@@ -110,8 +111,6 @@ def extract(
         validate_dataset_name(dataset)
     split = normalize_split(split, where="--split")
     if config.runtime == "openvino":
-        from featcache.extractor.runtime_openvino import require_openvino
-
         require_openvino()  # before any work: say how to install it
     # None: the config's runtime, chosen once the store is open (OpenVINO keeps models there)
     runtime = None if network_factory is None else Runtime("custom", network_factory)
@@ -325,8 +324,6 @@ def _compute(
         from featcache.extractor.ray_engine import compute_on_ray
 
         if config.runtime == "openvino":  # converted once here, not in every worker
-            from featcache.extractor.runtime_openvino import OpenVINONetwork
-
             with clock("convert"):
                 OpenVINONetwork(spec, loaded, store.runtime_models).ensure_converted(config.layers)
         return note, compute_on_ray(

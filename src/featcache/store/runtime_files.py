@@ -26,7 +26,7 @@ from typing import Any
 from featcache._io import TMP_PREFIX, describe_failure, fsync_dir, rename_folder, temporary_name
 from featcache.errors import ConfigError, StoreError
 
-__all__ = ["MANIFEST", "RUNTIMES_FOLDER", "RuntimeAudit", "RuntimeFiles", "RuntimeModel"]
+__all__ = ["RUNTIMES_FOLDER", "RuntimeAudit", "RuntimeFiles", "RuntimeModel"]
 
 RUNTIMES_FOLDER = "runtimes"
 MANIFEST = "manifest.json"
