@@ -17,7 +17,12 @@ Every figure is measured in this run on the same images and weights:
   a Ray started here or on the cluster at ``--ray-address`` (run this on one of its
   machines, with the environment that cluster needs, e.g. RAY_AUTH_TOKEN), and where the
   Ray run's time went: connecting, the first worker's start (TensorFlow and the weights
-  loaded in each worker), then the batches.
+  loaded in each worker), then the batches;
+- with ``--runtime openvino``: instead of the above, one table over the same images: the
+  seed program, TensorFlow float32 and bf16, and OpenVINO float32 and bf16, each once with
+  the model converted in that run and once with the converted model already in the store;
+  whole-process seconds, ratio to the seed program, images/s overall and in the network
+  (steady state); then OpenVINO's fc7 against TensorFlow's and bf16's against float32.
 
 Weights are seeded RANDOM weights in the real layout unless --weights is given: speed does
 not depend on the values, and the accuracies printed are those of random features.
@@ -26,7 +31,9 @@ not depend on the values, and the accuracies printed are those of random feature
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -50,6 +57,12 @@ def run(cmd: list[str]) -> tuple[float, str]:
     if done.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
     return seconds, done.stdout
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) used so far by finished child processes."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def make_images(folder: Path, count: int, seed: int = 0) -> np.ndarray:
@@ -133,6 +146,95 @@ def stages(output: str) -> str:
     return "\n".join(line for line in output.splitlines() if line.startswith("  "))
 
 
+def _link_tree(source: Path, target: Path) -> None:
+    """Hard-link the files of `source` (immutable converted models) into `target`."""
+    for path in source.rglob("*"):
+        dest = target / path.relative_to(source)
+        if path.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, dest)
+
+
+def _fc7(store: Path, images: Path) -> np.ndarray:
+    from featcache.data.source import bytes_key
+    from featcache.store import FeatureStore
+
+    data = FeatureStore(store).vectors("bench")
+    by_key = dict(zip(data.keys, data.X, strict=True))
+    paths = sorted(images.rglob("*.png"), key=lambda p: p.name)
+    return np.stack([by_key[bytes_key(p.read_bytes())] for p in paths])
+
+
+def compare_runtimes(
+    work: Path, weights: Path, count: int, seed_wall: float | None, seed_cpu: float | None
+) -> None:
+    """TensorFlow and OpenVINO, float32 and bf16, whole process on the same images."""
+    images = work / "images"
+    one = work / "one-image"
+    make_images(one, 1, seed=99)
+    rows: list[tuple[str, float, float, float]] = []
+    stores: dict[str, Path] = {}
+
+    def timed(label: str, store: Path, precision: str, runtime: str) -> None:
+        cpu = children_cpu()
+        wall, output = run(
+            extract_cmd(images, store, weights, "udacity", precision, "--runtime", runtime)
+        )
+        assert f"{count} extracted" in output, output
+        rows.append((label, wall, children_cpu() - cpu, network_rate(output)))
+        stores[label] = store
+        print(f"{label}: {wall:.2f} s; time by stage:\n{stages(output)}", flush=True)
+
+    timed("TensorFlow float32", work / "tf-float32", "float32", "tensorflow")
+    timed("TensorFlow bf16", work / "tf-bf16", "bf16", "tensorflow")
+    for precision in ("float32", "bf16"):
+        first = work / f"ov-{precision}"
+        timed(f"OpenVINO {precision}, converts", first, precision, "openvino")
+        # A store that already holds the converted model (and knows the weights' digest),
+        # as when a user extracts a new dataset into it: one image extracted beforehand.
+        cached = work / f"ov-{precision}-cached"
+        _link_tree(first / "runtimes", cached / "runtimes")
+        run(extract_cmd(one, cached, weights, "udacity", precision, "--runtime", "openvino"))
+        timed(f"OpenVINO {precision}, model cached", cached, precision, "openvino")
+
+    print(f"\nwhole process over {count} 32x32 PNGs (udacity profile), one run, same images")
+    print("(wall seconds and their ratio to the seed's; CPU seconds of the process, which a")
+    print("busy machine disturbs less, and their ratio; img/s overall and in the network):")
+    header = (
+        f"{'seconds':>8} {'vs seed':>8} {'CPU s':>7} {'vs seed':>8} {'img/s':>6} {'network':>8}"
+    )
+    print(f"  {'':<32} {header}")
+    if seed_wall is not None and seed_cpu is not None:
+        print(
+            f"  {'seed program':<32} {seed_wall:8.2f} {'1.00x':>8} {seed_cpu:7.1f} "
+            f"{'1.00x':>8} {count / seed_wall:6.1f}"
+        )
+    for label, wall, cpu, rate in rows:
+        ratio = f"{seed_wall / wall:.2f}x" if seed_wall is not None else "-"
+        cpu_ratio = f"{seed_cpu / cpu:.2f}x" if seed_cpu is not None else "-"
+        print(
+            f"  {label:<32} {wall:8.2f} {ratio:>8} {cpu:7.1f} {cpu_ratio:>8} "
+            f"{count / wall:6.1f} {rate:8.1f}"
+        )
+
+    tf32 = _fc7(stores["TensorFlow float32"], images)
+    ov32 = _fc7(stores["OpenVINO float32, converts"], images)
+    ov16 = _fc7(stores["OpenVINO bf16, converts"], images)
+    tf16 = _fc7(stores["TensorFlow bf16"], images)
+    err = np.linalg.norm(ov32 - tf32, axis=1) / np.linalg.norm(tf32, axis=1)
+    print(f"OpenVINO float32 fc7 vs TensorFlow's: relative error max {err.max():.2e}")
+    pairs = (
+        ("OpenVINO bf16 vs float32", ov16, ov32),
+        ("TensorFlow bf16 vs float32", tf16, ov32),
+        ("OpenVINO bf16 vs TensorFlow bf16", ov16, tf16),
+    )
+    for label, a, b in pairs:
+        cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        print(f"{label}, fc7: cosine similarity mean {cosine.mean():.5f}, min {cosine.min():.5f}")
+
+
 def compare_precisions(work: Path, weights: Path) -> None:
     """bf16 against float32 on the digits sample: cosine similarity and head accuracy."""
     from featcache.classifier.heads import SoftmaxHead
@@ -168,6 +270,12 @@ def main() -> None:
     parser.add_argument("--engine", default="local", choices=["local", "ray"])
     parser.add_argument("--ray-address", help="Ray cluster for --engine ray (HOST:PORT, auto)")
     parser.add_argument("--layers", action="store_true", help="time each layer too")
+    parser.add_argument(
+        "--runtime",
+        default="tensorflow",
+        choices=["tensorflow", "openvino"],
+        help="openvino: compare both runtimes in both precisions instead",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="featcache-bench-") as tmp:
@@ -182,8 +290,9 @@ def main() -> None:
         np.save(work / "images.npy", images)
         print(f"images: {args.images} PNG files, 32x32 RGB")
 
-        seed_wall = None
+        seed_wall = seed_cpu = None
         if not args.skip_seed and SEED.exists():
+            cpu = children_cpu()
             seed_wall, seed_out = run(
                 [
                     sys.executable,
@@ -194,12 +303,16 @@ def main() -> None:
                     "--time",
                 ]
             )
+            seed_cpu = children_cpu() - cpu
             seed_rate = float(seed_out.split()[-1])
             print(
                 f"seed program:     {seed_wall:7.2f} s whole process, "
                 f"{args.images / seed_wall:6.1f} img/s overall, {seed_rate:6.1f} img/s in its loop"
             )
 
+        if args.runtime == "openvino":
+            compare_runtimes(work, weights, args.images, seed_wall, seed_cpu)
+            return
         first_wall, first_out = run(
             extract_cmd(work / "images", work / "store", weights, "udacity", args.precision)
         )

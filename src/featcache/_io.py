@@ -23,6 +23,7 @@ __all__ = [
     "describe_failure",
     "fsync_dir",
     "is_disk_full",
+    "rename_folder",
     "temporary_name",
 ]
 
@@ -60,6 +61,22 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
     """Write `payload` to `path` atomically (see `atomic_write`)."""
     with atomic_write(path) as f:
         f.write(payload)
+
+
+def rename_folder(staged: Path, final: Path) -> bool:
+    """Move a folder (its files written and fsynced) to `final` in one step; fsync the parent.
+
+    Return False, leaving `staged` where it is, when `final` already exists (another process
+    published it first). Used for folders written whole, like converted runtime models.
+    """
+    try:
+        os.rename(staged, final)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and final.exists():
+            return False
+        raise
+    fsync_dir(final.parent)
+    return True
 
 
 def fsync_dir(folder: str | Path) -> None:

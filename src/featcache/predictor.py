@@ -4,6 +4,10 @@ Cached images never touch TensorFlow. An image the store has not seen is extract
 head's own extractor settings (profile, precision, weights checked by SHA-256), stored, then
 answered; the network is built once, on the first such image. Used by ``featcache predict``
 and by the HTTP service, which also relies on `Predictor.head` picking up retrained versions.
+
+`runtime` "openvino" runs the model converted into the store (no TensorFlow once converted);
+a head trained on reduced-precision OpenVINO vectors always extracts with OpenVINO, as its
+fingerprint says.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from featcache.classifier.persist import LoadedHead, Prediction, load_head
 from featcache.data.decode import DEFAULT_MAX_PIXELS
 from featcache.data.source import IMAGE_SUFFIXES, ImageItem, ImageSource
 from featcache.errors import ConfigError, DataError, FeatcacheError, ImageError, WeightsError
+from featcache.extractor.fingerprint import check_runtime
 from featcache.store.featurestore import FeatureStore
 
 __all__ = ["ImageResult", "Predictor", "list_images"]
@@ -73,9 +78,13 @@ class Predictor:
         top_k: int = 5,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         refresh_seconds: float = 2.0,
+        runtime: str | None = None,
     ) -> None:
         if top_k < 1:
             raise ConfigError(f"The 'top_k' must be >= 1. Got {top_k}.")
+        if runtime is not None:
+            check_runtime(runtime)
+        self.runtime = runtime  # None: the one the head's vectors need, else TensorFlow
         self.store = store
         self.head_name = head
         self.top_k = top_k
@@ -88,7 +97,7 @@ class Predictor:
         self._lock = threading.Lock()
         self._extract_lock = threading.Lock()
         self._weights: Any = None
-        self._networks: dict[str, Any] = {}  # by extractor fingerprint, built on first use
+        self._networks: dict[str, Any] = {}  # by runtime and fingerprint, built on first use
 
     @property
     def head(self) -> LoadedHead:
@@ -201,14 +210,18 @@ class Predictor:
         if self._weights_path is None:
             return {item.key(): self._why_unseen(item) for item in items}
         spec = head.meta.get("extractor") or self.store.extractor_spec(head.fingerprint)
+        runtime = self._runtime_for(spec)
         config = ExtractConfig(
             profile=spec["profile"],
             resize=spec["resize"],
             precision=spec["precision"],
             layers=(head.layer,),
             max_pixels=self.max_pixels,
+            runtime=runtime,
         )
         with self._extract_lock:  # one batch through the network at a time
+            # Read once and kept (a service extracts again and again); OpenVINO uses them only
+            # to convert, and imports no TensorFlow when its converted model is cached.
             weights = self._load_weights(spec)
             report = extract(
                 ImageSource(items, [], "uploads"),
@@ -233,6 +246,17 @@ class Predictor:
             return str(exc)
         return f"{item.path}: not in the store; give the weights (--weights) to extract it"
 
+    def _runtime_for(self, spec: dict[str, Any]) -> str:
+        needed = spec.get("runtime")  # recorded only where the runtime changes the numbers
+        if needed is None:
+            return self.runtime or "tensorflow"
+        if self.runtime is not None and self.runtime != needed:
+            raise ConfigError(
+                f"head '{self.head_name}' was trained on {spec['precision']} vectors from "
+                f"runtime '{needed}', which only that runtime reproduces: use --runtime {needed}"
+            )
+        return str(needed)
+
     def _load_weights(self, spec: dict[str, Any]) -> Any:
         from featcache.extractor.weights import read_weights
 
@@ -248,8 +272,10 @@ class Predictor:
         return self._weights
 
     def _network_factory(self, weights: Any, spec: Any) -> Any:
-        from featcache.extractor.network import build_alexnet
+        from featcache.extractor.network import runtime_named
 
-        if spec.fingerprint not in self._networks:
-            self._networks[spec.fingerprint] = build_alexnet(weights, spec)
-        return self._networks[spec.fingerprint]
+        key = f"{spec.runtime}:{spec.fingerprint}"
+        if key not in self._networks:
+            runtime = runtime_named(spec.runtime, self.store, (self.head.layer,))
+            self._networks[key] = runtime.build(weights, spec)
+        return self._networks[key]

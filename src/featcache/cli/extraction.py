@@ -51,6 +51,9 @@ def extract(
     batch_size: int = typer.Option(0, help="Images per batch; 0: 64 for float32, 128 for bf16."),
     dtype: str = typer.Option("float32", help="Storage dtype: float32 or float16."),
     precision: str = typer.Option("float32", help="Network precision: float32, bf16, fp16."),
+    runtime: str = typer.Option(
+        "tensorflow", help="tensorflow, or openvino (pip install 'featcache[openvino]')."
+    ),
     workers: int = typer.Option(2, help="Decoding threads (local) or actors (ray)."),
     engine: str = typer.Option("local", help="local, or ray (pip install 'featcache[ray]')."),
     ray_address: str | None = typer.Option(
@@ -87,6 +90,7 @@ def extract(
         ray_max_retries=ray_max_retries,
         ray_timeout=ray_timeout,
         ray_verbose=verbose,
+        runtime=runtime,
     )
     with progress_bar("extracting") as update:
         try:
@@ -126,6 +130,8 @@ def extract(
         err.print(f"[yellow]repaired[/yellow] {escape(repair)}", markup=True)
     out.print(f"extractor {report.fingerprint[:12]} ({profile}, {precision}) → {store}")
     note(report.weights_note or _stored_weights_note(store, report.fingerprint))
+    out.print(f"extractor {report.fingerprint[:12]} ({profile}, {precision}, {runtime}) → {store}")
+    note(report.weights_note)
     if report.failed:
         out.print(f"failed images are listed in {store / 'failures.csv'}")
     if report.ray is not None:

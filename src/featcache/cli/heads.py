@@ -148,13 +148,18 @@ def predict(
     weights: Path | None = typer.Option(None, help="Weights, to extract images not in the store."),
     version: int | None = typer.Option(None, help="Head version [default: newest]."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    runtime: str | None = typer.Option(
+        None, help="tensorflow or openvino, to extract [default: what the head's vectors need]."
+    ),
 ) -> None:
     """Top-k classes per image: cached images need no TensorFlow; new ones are extracted."""
     from featcache.predictor import Predictor
     from featcache.store import FeatureStore
 
     with FeatureStore(store, create=False) as fs:
-        predictor = Predictor(fs, head, weights=weights, version=version, top_k=top_k)
+        predictor = Predictor(
+            fs, head, weights=weights, version=version, top_k=top_k, runtime=runtime
+        )
         results = predictor.predict(images)
         weights_note = predictor.head.meta.get("weights_note")
     for i, result in enumerate(results):

@@ -40,6 +40,9 @@ def serve(
         50_000, help="Answers kept in memory per worker (about 1.2 KB each); 0 turns it off."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No access log line per request."),
+    runtime: str | None = typer.Option(
+        None, help="tensorflow or openvino, to extract [default: what the head's vectors need]."
+    ),
 ) -> None:
     """Serve predictions over HTTP (OpenAPI docs at /docs)."""
     import os
@@ -71,6 +74,7 @@ def serve(
         allowed_hosts=tuple(allowed_host),
         access_log=not quiet,
         answer_cache_size=answer_cache,
+        runtime=runtime,
     )
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be in 1..65535. Got {port}.")

@@ -62,7 +62,8 @@ def store_verify(
     for name in report.repaired:
         out.print(f"repaired: shard {name} dropped; extract again to recompute its vectors")
     out.print(
-        f"{report.shards} shards, {report.vectors} vectors, {len(report.problems)} problem(s)"
+        f"{report.shards} shards, {report.vectors} vectors, {report.runtime_models} runtime "
+        f"model(s), {len(report.problems)} problem(s)"
         + (
             f", {len(report.repaired)} shard(s) and {report.vectors_dropped} vector(s) dropped"
             if repair
@@ -79,13 +80,15 @@ def store_gc(
     store: Path = typer.Argument(..., help="Feature store directory."),
     grace: float = typer.Option(900.0, help="Leave files younger than this many seconds."),
 ) -> None:
-    """Remove unregistered shard files and vectors that no dataset uses (never a shard the
-    catalog references; refuses when the catalog lists no shard but shard files exist)."""
+    """Remove unregistered shard files, vectors that no dataset uses (never a shard the
+    catalog references; refuses when the catalog lists no shard but shard files exist) and
+    runtime models of extractors left without vectors."""
     from featcache.store import FeatureStore
 
     with FeatureStore(store, create=False) as fs:
         report = fs.gc(grace_seconds=grace)
     out.print(
-        f"removed {report.files_removed} file(s) and {report.vectors_removed} vector(s), "
+        f"removed {report.files_removed} file(s), {report.vectors_removed} vector(s) and "
+        f"{report.runtime_models_removed} runtime model(s), "
         f"{report.bytes_freed / 1e6:.1f} MB freed"
     )

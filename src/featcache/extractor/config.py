@@ -8,16 +8,18 @@ from typing import Final
 from featcache.data.decode import DEFAULT_MAX_PIXELS
 from featcache.errors import ConfigError
 from featcache.extractor.alexnet import PRECISIONS, check_layers
-from featcache.extractor.fingerprint import ExtractorSpec
+from featcache.extractor.fingerprint import ExtractorSpec, check_runtime
 from featcache.extractor.preprocess import check_profile
 from featcache.extractor.ray_connect import check_address
 from featcache.store import STORAGE_DTYPES
 
-__all__ = ["AUTO_BATCH_SIZE", "ENGINES", "ExtractConfig"]
+__all__ = ["AUTO_BATCH_SIZE", "ENGINES", "OPENVINO_BATCH_SIZE", "ExtractConfig"]
 
 ENGINES: Final = ("local", "ray")
 #: Measured on the CPU (2 cores, AMX): bf16 gains 8% from 64 to 128, float32 nothing.
 AUTO_BATCH_SIZE: Final = {"float32": 64, "bf16": 128, "fp16": 128}
+#: OpenVINO: two requests of 32 per batch, one per stream (runtime_openvino.REQUEST_BATCH).
+OPENVINO_BATCH_SIZE: Final = 64
 
 
 def _positive_int(name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -36,7 +38,9 @@ def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
 class ExtractConfig:
     """How to extract: profile and wiring, layers, batching, storage dtype, limits, engine.
 
-    `batch_size` 0 picks what suits the precision (`AUTO_BATCH_SIZE`). `workers` is the
+    `runtime` is "tensorflow" (the reference) or "openvino" (``pip install
+    "featcache[openvino]"``). `batch_size` 0 picks what suits the runtime and precision
+    (`AUTO_BATCH_SIZE`, `OPENVINO_BATCH_SIZE`). `workers` is the
     number of decoding threads (local engine) or actors (Ray). With ``engine="ray"``:
     `ray_address` names the cluster (``"auto"``, ``"HOST:PORT"``, or None to start Ray
     here; ``ray://`` is refused, see `featcache.extractor.ray_connect`), `ray_max_retries`
@@ -58,10 +62,12 @@ class ExtractConfig:
     ray_max_retries: int = 3
     ray_timeout: float = 30.0
     ray_verbose: bool = False
+    runtime: str = "tensorflow"
 
     def __post_init__(self) -> None:
         check_profile(self.profile, self.resize)
         _one_of("precision", self.precision, PRECISIONS)
+        check_runtime(self.runtime, self.precision)
         if isinstance(self.layers, str):  # ("fc7") is a string, not a tuple: say so
             raise ConfigError(
                 f"The 'layers' must be a sequence of layer names, e.g. ('fc7',). "
@@ -70,7 +76,10 @@ class ExtractConfig:
         object.__setattr__(self, "layers", check_layers(self.layers))
         _positive_int("batch_size", self.batch_size, allow_zero=True)
         if self.batch_size == 0:
-            object.__setattr__(self, "batch_size", AUTO_BATCH_SIZE[self.precision])
+            auto = AUTO_BATCH_SIZE[self.precision]
+            object.__setattr__(
+                self, "batch_size", OPENVINO_BATCH_SIZE if self.runtime == "openvino" else auto
+            )
         _one_of("dtype", self.dtype, STORAGE_DTYPES)
         _positive_int("workers", self.workers)
         _positive_int("max_pixels", self.max_pixels)
@@ -91,4 +100,6 @@ class ExtractConfig:
 
     def spec(self, weights_sha256: str) -> ExtractorSpec:
         """The extractor these settings and weights make (its fingerprint keys the vectors)."""
-        return ExtractorSpec(weights_sha256, self.profile, self.resize, self.precision)
+        return ExtractorSpec(
+            weights_sha256, self.profile, self.resize, self.precision, runtime=self.runtime
+        )

@@ -78,4 +78,8 @@ def run_local(
         if pending_write is not None:
             with clock("write_wait"):
                 pending_write.result()
+        close = getattr(network, "close", None)  # OpenVINO: a converted model being saved
+        if close is not None:
+            with clock("close_wait"):
+                close()
     return result

@@ -6,21 +6,36 @@ tests, a bare factory), so a fake network or another runtime plugs in without to
 
 A second runtime plugs in as one more `Runtime` value: a ``build(weights, spec)`` that
 returns an object with ``forward(batch, layers)``, and optionally a ``warm_up`` that does
-its slow imports (run while the weights are being read).
+its slow imports (run while the weights are being read). OpenVINO's (`runtime_named`) also
+has ``converted``: when its converted model is cached, neither the weights nor TensorFlow
+are needed, so ``build`` gets a function that reads the weights only if it must convert.
+A network may have ``close()``; the local engine calls it after the last batch (OpenVINO
+finishes saving a converted model there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
 
 from featcache.extractor.fingerprint import ExtractorSpec
 from featcache.extractor.weights import Weights
 
-__all__ = ["TENSORFLOW", "Network", "NetworkFactory", "Runtime", "build_alexnet"]
+if TYPE_CHECKING:
+    from featcache.store import FeatureStore
+
+__all__ = [
+    "TENSORFLOW",
+    "Network",
+    "NetworkFactory",
+    "Runtime",
+    "WeightsSource",
+    "build_alexnet",
+    "runtime_named",
+]
 
 
 class Network(Protocol):
@@ -29,23 +44,28 @@ class Network(Protocol):
     def forward(self, batch: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]: ...
 
 
-NetworkFactory = Callable[[Weights, ExtractorSpec], Network]
+#: The weights, or a function that reads them (a runtime with a converted model may not).
+WeightsSource = Weights | Callable[[], Weights]
+NetworkFactory = Callable[[WeightsSource, ExtractorSpec], Network]
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """How to build a network: `build` (weights, spec) → `Network`; `warm_up` imports early."""
+    """How to build a network: `build` (weights, spec) → `Network`; `warm_up` imports early;
+    `converted` (spec) → the cached converted model's metadata, or None."""
 
     name: str
     build: NetworkFactory
     warm_up: Callable[[], object] | None = None
+    converted: Callable[[ExtractorSpec], Mapping[str, Any] | None] | None = None
 
 
-def build_alexnet(weights: Weights, spec: ExtractorSpec) -> Network:
+def build_alexnet(weights: WeightsSource, spec: ExtractorSpec) -> Network:
     """A TensorFlow AlexNet for `spec`'s profile and precision (imports TensorFlow)."""
     from featcache.extractor.alexnet import AlexNet
 
-    return AlexNet(weights.layers, spec.profile, precision=spec.precision)
+    loaded = weights if isinstance(weights, Weights) else weights()
+    return AlexNet(loaded.layers, spec.profile, precision=spec.precision)
 
 
 def _import_tensorflow() -> object:
@@ -56,3 +76,17 @@ def _import_tensorflow() -> object:
 
 #: The reference runtime, and the default.
 TENSORFLOW: Final = Runtime("tensorflow", build_alexnet, warm_up=_import_tensorflow)
+
+
+def runtime_named(
+    name: str, store: FeatureStore | None = None, layers: Sequence[str] = ("fc7",)
+) -> Runtime:
+    """The runtime called `name`: `TENSORFLOW`, or OpenVINO with `store`'s converted models
+    (its networks compile the model for `layers` when built)."""
+    if name == "tensorflow":
+        return TENSORFLOW
+    from featcache.extractor.fingerprint import check_runtime
+    from featcache.extractor.runtime_openvino import openvino_runtime
+
+    check_runtime(name)
+    return openvino_runtime(store, layers)

@@ -22,8 +22,16 @@ from featcache.extractor.clock import Clock
 from featcache.extractor.config import ENGINES, ExtractConfig
 from featcache.extractor.fingerprint import ExtractorSpec
 from featcache.extractor.local_engine import run_local
-from featcache.extractor.network import TENSORFLOW, Network, NetworkFactory, Runtime, build_alexnet
+from featcache.extractor.network import (
+    Network,
+    NetworkFactory,
+    Runtime,
+    WeightsSource,
+    build_alexnet,
+    runtime_named,
+)
 from featcache.extractor.report import ExtractReport
+from featcache.extractor.runtime_openvino import OpenVINONetwork, require_openvino
 from featcache.extractor.stages import (
     EngineResult,
     Keyed,
@@ -102,7 +110,10 @@ def extract(
     if dataset is not None:
         validate_dataset_name(dataset)
     split = normalize_split(split, where="--split")
-    runtime = TENSORFLOW if network_factory is None else Runtime("custom", network_factory)
+    if config.runtime == "openvino":
+        require_openvino()  # before any work: say how to install it
+    # None: the config's runtime, chosen once the store is open (OpenVINO keeps models there)
+    runtime = None if network_factory is None else Runtime("custom", network_factory)
     session: RaySession | None = None
     if config.engine == "ray":
         from featcache.extractor.ray_connect import RaySession
@@ -143,7 +154,7 @@ def _extract(
     split: str | None,
     append: bool,
     progress: Progress | None,
-    runtime: Runtime,
+    runtime: Runtime | None,
     session: RaySession | None,
     on_ray_event: Callable[[PoolEvent], None] | None,
 ) -> ExtractReport:
@@ -162,6 +173,8 @@ def _extract(
         store = FeatureStore(store)
     if session is not None and store is not None:
         session.attach_log(store.path / "logs")
+    if runtime is None:
+        runtime = runtime_named(config.runtime, store, config.layers)
     with clock("weights_hash"):
         spec = config.spec(_weights_sha256(weights, store))
 
@@ -180,7 +193,7 @@ def _extract(
             present = _present(store, list(unique), spec, config)
         todo = [(item, key) for key, item in unique.items() if key not in present]
         if todo:
-            loaded, result = _compute(
+            weights_note, result = _compute(
                 todo,
                 weights,
                 spec,
@@ -194,7 +207,6 @@ def _extract(
                 session,
                 on_ray_event,
             )
-            weights_note = loaded.demo_note
 
     failures = [f.as_pair() for f in (*unreadable, *result.failed)]
     failed_paths = {path for path, _ in failures}
@@ -287,18 +299,34 @@ def _compute(
     progress: Progress | None,
     session: RaySession | None,
     on_ray_event: Callable[[PoolEvent], None] | None,
-) -> tuple[Weights, EngineResult]:
-    """Load the weights and run the engine over `todo`; return the weights and its result."""
+) -> tuple[str | None, EngineResult]:
+    """Load the weights (unless the runtime's converted model makes them unneeded) and run
+    the engine over `todo`; return the weights' note and the engine's result."""
+    local = session is None
+    converted = runtime.converted(spec) if runtime.converted is not None and local else None
     warm: Future[object] | None = None
-    if runtime.warm_up is not None and config.engine == "local":
+    if runtime.warm_up is not None and local and converted is None:
         # The runtime's import (seconds for TensorFlow) overlaps reading the weights.
         warm = pool.submit(runtime.warm_up)
+    source: WeightsSource
     with clock("load_weights"):
-        loaded = _load_weights(weights, spec, store)
+        if converted is None:
+            loaded = _load_weights(weights, spec, store)
+            source, note = loaded, loaded.demo_note
+        else:
+            # The converted model is cached: the weights are read only if it turns out to
+            # be damaged and must be converted again.
+            note = converted.get("weights_note")
+            if store is not None:
+                store.register_extractor(spec.fingerprint, {**spec.as_dict(), "weights_note": note})
+            source = _lazy_weights(weights, spec, store)
     if session is not None and store is not None:  # extract() checked: ray has a store
         from featcache.extractor.ray_engine import compute_on_ray
 
-        return loaded, compute_on_ray(
+        if config.runtime == "openvino":  # converted once here, not in every worker
+            with clock("convert"):
+                OpenVINONetwork(spec, loaded, store.runtime_models).ensure_converted(config.layers)
+        return note, compute_on_ray(
             todo,
             loaded.path,
             spec,
@@ -316,6 +344,20 @@ def _compute(
             with clock("warm_up_wait"):
                 warm.result()
         with clock("build_network"):
-            return runtime.build(loaded, spec)
+            return runtime.build(source, spec)
 
-    return loaded, run_local(todo, make_network, writer, config, pool, clock, progress)
+    return note, run_local(todo, make_network, writer, config, pool, clock, progress)
+
+
+def _lazy_weights(
+    source: str | Path | Weights, spec: ExtractorSpec, store: FeatureStore | None
+) -> Callable[[], Weights]:
+    """A function that reads and checks the weights the first time it is called."""
+    loaded: list[Weights] = []
+
+    def load() -> Weights:
+        if not loaded:
+            loaded.append(_load_weights(source, spec, store))
+        return loaded[0]
+
+    return load

@@ -70,6 +70,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         version=follower.live.head.version,
         top_k=config.top_k,
         max_pixels=config.max_pixels,
+        runtime=config.runtime,
     )
     metrics = Metrics()
     cache = AnswerCache(config.answer_cache_size)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from featcache.data.decode import DEFAULT_MAX_PIXELS
 from featcache.errors import ConfigError
+from featcache.extractor.fingerprint import check_runtime
 
 __all__ = ["LOOPBACK_HOSTS", "HeadSpec", "ServiceConfig"]
 
@@ -79,6 +80,7 @@ class ServiceConfig:
     head_refresh_seconds: float = 2.0
     batch_window_seconds: float = 0.01
     max_batch: int = 64
+    runtime: str | None = None  # extraction runtime; None: the head's, else TensorFlow
 
     def __post_init__(self) -> None:
         for name in (
@@ -108,6 +110,8 @@ class ServiceConfig:
         for host in self.allowed_hosts:
             if not host or "/" in host or host != host.strip():
                 raise ConfigError(f"The 'allowed_hosts' must be host names. Got {host!r}.")
+        if self.runtime is not None:
+            check_runtime(self.runtime)
         HeadSpec.parse(self.head)
 
     @property

@@ -28,6 +28,7 @@ from featcache.store.records import (
     VectorRow,
     VerifyReport,
 )
+from featcache.store.runtime_files import RUNTIMES_FOLDER, RuntimeAudit, RuntimeFiles, RuntimeModel
 from featcache.store.schema import SCHEMA_VERSION, create_or_migrate, dedupe_rows, schema_version
 from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardCheck, ShardFiles
 
@@ -35,6 +36,7 @@ __all__ = [
     "CATALOG_FILE",
     "HEADS_FOLDER",
     "NAME_RULE",
+    "RUNTIMES_FOLDER",
     "SCHEMA_VERSION",
     "SHARDS_FOLDER",
     "SPLITS",
@@ -49,6 +51,9 @@ __all__ = [
     "HeadFiles",
     "HeadRecord",
     "LabelledVectors",
+    "RuntimeAudit",
+    "RuntimeFiles",
+    "RuntimeModel",
     "ShardCheck",
     "ShardFiles",
     "ShardInfo",

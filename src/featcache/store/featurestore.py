@@ -6,6 +6,7 @@ One directory::
     STORE/shards/FP/LAYER/*.npy vector shards, memory-mapped for reading, SHA-256 recorded
     STORE/heads/NAME/*.joblib   saved heads (bytes from featcache.classifier.persist)
     STORE/failures.csv          every image that could not be extracted, with the reason
+    STORE/runtimes/FP/NAME/     models converted for another runtime (OpenVINO), with digests
 
 The store knows nothing of TensorFlow or of the heads' format: it keeps arrays and bytes.
 A store the user may only read is opened read-only and answers every read.
@@ -18,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from featcache.store.records import (
     ShardRecord,
     VerifyReport,
 )
+from featcache.store.runtime_files import RuntimeFiles
 from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardFiles
 
 # The records are defined in featcache.store.records; re-exported here for older imports.
@@ -72,6 +75,7 @@ class FeatureStore:
         catalog = self.path / CATALOG_FILE
         self._shards = ShardFiles(self.path / SHARDS_FOLDER)
         self._heads = HeadFiles(self.path)
+        self._runtimes = RuntimeFiles.in_store(self.path)
         if catalog.exists() and catalog.stat().st_size == 0:
             self._refuse_empty_catalog(catalog)
         if not catalog.exists():
@@ -594,6 +598,13 @@ class FeatureStore:
         """The version of `name` promoted last that still exists, or None."""
         return self._catalog.promoted_head(name)
 
+    # -- runtime models (files in, files out; the runtime that converts them owns the format)
+
+    @property
+    def runtime_models(self) -> RuntimeFiles:
+        """The runtime-model cache (``runtimes/``): find, publish, check and remove models."""
+        return self._runtimes
+
     # -- maintenance (featcache.store.maintenance) ------------------------------------------
 
     def info(self) -> dict[str, Any]:
@@ -609,10 +620,14 @@ class FeatureStore:
         self._maps.clear()  # release the memory maps before a possible delete
         report = maintenance.verify(self._catalog, self._shards, repair=repair)
         self._intact_ids.clear()
+        runtimes = self._runtimes.audit()
+        report.runtime_models = runtimes.models
+        report.problems += runtimes.problems
         return report
 
     def gc(self, *, grace_seconds: float = 900.0) -> GcReport:
-        """Remove unregistered shard files and vectors no dataset uses.
+        """Remove unregistered shard files, vectors no dataset uses, and runtime models of
+        extractors left without vectors.
 
         Only what is older than `grace_seconds` goes, so a concurrent extraction's shard,
         written but not yet registered or not yet in its dataset, is left alone. A shard
@@ -620,7 +635,14 @@ class FeatureStore:
         exist (a lost catalog), gc refuses with `StoreError`.
         """
         self._maps.clear()
-        return maintenance.gc(self._catalog, self._shards, grace_seconds=grace_seconds)
+        report = maintenance.gc(self._catalog, self._shards, grace_seconds=grace_seconds)
+        # Runtime models of extractors left without vectors go too (a conversion in progress
+        # is younger than the grace period).
+        live = {fingerprint for fingerprint, _, _ in self._catalog.vector_counts()}
+        models, freed = self._runtimes.collect(live, time.time() - grace_seconds)
+        return replace(
+            report, bytes_freed=report.bytes_freed + freed, runtime_models_removed=models
+        )
 
 
 def _writable_or_new(catalog: Path) -> bool:

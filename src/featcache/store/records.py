@@ -202,6 +202,7 @@ class VerifyReport:
     damaged: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     vectors_dropped: int = 0
+    runtime_models: int = 0  # sound converted models in ``runtimes/``
 
     @property
     def ok(self) -> bool:
@@ -215,3 +216,4 @@ class GcReport:
     files_removed: int
     vectors_removed: int
     bytes_freed: int
+    runtime_models_removed: int = 0
