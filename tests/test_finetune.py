@@ -24,6 +24,7 @@ from featcache.classifier.train import train_head
 from featcache.cli import app
 from featcache.errors import ConfigError, WeightsError
 from featcache.extractor.pipeline import ExtractConfig, extract
+from featcache.extractor.stages import for_storage
 from featcache.extractor.weights import Weights, read_weights
 from featcache.service import ServiceConfig, create_app
 from featcache.store import DatasetRow, FeatureStore
@@ -103,8 +104,12 @@ def test_extract_stores_pool5_in_float16_unless_told(
     config = ExtractConfig(layers=("pool5", "fc7"))
     assert config.storage_dtype("pool5") == "float16" and config.storage_dtype("fc7") == "float32"
     assert ExtractConfig(dtype="float32").storage_dtype("pool5") == "float32"
-    with pytest.raises(ConfigError, match="'dtype' must be 'auto' or one of"):
+    with pytest.raises(
+        ConfigError, match=r"'dtype' must be one of \['auto', 'float32', 'float16'\]"
+    ):
         ExtractConfig(dtype="int8")
+    with pytest.raises(ConfigError, match=r"'pool5' values reach 1e\+05, beyond float16"):
+        for_storage("pool5", np.array([[1.0, -1e5]], np.float32), "float16")
     write_images(tmp_path / "data", 4)
     store = FeatureStore(tmp_path / "store")
     weights = Weights(Path("w.npy"), {}, "c" * 64, None)
@@ -198,7 +203,7 @@ def test_train_show_predict_and_serve_round_trip(weights_path: Path, tmp_path: P
             str(store),
             "--dataset",
             "signs",
-            "--head",
+            "--kind",
             "finetune",
             "--weights",
             str(weights_path),

@@ -53,8 +53,7 @@ def train(
     ),
 ) -> None:
     """Fit a head on cached vectors, evaluate it, register a new version."""
-    from featcache.classifier.train import KINDS
-    from featcache.classifier.train import train_head
+    from featcache.classifier.train import KINDS, train_head
     from featcache.errors import ConfigError
     from featcache.store import FeatureStore
 
