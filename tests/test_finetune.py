@@ -259,7 +259,7 @@ def test_train_show_predict_and_serve_round_trip(weights_path: Path, tmp_path: P
     with FeatureStore(store) as fs:  # the unseen image was stored at the head's layer
         assert fs.has([second["key"]], loaded.fingerprint, "pool5") == {second["key"]}
     config = ServiceConfig(store=store, head="ft", weights=weights_path)
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as client:
         by_key = client.get(f"/v1/predictions/{first['key']}")
         assert by_key.status_code == 200
         assert by_key.json()["predictions"] == first["predictions"]

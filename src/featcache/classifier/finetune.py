@@ -267,8 +267,9 @@ class FineTuneHead(ClassifierMixin, BaseEstimator):
         self.best_epoch_ = best[2] if best[1] is not None else self.n_iter_
         del trainer
         dtype = np.float16 if self.precision == "bf16" else np.float32
-        self.coefs_ = [w.astype(dtype) for w in final[0::2]]
-        self.intercepts_ = [b.astype(np.float32) for b in final[1::2]]
+        self.coefs_ = [w.astype(dtype, copy=False) for w in final[0::2]]
+        self.intercepts_ = [b.astype(np.float32, copy=False) for b in final[1::2]]
+        del final
         self._cast_for_prediction()
         return self
 
