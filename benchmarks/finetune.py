@@ -1,6 +1,6 @@
 """Fine-tuning from the cache: a cached epoch against the pool5 extraction, and accuracy.
 
-    python benchmarks/finetune.py [--images 512] [--epochs 8] [--skip-accuracy] [--out DIR]
+    python benchmarks/finetune.py [--images 512] [--epochs 10] [--skip-accuracy] [--out DIR]
 
 Uses SEEDED RANDOM weights in the bvlc_alexnet.npy layout (real ImageNet weights cannot be
 tested here), on the same images and weights, in one run:
@@ -172,7 +172,7 @@ def extract_cli(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--shapes", type=int, default=1200)
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
