@@ -86,11 +86,13 @@ def _prefetched(
     source: RowSource, batches: list[np.ndarray], pool: ThreadPoolExecutor
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(rows, vectors) per batch; the next batch is read while the current one trains."""
-    pending = pool.submit(source.read_rows, batches[0]) if batches else None
+    if not batches:
+        return
+    pending = pool.submit(source.read_rows, batches[0])
     for i, rows in enumerate(batches):
-        assert pending is not None
         current = pending.result()
-        pending = pool.submit(source.read_rows, batches[i + 1]) if i + 1 < len(batches) else None
+        if i + 1 < len(batches):
+            pending = pool.submit(source.read_rows, batches[i + 1])
         yield rows, current
 
 
