@@ -87,7 +87,7 @@ def test_errors_name_flags_not_arguments(trained: Path) -> None:
     code, text = cli("train", "--store", trained, "--dataset", "toy", "--val-fraction", "1.5")
     assert code == 1 and "--val-fraction must be in [0, 1). Got 1.5." in text
     code, text = cli("train", "--store", trained, "--dataset", "toy", "--kind", "tree")
-    assert code == 1 and "--kind must be one of softmax, logreg. Got 'tree'." in text
+    assert code == 1 and "--kind must be one of softmax, logreg, finetune. Got 'tree'." in text
     code, text = cli(
         "train", "--store", trained, "--dataset", "toy", "--kind", "logreg", "--param", "C=-1"
     )

@@ -184,7 +184,7 @@ def test_split_option_and_append(
         ("layers", "fc7", r"'layers' must be a sequence of layer names.*the string 'fc7'"),
         ("batch_size", -1, r"'batch_size' must be an integer >= 1 \(or 0: auto\). Got -1"),
         ("batch_size", 2.5, r"'batch_size' must be an integer >= 1 \(or 0: auto\). Got 2.5"),
-        ("dtype", "int8", r"'dtype' must be one of \['float32', 'float16'\]. Got 'int8'"),
+        ("dtype", "int8", r"'dtype' must be one of \['auto', 'float32', 'float16'\]. Got 'int8'"),
         ("workers", 0, r"'workers' must be an integer >= 1. Got 0"),
         ("max_pixels", 0, r"'max_pixels' must be an integer >= 1. Got 0"),
         ("engine", "spark", r"'engine' must be one of \['local', 'ray'\]. Got 'spark'"),

@@ -41,6 +41,7 @@ _EXPORTS = {
     "LabelledVectors": "featcache.store.featurestore",
     "SoftmaxHead": "featcache.classifier.heads",
     "LogRegHead": "featcache.classifier.heads",
+    "FineTuneHead": "featcache.classifier.finetune",
     "make_head": "featcache.classifier.heads",
     "train_head": "featcache.classifier.train",
     "TrainResult": "featcache.classifier.train",

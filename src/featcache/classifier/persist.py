@@ -16,7 +16,9 @@ from typing import Any
 import joblib
 import numpy as np
 
+from featcache.classifier.finetune import FineTuneHead
 from featcache.classifier.heads import HEADS, LogRegHead, SoftmaxHead, top_k
+from featcache.classifier.rows import LazyVectors
 from featcache.errors import ConfigError, FingerprintMismatchError, HeadError, NotFoundError
 from featcache.store.featurestore import FeatureStore, HeadRecord, LabelledVectors
 
@@ -50,7 +52,7 @@ class LoadedHead:
     """A head loaded from a store, with the metadata recorded when it was trained."""
 
     record: HeadRecord
-    estimator: SoftmaxHead | LogRegHead
+    estimator: SoftmaxHead | LogRegHead | FineTuneHead
 
     @property
     def name(self) -> str:
@@ -120,8 +122,8 @@ def _json_safe(params: dict[str, Any]) -> dict[str, Any]:
 
 def describe_training(
     store: FeatureStore,
-    estimator: SoftmaxHead | LogRegHead,
-    data: LabelledVectors,
+    estimator: SoftmaxHead | LogRegHead | FineTuneHead,
+    data: LabelledVectors | LazyVectors,
     rows: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The metadata a saved head carries about `data`, the vectors it was fit on.
@@ -132,9 +134,12 @@ def describe_training(
     mask = np.ones(len(data.keys), bool) if rows is None else rows
     keys = [k for k, m in zip(data.keys, mask.tolist(), strict=True) if m]
     kind = next((k for k, cls in HEADS.items() if isinstance(estimator, cls)), None)
+    if isinstance(estimator, FineTuneHead):
+        kind = "finetune"
     if kind is None:
         raise ConfigError(
-            f"save_head takes a SoftmaxHead or LogRegHead; got {type(estimator).__name__}"
+            "save_head takes a SoftmaxHead, LogRegHead or FineTuneHead; got "
+            f"{type(estimator).__name__}"
         )
     spec = store.extractors().get(data.fingerprint, {})
     return {
@@ -155,7 +160,7 @@ def describe_training(
 def save_head(
     store: FeatureStore,
     name: str,
-    estimator: SoftmaxHead | LogRegHead,
+    estimator: SoftmaxHead | LogRegHead | FineTuneHead,
     meta: dict[str, Any] | None = None,
     *,
     trained_on: LabelledVectors | None = None,
@@ -199,6 +204,6 @@ def load_head(store: FeatureStore, name: str, version: int | None = None) -> Loa
             f"head '{name}' v{record.version}: cannot be loaded ({type(exc).__name__}: {exc}); "
             "was it saved by another version of featcache or scikit-learn?"
         ) from exc
-    if not isinstance(estimator, SoftmaxHead | LogRegHead):
+    if not isinstance(estimator, SoftmaxHead | LogRegHead | FineTuneHead):
         raise HeadError(f"head '{name}' v{record.version}: holds {type(estimator).__name__}")
     return LoadedHead(record, estimator)

@@ -1,6 +1,6 @@
 """Fit a head on a dataset's cached vectors, judge it on the held-out rows, register it.
 
-Reads vectors from the store only: no TensorFlow is imported.
+Reads vectors from the store only; only the ``finetune`` head imports TensorFlow (in fit).
 """
 
 from __future__ import annotations
@@ -12,13 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from featcache.classifier.heads import LogRegHead, SoftmaxHead, make_head, top_k
+from featcache.classifier.finetune import LAYER_SETS, FineTuneHead, PretrainedWeights
+from featcache.classifier.heads import HEADS, LogRegHead, SoftmaxHead, make_head, top_k
 from featcache.classifier.persist import describe_training, save_head
+from featcache.classifier.rows import LazyVectors, lazy_vectors
 from featcache.classifier.splits import effective_splits
-from featcache.errors import ConfigError, DataError
-from featcache.store import FeatureStore, HeadRecord, validate_head_name
+from featcache.errors import ConfigError, DataError, WeightsError
+from featcache.store import FeatureStore, HeadRecord, LabelledVectors, validate_head_name
 
-__all__ = ["TrainResult", "train_head"]
+__all__ = ["KINDS", "TrainResult", "check_pretrained", "make_finetune_head", "train_head"]
+
+#: The heads `train_head` can fit.
+KINDS = (*HEADS, "finetune")
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,7 @@ class TrainResult:
     """The registered head, its held-out metrics and where the time went."""
 
     record: HeadRecord
-    estimator: SoftmaxHead | LogRegHead
+    estimator: SoftmaxHead | LogRegHead | FineTuneHead
     metrics: dict[str, Any]
     timings: dict[str, float]
 
@@ -35,16 +40,21 @@ def train_head(
     store: FeatureStore,
     dataset: str,
     *,
-    layer: str = "fc7",
+    layer: str | None = None,
     head: str = "softmax",
     params: dict[str, Any] | None = None,
     val_fraction: float = 0.2,
     name: str | None = None,
     fingerprint: str | None = None,
     groups: Mapping[str, int] | None = None,
+    weights: PretrainedWeights | None = None,
 ) -> TrainResult:
-    """Train a `head` ("softmax" or "logreg") on `dataset` and register it as `name`.
+    """Train a `head` ("softmax", "logreg" or "finetune") on `dataset`, register it as `name`.
 
+    `layer` defaults to fc7, and for "finetune" to the layer its ``layers`` parameter starts
+    from (pool5, or fc6). "finetune" starts fc6 and fc7 from `weights`, which must be the
+    file the vectors were extracted with (`featcache.extractor.weights.read_weights`); its
+    vectors are read batch by batch from the store's shards while it trains.
     Rows split as `featcache.classifier.splits` says; the head is judged on the ``val``
     rows (accuracy, top-5 accuracy). Retraining under the same name adds a version.
     `groups` (key → near-duplicate group, as `featcache doctor` records them) keeps each
@@ -53,10 +63,26 @@ def train_head(
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"The 'val_fraction' must be in [0, 1). Got {val_fraction}.")
     name = validate_head_name(name or f"{dataset}-{head}")  # before any work
-    estimator = make_head(head, params)
+    estimator = make_finetune_head(params) if head == "finetune" else make_head(head, params)
+    if isinstance(estimator, FineTuneHead):
+        expected_layer = LAYER_SETS[estimator.layers][1]
+        layer = layer or expected_layer
+        if layer != expected_layer:
+            raise ConfigError(
+                f"The finetune head with layers='{estimator.layers}' trains on "
+                f"'{expected_layer}' vectors. Got layer '{layer}'."
+            )
+    layer = layer or "fc7"
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    data = store.vectors(dataset, layer, fingerprint)
+    data: LabelledVectors | LazyVectors
+    fit_params: dict[str, Any] = {}
+    if isinstance(estimator, FineTuneHead):
+        data = lazy_vectors(store, dataset, layer, fingerprint)
+        if estimator.init == "pretrained":
+            fit_params["pretrained"] = check_pretrained(store, data.fingerprint, weights)
+    else:
+        data = store.vectors(dataset, layer, fingerprint)
     timings["read_vectors"] = time.perf_counter() - t
     splits = effective_splits(data.keys, data.splits, val_fraction, groups)
     labelled = data.y >= 0
@@ -67,7 +93,7 @@ def train_head(
     if len(np.unique(data.y[train])) < 2:
         raise DataError(f"dataset '{dataset}': the training rows hold fewer than 2 classes")
     t = time.perf_counter()
-    estimator.fit(data.X[train], data.y[train])
+    estimator.fit(data.X[train], data.y[train], **fit_params)
     timings["fit"] = time.perf_counter() - t
 
     metrics: dict[str, Any] = {
@@ -90,11 +116,53 @@ def train_head(
         "dataset": dataset,
         "val_fraction": val_fraction,
         "split_groups": groups is not None,
+        "pretrained_sha256": getattr(estimator, "weights_sha256_", None),
         "metrics": metrics,
         "timings": timings,
     }
     record = save_head(store, name, estimator, meta)
     return TrainResult(record, estimator, metrics, timings)
+
+
+def make_finetune_head(params: dict[str, Any] | None = None) -> FineTuneHead:
+    """A `FineTuneHead` with keyword parameters; errors name the parameter."""
+    params = dict(params or {})
+    allowed = FineTuneHead().get_params()
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"Unknown parameter(s) {unknown} for FineTuneHead; allowed: {sorted(allowed)}."
+        )
+    head = FineTuneHead(**params)
+    try:
+        head._validate_params()
+    except ValueError as exc:  # sklearn's InvalidParameterError
+        raise ConfigError(str(exc)) from exc
+    return head
+
+
+def check_pretrained(
+    store: FeatureStore, fingerprint: str, weights: PretrainedWeights | None
+) -> PretrainedWeights:
+    """`weights`, if they are the file whose digest is in the vectors' extractor fingerprint.
+
+    Raises `ConfigError` without weights and `WeightsError` naming both digests for another
+    file: fc6 and fc7 must continue exactly the network that computed the vectors.
+    """
+    expected = str(store.extractor_spec(fingerprint).get("weights_sha256", ""))
+    if weights is None:
+        raise ConfigError(
+            "The finetune head starts fc6 and fc7 from the weights file the vectors were "
+            f"extracted with (SHA-256 {expected[:12]}...): pass it (--weights W)."
+        )
+    if weights.sha256 != expected:
+        where = getattr(weights, "path", "the given weights")
+        raise WeightsError(
+            f"{where}: SHA-256 {weights.sha256[:12]}... is not the {expected[:12]}... of the "
+            f"weights that extracted these vectors (extractor {fingerprint[:12]}); pass that "
+            "file, or extract again with this one"
+        )
+    return weights
 
 
 def _why_no_held_out(

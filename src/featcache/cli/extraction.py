@@ -49,7 +49,9 @@ def extract(
     ),
     class_names: Path | None = typer.Option(None, help="ClassId,Name CSV (like signnames.csv)."),
     batch_size: int = typer.Option(0, help="Images per batch; 0: 64 for float32, 128 for bf16."),
-    dtype: str = typer.Option("float32", help="Storage dtype: float32 or float16."),
+    dtype: str = typer.Option(
+        "auto", help="Storage dtype: float32, float16, or auto (float16 for pool5 only)."
+    ),
     precision: str = typer.Option("float32", help="Network precision: float32, bf16, fp16."),
     runtime: str = typer.Option(
         "tensorflow", help="tensorflow, or openvino (pip install 'featcache[openvino]')."

@@ -30,8 +30,13 @@ def _param(text: str) -> tuple[str, Any]:
 def train(
     store: Path = typer.Option(..., "--store", help="Feature store directory."),
     dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
-    layer: str = typer.Option("fc7", help="Which stored layer to train on."),
-    kind: str = typer.Option("softmax", help="softmax (fast, ours) or logreg (scikit-learn)."),
+    layer: str | None = typer.Option(
+        None, help="Which stored layer to train on [default: fc7; pool5 for finetune]."
+    ),
+    kind: str = typer.Option(
+        "softmax",
+        help="softmax (fast, ours), logreg (scikit-learn) or finetune (fc6-fc8 on pool5).",
+    ),
     legacy_kind: str | None = typer.Option(
         None, "--head", help="Old name of --kind (deprecated: --head names a head elsewhere)."
     ),
@@ -43,19 +48,26 @@ def train(
         False,
         help="Keep near-duplicate groups (featcache doctor) on one side of the held-out split.",
     ),
+    weights: Path | None = typer.Option(
+        None, help="finetune: the weights file the vectors were extracted with."
+    ),
 ) -> None:
-    """Fit a head on cached vectors (no TensorFlow), evaluate it, register a new version."""
-    from featcache.classifier.heads import HEADS
-    from featcache.classifier.train import train_head
+    """Fit a head on cached vectors, evaluate it, register a new version."""
+    from featcache.classifier.train import KINDS, train_head
     from featcache.errors import ConfigError
     from featcache.store import FeatureStore
 
     if legacy_kind is not None:
         err.print("note: in train, --head is now --kind (--head names a head in every command)")
         kind = legacy_kind
-    if kind not in HEADS:
-        raise ConfigError(f"--kind must be one of {', '.join(HEADS)}. Got {kind!r}.")
+    if kind not in KINDS:
+        raise ConfigError(f"--kind must be one of {', '.join(KINDS)}. Got {kind!r}.")
     params = dict(_param(p) for p in param)
+    pretrained = None
+    if weights is not None:
+        from featcache.extractor.weights import read_weights
+
+        pretrained = read_weights(weights)
     with FeatureStore(store, create=False) as fs:
         groups = None
         if split_groups:
@@ -63,7 +75,9 @@ def train(
             if groups is None:  # never recorded, or the dataset changed since
                 from featcache.analysis.doctor import near_duplicate_groups
 
-                groups = near_duplicate_groups(fs, dataset, layer=layer, fingerprint=fingerprint)
+                groups = near_duplicate_groups(
+                    fs, dataset, layer=layer or "fc7", fingerprint=fingerprint
+                )
             copies = len(groups) - len(set(groups.values()))
             out.print(f"near-duplicate groups: {copies} image(s) held together with another")
         result = train_head(
@@ -76,11 +90,12 @@ def train(
             name=name,
             fingerprint=fingerprint,
             groups=groups,
+            weights=pretrained,
         )
     record, metrics = result.record, result.metrics
     out.print(
         f"head '{record.name}' v{record.version} ({kind}) on {metrics['n_train']} vectors "
-        f"of '{dataset}' [{layer}]: fit {result.timings['fit']:.2f}s, "
+        f"of '{dataset}' [{record.meta['layer']}]: fit {result.timings['fit']:.2f}s, "
         f"read {result.timings['read_vectors']:.2f}s"
     )
     out.print(f"  train accuracy {metrics['train_accuracy']:.4f}")
@@ -211,14 +226,27 @@ def heads_show(
     name: str = typer.Argument(..., help="Head name."),
     version: int | None = typer.Option(None, help="Version [default: newest]."),
 ) -> None:
-    """A head's full metadata as JSON."""
+    """A head's full metadata as JSON, with the size of its file.
+
+    A finetune head carries fc6 and fc7: about 220 MB in float32, 110 MB when trained in
+    bf16 (stored as float16).
+    """
     from featcache.store import FeatureStore
 
     with FeatureStore(store, create=False) as fs:
         r = fs.head(name, version)
+        path = fs.path / r.file
+        size = path.stat().st_size if path.exists() else None
     out.print_json(
         json.dumps(
-            {"name": r.name, "version": r.version, "file": r.file, "sha256": r.sha256, **r.meta}
+            {
+                "name": r.name,
+                "version": r.version,
+                "file": r.file,
+                "file_bytes": size,
+                "sha256": r.sha256,
+                **r.meta,
+            }
         )
     )
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from featcache.data.phash import HASH_KIND, image_hash
 from featcache.data.source import ImageItem
-from featcache.errors import FeatcacheError, ImageError
-from featcache.extractor.config import ExtractConfig
+from featcache.errors import ConfigError, FeatcacheError, ImageError
+from featcache.extractor.config import ExtractConfig, storage_dtype
 from featcache.extractor.network import Network
 from featcache.extractor.preprocess import INPUT_SIZE, preprocess_rgb
 from featcache.store import FeatureStore, ShardFiles, ShardInfo
@@ -36,6 +36,7 @@ __all__ = [
     "StoreWriter",
     "Writer",
     "batches",
+    "for_storage",
     "forward",
     "key_items",
     "prepare",
@@ -175,6 +176,21 @@ class Writer(Protocol[T_co]):
     ) -> T_co: ...
 
 
+_FLOAT16_MAX = 65504.0
+
+
+def for_storage(layer: str, matrix: np.ndarray, dtype: str) -> np.ndarray:
+    """`matrix` in `dtype`; `ConfigError` if float16 cannot hold its values."""
+    if dtype == "float16":
+        peak = float(np.abs(matrix).max(initial=0.0))
+        if peak > _FLOAT16_MAX:
+            raise ConfigError(
+                f"'{layer}' values reach {peak:.3g}, beyond float16 (65504); extract again "
+                "with --dtype float32"
+            )
+    return matrix.astype(dtype, copy=False)
+
+
 class StoreWriter:
     """Writes each batch into a store (one shard per layer, registered at once)."""
 
@@ -188,7 +204,14 @@ class StoreWriter:
         hashes: Mapping[str, bytes] | None = None,
     ) -> int:
         """Return how many vectors were new to the store; record the pixel hashes too."""
-        added = self.store.put_batch(keys, outputs, self.fingerprint, dtype=self.dtype)
+        added = 0
+        for dtype in sorted({storage_dtype(self.dtype, layer) for layer in outputs}):
+            group = {
+                layer: for_storage(layer, matrix, dtype)
+                for layer, matrix in outputs.items()
+                if storage_dtype(self.dtype, layer) == dtype
+            }
+            added += self.store.put_batch(keys, group, self.fingerprint, dtype=dtype)
         if hashes:
             self.store.put_image_hashes(HASH_KIND, hashes)
         return added
@@ -212,7 +235,10 @@ class ShardWriter:
         """Return ``{layer: shard}`` (name and SHA-256); shard row i is ``keys[i]``'s vector."""
         return {
             layer: self.shards.write(
-                self.fingerprint, layer, matrix.astype(self.dtype, copy=False), prefix=self.prefix
+                self.fingerprint,
+                layer,
+                for_storage(layer, matrix, storage_dtype(self.dtype, layer)),
+                prefix=self.prefix,
             )
             for layer, matrix in outputs.items()
         }
