@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from conftest import make_trained_store
 from featcache.cli import app
 from featcache.demo import run_demo
-from featcache.errors import WeightsError
+from featcache.errors import ConfigError, WeightsError
 from featcache.extractor.weights import write_demo_weights
 from featcache.predictor import Predictor
 from featcache.store import FeatureStore
@@ -117,3 +117,14 @@ def test_demo_runs_the_whole_job(tmp_path: Path) -> None:
     rerun = run_demo(tmp_path / "demo", limit=200)
     assert rerun.extraction.cached == 200 and rerun.extraction.extracted == 0
     assert rerun.heads["softmax"].record.version == 2
+
+
+def test_demo_limit_is_checked_against_what_out_holds(tmp_path: Path) -> None:
+    for name in ("1.png", "2.png"):  # an earlier run's folder of 2 images
+        (tmp_path / "demo" / "digits" / "train" / "0").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8)).save(tmp_path / "demo" / "digits" / "train" / "0" / name)
+    with pytest.raises(ConfigError, match=r"--limit 5: .* holds 2 digit images .* another --out"):
+        run_demo(tmp_path / "demo", limit=5)
+    with pytest.raises(ConfigError, match=r"--limit must be >= 1\. Got 0\."):
+        run_demo(tmp_path / "demo", limit=0)
+    assert not (tmp_path / "demo" / "store").exists()  # refused before any work
