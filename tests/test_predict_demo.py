@@ -128,3 +128,17 @@ def test_demo_limit_is_checked_against_what_out_holds(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"--limit must be >= 1\. Got 0\."):
         run_demo(tmp_path / "demo", limit=0)
     assert not (tmp_path / "demo" / "store").exists()  # refused before any work
+
+
+def test_demo_command_prints_next_commands_that_work(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--limit", "60"])
+    assert result.exit_code == 0, result.output
+    assert "sample: 60 digit images" in result.output and "RANDOM weights" in result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("next: featcache predict"))
+    unseen = tmp_path / "unseen.png"
+    Image.fromarray(np.full((32, 32), 200, dtype=np.uint8)).save(unseen)
+    args = line.removeprefix("next: featcache ").replace("IMAGE...", str(unseen)).split()
+    result = runner.invoke(app, args)  # the printed command, as given, answers an unseen image
+    assert result.exit_code == 0, result.output
+    assert f"Image 0: {unseen} (extracted)" in result.output
