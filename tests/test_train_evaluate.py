@@ -185,6 +185,7 @@ def test_cli_train_evaluate_predict_heads(tmp_path: Path) -> None:
     )
     assert code == 0, text
     assert "head 'signs' v1 (softmax)" in text and "[fc7]" in text and "RANDOM" in text
+    assert ", top-3 " in text  # 3 classes: top-3, like evaluate's report, not a trivial top-5
     code, text = cli("train", "--store", str(tmp_path / "s"), "--dataset", "toy", "--param", "lr=1")
     assert code == 1 and "Unknown parameter(s) ['lr']" in text
     code, text = cli(

@@ -87,7 +87,7 @@ def train(
     if metrics["n_val"]:
         out.print(
             f"  held-out ({metrics['n_val']} rows): accuracy {metrics['val_accuracy']:.4f}, "
-            f"top-5 {metrics['val_top5_accuracy']:.4f}"
+            f"top-{min(5, len(record.meta['classes']))} {metrics['val_top5_accuracy']:.4f}"
         )
     else:
         out.print(f"  no held-out rows: {metrics['no_held_out']}")
