@@ -11,7 +11,9 @@ import typer
 from featcache.cli._shared import EXIT_ERROR, EXIT_STRICT, err, note, out, reports_errors
 
 heads_app = typer.Typer(
-    rich_markup_mode=None, help="List, show and delete heads in a store.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="List, show, delete and promote heads in a store.",
+    no_args_is_help=True,
 )
 
 
