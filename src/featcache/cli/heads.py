@@ -195,12 +195,14 @@ def heads_list(store: Path = typer.Argument(..., help="Feature store directory."
 
     with FeatureStore(store, create=False) as fs:
         records = fs.heads()
+        promoted = {name: fs.promoted_head(name) for name in {r.name for r in records}}
     for r in records:
         acc = r.meta.get("metrics", {}).get("val_accuracy")
         score = f"val accuracy {acc:.4f}" if acc is not None else "no held-out score"
         out.print(
             f"{r.name} v{r.version}: {r.meta.get('head')} on '{r.meta.get('dataset')}' "
             f"[{r.meta.get('layer')}, extractor {str(r.meta.get('fingerprint'))[:12]}], {score}"
+            + (" (promoted)" if promoted[r.name] == r.version else "")
         )
     if not records:
         out.print("no heads")
