@@ -64,7 +64,7 @@ def test_extract_info_verify_export(tmp_path: Path, weights_path: Path) -> None:
     code, output = cli(
         "export", "--store", tmp_path / "st", "--dataset", "signs", "--out", tmp_path / "signs.npz"
     )
-    assert code == 0
+    assert code == 0 and "NOT ImageNet" in output  # the export says its vectors are random
     with np.load(tmp_path / "signs.npz") as npz:
         assert npz["features"].shape == (5, 4096) and npz["features"].dtype == np.float32
         assert sorted(npz["labels"].tolist()) == [0, 0, 1, 1, 1]
@@ -76,6 +76,7 @@ def test_errors_exit_1_with_the_file_named(tmp_path: Path) -> None:
         "extract", tmp_path / "d", "--store", tmp_path / "st", "--weights", tmp_path / "missing.npy"
     )
     assert code == 1 and "missing.npy: no such weights file" in output
+    assert not (tmp_path / "st").exists()  # no empty store is left behind
     code, output = cli(
         "extract",
         tmp_path / "d",

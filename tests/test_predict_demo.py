@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from conftest import make_trained_store
 from featcache.cli import app
 from featcache.demo import run_demo
-from featcache.errors import WeightsError
+from featcache.errors import ConfigError, WeightsError
 from featcache.extractor.weights import write_demo_weights
 from featcache.predictor import Predictor
 from featcache.store import FeatureStore
@@ -117,3 +117,28 @@ def test_demo_runs_the_whole_job(tmp_path: Path) -> None:
     rerun = run_demo(tmp_path / "demo", limit=200)
     assert rerun.extraction.cached == 200 and rerun.extraction.extracted == 0
     assert rerun.heads["softmax"].record.version == 2
+
+
+def test_demo_limit_is_checked_against_what_out_holds(tmp_path: Path) -> None:
+    for name in ("1.png", "2.png"):  # an earlier run's folder of 2 images
+        (tmp_path / "demo" / "digits" / "train" / "0").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8)).save(tmp_path / "demo" / "digits" / "train" / "0" / name)
+    with pytest.raises(ConfigError, match=r"--limit 5: .* holds 2 digit images .* another --out"):
+        run_demo(tmp_path / "demo", limit=5)
+    with pytest.raises(ConfigError, match=r"--limit must be >= 1\. Got 0\."):
+        run_demo(tmp_path / "demo", limit=0)
+    assert not (tmp_path / "demo" / "store").exists()  # refused before any work
+
+
+def test_demo_command_prints_next_commands_that_work(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--limit", "60"])
+    assert result.exit_code == 0, result.output
+    assert "sample: 60 digit images" in result.output and "RANDOM weights" in result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("next: featcache predict"))
+    unseen = tmp_path / "unseen.png"
+    Image.fromarray(np.full((32, 32), 200, dtype=np.uint8)).save(unseen)
+    args = line.removeprefix("next: featcache ").replace("IMAGE...", str(unseen)).split()
+    result = runner.invoke(app, args)  # the printed command, as given, answers an unseen image
+    assert result.exit_code == 0, result.output
+    assert f"Image 0: {unseen} (extracted)" in result.output

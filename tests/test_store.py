@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from featcache.errors import ConfigError, HeadError, NotFoundError, StoreError
@@ -208,6 +209,11 @@ def test_export_npz_and_parquet_aligned(tmp_path: Path) -> None:
         np.testing.assert_array_equal(npz["labels"], [0, 1, 0])
     table = pd.read_parquet(export_vectors(store, "d", tmp_path / "out.parquet"))
     assert table["label_name"].tolist() == ["a", "b", "a"]
+    assert b"featcache.weights_note" not in pq.read_schema(tmp_path / "out.parquet").metadata
+    store.register_extractor(FP, {"profile": "caffe", "weights_note": "RANDOM weights"})
+    metadata = pq.read_schema(export_vectors(store, "d", tmp_path / "out.parquet")).metadata
+    assert metadata[b"featcache.weights_note"] == b"RANDOM weights"
+    assert metadata[b"featcache.fingerprint"] == FP.encode()
     np.testing.assert_array_equal(np.stack(table["features"].to_numpy()), x)
     with pytest.raises(ConfigError, match=r"\.npz or \.parquet"):
         export_vectors(store, "d", tmp_path / "out.csv")

@@ -185,6 +185,7 @@ def test_cli_train_evaluate_predict_heads(tmp_path: Path) -> None:
     )
     assert code == 0, text
     assert "head 'signs' v1 (softmax)" in text and "[fc7]" in text and "RANDOM" in text
+    assert ", top-3 " in text  # 3 classes: top-3, like evaluate's report, not a trivial top-5
     code, text = cli("train", "--store", str(tmp_path / "s"), "--dataset", "toy", "--param", "lr=1")
     assert code == 1 and "Unknown parameter(s) ['lr']" in text
     code, text = cli(
@@ -201,7 +202,11 @@ def test_cli_train_evaluate_predict_heads(tmp_path: Path) -> None:
     assert code == 0 and "[test], 100 images" in text
     assert (tmp_path / "rep" / "confusion_matrix.png").exists()
     code, text = cli("heads", "list", str(tmp_path / "s"))
-    assert "signs v1: softmax on 'toy'" in text
+    assert "signs v1: softmax on 'toy'" in text and "(promoted)" not in text
+    code, text = cli("heads", "promote", str(tmp_path / "s"), "signs", "1")
+    assert code == 0, text
+    code, text = cli("heads", "list", str(tmp_path / "s"))
+    assert "signs v1: softmax on 'toy'" in text and text.rstrip().endswith("(promoted)")
     code, text = cli("heads", "show", str(tmp_path / "s"), "signs")
     assert json.loads(text)["params"]["l2"] == 0.01
     code, text = cli("heads", "delete", str(tmp_path / "s"), "signs", "--yes")

@@ -14,12 +14,15 @@ from pathlib import Path
 from featcache.classifier.evaluate import Evaluation, evaluate_head, write_report
 from featcache.classifier.train import TrainResult, train_head
 from featcache.data import write_digits_folder
+from featcache.errors import ConfigError
 from featcache.extractor.pipeline import ExtractConfig, ExtractReport, extract
 from featcache.extractor.weights import DEMO_MARKER, write_demo_weights
 from featcache.predictor import ImageResult, Predictor, list_images
 from featcache.store.featurestore import FeatureStore
 
 __all__ = ["DemoResult", "run_demo"]
+
+DIGITS = 1797  # images in scikit-learn's digits, the bundled sample
 
 
 @dataclass
@@ -56,8 +59,16 @@ def run_demo(
     """Run the whole job in `out` (reusing what a previous run left there); return results."""
     out = Path(out)
     data = out / "digits"
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1. Got {limit}.")
     if not data.is_dir():
         write_digits_folder(data, limit=limit, seed=seed)
+    elif limit is not None and len(list_images([data])) != min(limit, DIGITS):
+        raise ConfigError(
+            f"--limit {limit}: {data} holds {len(list_images([data]))} digit images from an "
+            f"earlier run, and the demo reuses what it finds in --out; give another --out "
+            f"(or delete {out}) to run on {min(limit, DIGITS)}"
+        )
     weights = out / "demo_alexnet_RANDOM.npy"
     if not _has_demo_weights(weights):
         write_demo_weights(weights, seed=seed)

@@ -37,7 +37,10 @@ def demo(
     for p in result.predictions:
         ranked = ", ".join(f"{x.label}: {x.probability:.3f}" for x in p.predictions)
         out.print(f"  {p.path} → {ranked}")
-    out.print(f"next: featcache predict --store {result.store} --head digits-softmax IMAGE...")
+    out.print(
+        f"next: featcache predict --store {result.store} --head digits-softmax "
+        f"--weights {result.weights} IMAGE..."
+    )
     out.print(
         f"      featcache serve --store {result.store} --head digits-softmax "
         f"--weights {result.weights}"

@@ -201,5 +201,9 @@ def export(
     from featcache.store import FeatureStore, export_vectors
 
     with FeatureStore(store, create=False, read_only=True) as fs:
+        fs.dataset(dataset)  # an unknown dataset is named as such, with the known ones
+        fingerprint = fs.resolve_fingerprint(dataset, layer, fingerprint)
         path = export_vectors(fs, dataset, out_path, layer=layer, fingerprint=fingerprint)
+        weights_note = fs.extractors().get(fingerprint, {}).get("weights_note")
     out.print(f"wrote {path}")
+    note(weights_note)

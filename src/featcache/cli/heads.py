@@ -11,7 +11,9 @@ import typer
 from featcache.cli._shared import EXIT_ERROR, EXIT_STRICT, err, note, out, reports_errors
 
 heads_app = typer.Typer(
-    rich_markup_mode=None, help="List, show and delete heads in a store.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="List, show, delete and promote heads in a store.",
+    no_args_is_help=True,
 )
 
 
@@ -102,7 +104,7 @@ def train(
     if metrics["n_val"]:
         out.print(
             f"  held-out ({metrics['n_val']} rows): accuracy {metrics['val_accuracy']:.4f}, "
-            f"top-5 {metrics['val_top5_accuracy']:.4f}"
+            f"top-{min(5, len(record.meta['classes']))} {metrics['val_top5_accuracy']:.4f}"
         )
     else:
         out.print(f"  no held-out rows: {metrics['no_held_out']}")
@@ -208,12 +210,14 @@ def heads_list(store: Path = typer.Argument(..., help="Feature store directory."
 
     with FeatureStore(store, create=False) as fs:
         records = fs.heads()
+        promoted = {name: fs.promoted_head(name) for name in {r.name for r in records}}
     for r in records:
         acc = r.meta.get("metrics", {}).get("val_accuracy")
         score = f"val accuracy {acc:.4f}" if acc is not None else "no held-out score"
         out.print(
             f"{r.name} v{r.version}: {r.meta.get('head')} on '{r.meta.get('dataset')}' "
             f"[{r.meta.get('layer')}, extractor {str(r.meta.get('fingerprint'))[:12]}], {score}"
+            + (" (promoted)" if promoted[r.name] == r.version else "")
         )
     if not records:
         out.print("no heads")

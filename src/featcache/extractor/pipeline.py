@@ -169,6 +169,8 @@ def _extract(
         source = open_source(source, class_names_file=class_names_file)
     for item in source.items:
         normalize_split(item.split, where=item.path)  # a bad split stops before any work
+    if not isinstance(weights, Weights) and not Path(weights).is_file():
+        read_weights(weights)  # a missing weights file stops before the store is created
     if store is not None and not isinstance(store, FeatureStore):
         store = FeatureStore(store)
     if session is not None and store is not None:

@@ -49,13 +49,20 @@ def export_vectors(
                     features=data.X,
                 )
             else:
-                _write_parquet(f, data, names, splits)
+                note = store.extractors().get(data.fingerprint, {}).get("weights_note")
+                _write_parquet(f, data, names, splits, note)
     except OSError as exc:
         raise StoreError(describe_failure(out, "writing the export", exc)) from exc
     return out
 
 
-def _write_parquet(f: BinaryIO, data: LabelledVectors, names: list[str], splits: list[str]) -> None:
+def _write_parquet(
+    f: BinaryIO,
+    data: LabelledVectors,
+    names: list[str],
+    splits: list[str],
+    weights_note: str | None,
+) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -71,7 +78,8 @@ def _write_parquet(f: BinaryIO, data: LabelledVectors, names: list[str], splits:
             "features": features,
         }
     )
-    table = table.replace_schema_metadata(
-        {"featcache.fingerprint": data.fingerprint, "featcache.layer": data.layer}
-    )
+    metadata = {"featcache.fingerprint": data.fingerprint, "featcache.layer": data.layer}
+    if weights_note:  # random weights say so wherever their vectors go
+        metadata["featcache.weights_note"] = weights_note
+    table = table.replace_schema_metadata(metadata)
     pq.write_table(table, f)
