@@ -81,26 +81,37 @@ def test_get_and_keys_answers_carry_the_stored_path(store_path: tuple[Path, list
     assert results[0]["predictions"] and "error" in results[1] and results[2]["predictions"]
 
 
+def _path_within(c: TestClient, key: str, expected: str | None) -> dict[str, object]:
+    """The GET answer once its path is `expected` (the head refresh renews the path LRU)."""
+    deadline = time.monotonic() + 10
+    while True:
+        answer: dict[str, object] = c.get(f"/v1/predictions/{key}").json()
+        if answer["path"] == expected or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.02)
+
+
 def test_lru_answers_show_the_path_the_store_holds_now(
     store_path: tuple[Path, list[str]],
 ) -> None:
     path, keys = store_path
-    with client(path) as c:
+    with client(path, head_refresh_seconds=0.05) as c:
         first = c.get(f"/v1/predictions/{keys[4]}").json()
         assert first["path"] == "4.png"
         assert len(c.app.state.answers) == 1  # type: ignore[attr-defined]
+        assert len(c.app.state.paths) == 1  # type: ignore[attr-defined]
         with FeatureStore(path) as store:  # another process re-extracts from a new folder
             store.add_dataset(
                 "signs",
                 [DatasetRow(k, f"new/{i}.png", i % len(CLASSES)) for i, k in enumerate(keys)],
                 CLASSES,
             )
-        again = c.get(f"/v1/predictions/{keys[4]}").json()
+        again = _path_within(c, keys[4], "new/4.png")
         many = c.post("/v1/predict/keys", json={"keys": [keys[4]]}).json()
         assert c.app.state.answers.get(keys[4], c.app.state.follower.live.digest) is not None  # type: ignore[attr-defined]
         with FeatureStore(path) as store:
             store.add_dataset("signs", [DatasetRow(keys[0], "0.png", 0)], CLASSES)
-        gone = c.get(f"/v1/predictions/{keys[4]}").json()
+        gone = _path_within(c, keys[4], None)
     assert again["path"] == "new/4.png" and many["results"][0]["path"] == "new/4.png"
     assert again["predictions"] == first["predictions"]
     assert gone["path"] is None and gone["predictions"] == first["predictions"]

@@ -4,6 +4,7 @@ up, `HeadSpec` says which head version it follows, `run` serves it with one or m
 from featcache.service.answers import (
     Answer,
     AnswerCache,
+    PathCache,
     lookup,
 )
 from featcache.service.app import (
@@ -101,6 +102,7 @@ __all__ = [
     "KeysRequest",
     "LiveHead",
     "Metrics",
+    "PathCache",
     "PredictionOut",
     "ServiceConfig",
     "Upload",

@@ -18,7 +18,7 @@ import orjson
 from featcache.predictor import Predictor
 from featcache.service.heads import LiveHead
 
-__all__ = ["Answer", "AnswerCache", "lookup"]
+__all__ = ["Answer", "AnswerCache", "PathCache", "lookup"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,46 @@ class AnswerCache:
 
     def clear(self) -> None:
         self._items.clear()
+
+
+class PathCache:
+    """Least-recently-used stored paths by key (None: no dataset holds the key), for one
+    generation of the store's datasets: `clear` when `FeatureStore.datasets_generation`
+    changes, so an answer never carries a path the store no longer holds for longer than a
+    head refresh takes."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[str, str | None] = OrderedDict()
+        self.generation: tuple[int, int, float] | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def known(self, keys: Sequence[str]) -> tuple[dict[str, str | None], list[str]]:
+        """The cached paths of `keys`, and the keys not cached."""
+        found: dict[str, str | None] = {}
+        missing: list[str] = []
+        for key in keys:
+            if key in self._items:
+                self._items.move_to_end(key)
+                found[key] = self._items[key]
+            else:
+                missing.append(key)
+        return found, missing
+
+    def put(self, paths: dict[str, str | None]) -> None:
+        if self.maxsize == 0:
+            return
+        self._items.update(paths)
+        while len(self._items) > self.maxsize:
+            self._items.popitem(last=False)
+
+    def renew(self, generation: tuple[int, int, float]) -> None:
+        """Forget every path if the datasets changed since the paths were read."""
+        if generation != self.generation:
+            self._items.clear()
+            self.generation = generation
 
 
 def lookup(predictor: Predictor, keys: Sequence[str], live: LiveHead) -> dict[str, Answer]:

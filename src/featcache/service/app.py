@@ -27,7 +27,7 @@ from starlette.responses import Response
 from featcache.data.source import ImageItem
 from featcache.errors import FeatcacheError, StoreError
 from featcache.predictor import ImageResult, Predictor
-from featcache.service.answers import Answer, AnswerCache, lookup
+from featcache.service.answers import Answer, AnswerCache, PathCache, lookup
 from featcache.service.batcher import Batcher
 from featcache.service.config import ServiceConfig
 from featcache.service.docs import build_fastapi, declare_bearer
@@ -74,6 +74,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     )
     metrics = Metrics()
     cache = AnswerCache(config.answer_cache_size)
+    paths = PathCache(config.answer_cache_size)
     problems: dict[str, str] = {}  # what the last head refresh found wrong with the store
 
     def extract(items: list[ImageItem]) -> list[ImageResult]:
@@ -98,6 +99,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 problems["refresh"] = "the store or the head file cannot be read"
                 continue
             problems.pop("refresh", None)
+            try:
+                paths.renew(await run_in_threadpool(predictor.store.datasets_generation))
+            except Exception as exc:  # a path lookup must not take the head refresh down
+                log.error("cannot read the datasets' state: %s: %s", type(exc).__name__, exc)
+                paths.renew((-1, -1, 0.0))
             if swapped:
                 cache.clear()
                 metrics.head_swaps.inc()
@@ -125,6 +131,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.predictor = predictor
     app.state.metrics = metrics
     app.state.answers = cache
+    app.state.paths = paths
     if config.token is not None:
         declare_bearer(app, OPEN_PATHS)
     common = (400, 401, 405, 413, 500, 503) if config.token else (400, 405, 413, 500, 503)
@@ -192,9 +199,19 @@ def create_app(config: ServiceConfig) -> FastAPI:
         return found, from_cache
 
     async def paths_for(keys: list[str]) -> dict[str, str]:
-        """The stored path of each key that a dataset holds, read at every request (not kept
-        in the answer LRU, so a re-extracted or removed dataset shows at once)."""
-        return await run_in_threadpool(predictor.store.paths_of, keys)
+        """The stored path of each key that a dataset holds: from the path LRU, which the
+        head refresh empties when the datasets change, else from the store."""
+        found, missing = paths.known(keys)
+        if missing:
+            if paths.generation is None:  # the first lookup: note the state it reads
+                paths.renew(await run_in_threadpool(predictor.store.datasets_generation))
+            generation = paths.generation
+            read = await run_in_threadpool(predictor.store.paths_of, missing)
+            fresh = {key: read.get(key) for key in missing}
+            if paths.generation == generation:  # not read across a change the refresh saw
+                paths.put(fresh)
+            found.update(fresh)
+        return {key: path for key, path in found.items() if path is not None}
 
     def count(hits: int, misses: int, from_cache: int) -> None:
         if hits:

@@ -445,6 +445,15 @@ class Catalog:
                 found.setdefault(key, path)  # the first row in that order wins
         return found
 
+    def datasets_generation(self) -> tuple[int, int, float]:
+        """(datasets, rows, newest update): changes whenever any dataset's rows change."""
+        found = self.query(
+            "SELECT (SELECT COUNT(*) FROM datasets), (SELECT COUNT(*) FROM dataset_rows), "
+            "(SELECT COALESCE(MAX(updated), 0) FROM datasets)"
+        )
+        count, rows, newest = found[0]
+        return int(count), int(rows), float(newest)
+
     def vector_rows(self, name: str, fingerprint: str, layer: str) -> list[VectorRow]:
         """The rows of a dataset with where each one's vector is stored, in dataset order."""
         return [

@@ -517,6 +517,10 @@ class FeatureStore:
         """
         return self._catalog.paths_of(keys)
 
+    def datasets_generation(self) -> tuple[int, int, float]:
+        """A value that changes whenever any dataset's rows change (for caches of paths)."""
+        return self._catalog.datasets_generation()
+
     # -- failures ---------------------------------------------------------------------------
 
     def record_failures(self, dataset: str | None, failures: Sequence[tuple[str, str]]) -> None:
