@@ -266,3 +266,10 @@ def test_append_accepts_a_source_lacking_the_last_classes(tmp_path: Path) -> Non
     assert (store.dataset("d").class_names, store.dataset("d").rows) == (["0", "1", "2"], 3)
     with pytest.raises(StoreError, match="cannot add rows with classes"):
         store.add_dataset("d", [DatasetRow("k4", "d", 0)], ["cat", "dog"], append=True)
+
+
+def test_info_says_whether_this_user_may_write_the_store(tmp_path: Path) -> None:
+    FeatureStore(tmp_path / "s").close()
+    # info opens every store read-only; what it reports is the user's right to write
+    with FeatureStore(tmp_path / "s", create=False, read_only=True) as store:
+        assert store.info()["read_only"] is False

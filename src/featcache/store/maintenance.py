@@ -6,6 +6,7 @@ These read the catalog and the shard files directly; `FeatureStore.info`, `.veri
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ def info(path: Path, catalog: Catalog) -> dict[str, Any]:
     return {
         "path": str(path),
         "bytes": size,
-        "read_only": catalog.read_only,
+        # whether this user may write the store (info itself always reads it read-only)
+        "read_only": not os.access(path, os.W_OK),
         "datasets": datasets,
         "extractors": catalog.extractors(),
         "vectors": [
