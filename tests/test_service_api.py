@@ -208,6 +208,7 @@ def test_heads_health_metrics_and_docs(served: Path) -> None:
     assert heads["served"]["name"] == "signs" and heads["served"]["weights_note"]
     assert heads["heads"][0]["name"] == "signs"
     assert health["status"] == "ok" and health["can_extract"] is False
+    assert health["weights_note"] == heads["served"]["weights_note"]
     assert 'featcache_requests_total{route="/v1/predictions/{key}",status="404"} 1.0' in metrics
     assert "featcache_request_seconds_bucket" in metrics
     assert docs.status_code == 200 and "/v1/predict" in spec["paths"]

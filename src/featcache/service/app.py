@@ -388,6 +388,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 "digest": follower.live.digest,
                 "can_extract": predictor.can_extract,
                 "tensorflow_loaded": "tensorflow" in sys.modules,
+                # the served head's vectors came from random weights: its answers mean nothing
+                "weights_note": head.meta.get("weights_note"),
             }
         )
 

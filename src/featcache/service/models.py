@@ -93,3 +93,4 @@ class Health(BaseModel):
     digest: str
     can_extract: bool
     tensorflow_loaded: bool
+    weights_note: str | None = None
