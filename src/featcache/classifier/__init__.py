@@ -14,7 +14,14 @@ from featcache.classifier.evaluate import (
     write_report,
 )
 from featcache.classifier.finetune import LAYER_SETS, FineTuneHead, PretrainedWeights, RowSource
-from featcache.classifier.heads import HEADS, LogRegHead, SoftmaxHead, make_head, top_k
+from featcache.classifier.heads import (
+    HEADS,
+    LogRegHead,
+    SoftmaxHead,
+    build_estimator,
+    make_head,
+    top_k,
+)
 from featcache.classifier.persist import (
     LoadedHead,
     Prediction,
@@ -48,6 +55,7 @@ __all__ = [
     "SoftmaxHead",
     "StoredRows",
     "TrainResult",
+    "build_estimator",
     "check_pretrained",
     "clean_accuracy",
     "describe_training",

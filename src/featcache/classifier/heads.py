@@ -11,7 +11,7 @@ returns ``self``, learned attributes end in ``_``) and pass ``parametrize_with_c
 from __future__ import annotations
 
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -20,7 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
-__all__ = ["HEADS", "LogRegHead", "SoftmaxHead", "make_head", "top_k"]
+__all__ = ["HEADS", "LogRegHead", "SoftmaxHead", "build_estimator", "make_head", "top_k"]
 
 _MIN_STEPS = 16  # optimizer steps per epoch, at least
 
@@ -300,7 +300,17 @@ def make_head(kind: str, params: dict[str, Any] | None = None) -> SoftmaxHead | 
 
     if kind not in HEADS:
         raise ConfigError(f"The 'head' must be one of {list(HEADS)}. Got {kind!r}.")
-    cls = HEADS[kind]
+    return build_estimator(HEADS[kind], params)
+
+
+Estimator = TypeVar("Estimator", bound=BaseEstimator)
+
+
+def build_estimator(cls: type[Estimator], params: dict[str, Any] | None = None) -> Estimator:
+    """``cls(**params)`` validated as `fit` would, so a bad or unknown parameter is a
+    `ConfigError` naming it and the class, before any data is read."""
+    from featcache.errors import ConfigError
+
     params = dict(params or {})
     allowed = cls().get_params()
     unknown = sorted(set(params) - set(allowed))
@@ -308,7 +318,7 @@ def make_head(kind: str, params: dict[str, Any] | None = None) -> SoftmaxHead | 
         raise ConfigError(
             f"Unknown parameter(s) {unknown} for {cls.__name__}; allowed: {sorted(allowed)}."
         )
-    head = cls(**params)
+    head: Estimator = cls(**params)
     try:
         head._validate_params()
     except ValueError as exc:  # sklearn's InvalidParameterError

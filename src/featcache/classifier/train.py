@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 
 from featcache.classifier.finetune import LAYER_SETS, FineTuneHead, PretrainedWeights
-from featcache.classifier.heads import HEADS, LogRegHead, SoftmaxHead, make_head, top_k
+from featcache.classifier.heads import (
+    HEADS,
+    LogRegHead,
+    SoftmaxHead,
+    build_estimator,
+    make_head,
+    top_k,
+)
 from featcache.classifier.persist import describe_training, save_head
 from featcache.classifier.rows import LazyVectors, lazy_vectors
 from featcache.classifier.splits import effective_splits
@@ -126,19 +133,7 @@ def train_head(
 
 def make_finetune_head(params: dict[str, Any] | None = None) -> FineTuneHead:
     """A `FineTuneHead` with keyword parameters; errors name the parameter."""
-    params = dict(params or {})
-    allowed = FineTuneHead().get_params()
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"Unknown parameter(s) {unknown} for FineTuneHead; allowed: {sorted(allowed)}."
-        )
-    head = FineTuneHead(**params)
-    try:
-        head._validate_params()
-    except ValueError as exc:  # sklearn's InvalidParameterError
-        raise ConfigError(str(exc)) from exc
-    return head
+    return build_estimator(FineTuneHead, params)
 
 
 def check_pretrained(
