@@ -6,7 +6,14 @@ from pathlib import Path
 
 from featcache.data.arrays import read_arrays
 from featcache.data.classnames import read_class_names
-from featcache.data.decode import DEFAULT_MAX_PIXELS, FORMATS, array_to_rgb, decode_image
+from featcache.data.decode import (
+    DEFAULT_MAX_PIXELS,
+    FORMATS,
+    array_to_rgb,
+    decode_image,
+    image_errors,
+    image_size,
+)
 from featcache.data.folder import SPLIT_FOLDERS, read_folder
 from featcache.data.manifest import read_manifest
 from featcache.data.phash import (
@@ -40,8 +47,10 @@ __all__ = [
     "bytes_key",
     "decode_image",
     "hash_distance",
+    "image_errors",
     "image_hash",
     "image_hashes",
+    "image_size",
     "open_source",
     "read_arrays",
     "read_class_names",

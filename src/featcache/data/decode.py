@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final
 
 import numpy as np
@@ -19,7 +21,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featcache.errors import ImageError, ImageTooLargeError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "array_to_rgb", "decode_image"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "FORMATS",
+    "array_to_rgb",
+    "decode_image",
+    "image_errors",
+    "image_size",
+]
 
 DEFAULT_MAX_PIXELS: Final = 50_000_000
 FORMATS: Final = "PNG, JPEG, BMP, GIF, WebP, TIFF"
@@ -57,6 +66,35 @@ def _check_pixels(source: str, width: int, height: int, max_pixels: int) -> None
         )
 
 
+@contextmanager
+def image_errors(source: str) -> Iterator[None]:
+    """Run Pillow on one image: any failure inside becomes `source`'s `ImageError` (too many
+    pixels: `ImageTooLargeError`); `MemoryError` passes. Our own pixel limits apply, so
+    Pillow's global decompression-bomb warning is silenced inside."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    except (ImageError, MemoryError):
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{source}: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{source}: not an image in a known format ({FORMATS})") from exc
+    except Exception as exc:
+        # OSError ("image file is truncated") is the usual one; see the module docstring.
+        raise ImageError(f"{source}: not a readable image ({type(exc).__name__}: {exc})") from exc
+
+
+def image_size(data: bytes, source: str) -> tuple[int, int]:
+    """(width, height) from the image's header, nothing decoded; errors as `decode_image`."""
+    if not data:
+        raise ImageError(f"{source}: empty file")
+    with image_errors(source), Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS) as opened:
+        width, height = opened.size
+    return int(width), int(height)
+
+
 def decode_image(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode PNG/JPEG/BMP/GIF (first frame)/WebP/TIFF bytes to (H, W, 3) uint8 RGB.
 
@@ -66,28 +104,14 @@ def decode_image(data: bytes, source: str, *, max_pixels: int = DEFAULT_MAX_PIXE
     """
     if not data:
         raise ImageError(f"{source}: empty file")
-    try:
-        with warnings.catch_warnings():
-            # Our own pixel limit is checked below; Pillow's global one must not fire first.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS)
-            _check_pixels(source, *opened.size, max_pixels)
-            opened.seek(0)  # first frame of an animation
-            opened.load()
-            # A damaged header can make the loaded frame differ from the announced size.
-            _check_pixels(source, *opened.size, max_pixels)
-            rgb = _to_rgb(ImageOps.exif_transpose(opened))
-    except ImageError:
-        raise
-    except MemoryError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{source}: {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError(f"{source}: not an image in a known format ({FORMATS})") from exc
-    except Exception as exc:
-        # OSError ("image file is truncated") is the usual one; see the module docstring.
-        raise ImageError(f"{source}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    with image_errors(source):
+        opened = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS)
+        _check_pixels(source, *opened.size, max_pixels)
+        opened.seek(0)  # first frame of an animation
+        opened.load()
+        # A damaged header can make the loaded frame differ from the announced size.
+        _check_pixels(source, *opened.size, max_pixels)
+        rgb = _to_rgb(ImageOps.exif_transpose(opened))
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] * rgb.shape[1] == 0:
         raise ImageError(f"{source}: decoded to shape {rgb.shape}, not an (H, W, 3) image")
     return rgb

@@ -8,15 +8,11 @@ the server cannot extract, here (to tell a broken file, 422, from a good one, 40
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
-from featcache.data.decode import FORMATS
+from featcache.data.decode import image_size
 from featcache.data.source import ImageItem, bytes_key
 from featcache.errors import ImageError, ImageTooLargeError
 from featcache.predictor import ImageResult
@@ -84,7 +80,7 @@ def check_pixels(uploads: Sequence[Upload], max_pixels: int, max_request_pixels:
         if not upload.pending:
             continue
         try:
-            width, height = _size(upload.data, upload.name)
+            width, height = image_size(upload.data, upload.name)
         except ImageTooLargeError as exc:
             upload.fail(413, str(exc))
             continue
@@ -128,22 +124,3 @@ def answer_body(uploads: Sequence[Upload]) -> tuple[int, dict[str, Any]]:
     first = uploads[0]
     detail = (first.answer or {}).get("error") or "bad image"
     return first.status, {"error": "bad_image", "detail": detail, "results": results}
-
-
-def _size(data: bytes, name: str) -> tuple[int, int]:
-    """(width, height) from the image's header; nothing is decoded."""
-    try:
-        with warnings.catch_warnings():
-            # our own limits apply; Pillow's global bomb check must not fire on the header
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as opened:
-                width, height = opened.size
-    except MemoryError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"{name}: {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError(f"{name}: not an image in a known format ({FORMATS})") from exc
-    except Exception as exc:  # a damaged header can fail in many ways inside Pillow
-        raise ImageError(f"{name}: not a readable image ({type(exc).__name__}: {exc})") from exc
-    return int(width), int(height)
