@@ -32,7 +32,7 @@ from featcache.errors import ConfigError
 from featcache.extractor._tf import import_tensorflow
 from featcache.extractor.preprocess import INPUT_SIZE, check_profile
 
-__all__ = ["LAYERS", "LAYER_DIMS", "PRECISIONS", "AlexNet", "check_layers"]
+__all__ = ["LAYERS", "LAYER_DIMS", "PRECISIONS", "AlexNet", "check_batch", "check_layers"]
 
 #: Layers `AlexNet.forward` can return, and the length of each one's vector.
 LAYER_DIMS: Final = {"pool5": 9216, "fc6": 4096, "fc7": 4096, "fc8": 1000, "prob": 1000}
@@ -41,6 +41,14 @@ LAYERS: Final = tuple(LAYER_DIMS)
 #: convolutions and products in reduced precision and keep LRN and outputs in float32.
 PRECISIONS: Final = ("float32", "bf16", "fp16")
 _CHAIN: Final = ("pool5", "fc6", "fc7", "fc8")
+
+
+def check_batch(batch: np.ndarray) -> None:
+    """Raise `ConfigError` unless `batch` is a (N, 227, 227, 3) network input."""
+    if batch.ndim != 4 or batch.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
+        raise ConfigError(
+            f"The 'batch' must have shape (N, {INPUT_SIZE}, {INPUT_SIZE}, 3). Got {batch.shape}."
+        )
 
 
 def check_layers(layers: Sequence[str]) -> tuple[str, ...]:
@@ -211,11 +219,7 @@ class AlexNet:
     def forward(self, batch: np.ndarray, layers: Sequence[str] = ("fc7",)) -> dict[str, np.ndarray]:
         """Run a (N, 227, 227, 3) float32 batch; return ``{layer: (N, dim) float32}``."""
         wanted = check_layers(layers)
-        if batch.ndim != 4 or batch.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-            raise ConfigError(
-                f"The 'batch' must have shape (N, {INPUT_SIZE}, {INPUT_SIZE}, 3). "
-                f"Got {batch.shape}."
-            )
+        check_batch(batch)
         # Pad to a power of two: a handful of shapes, each compiled once, serve every size.
         n = len(batch)
         size = 1 << max(0, (n - 1).bit_length())

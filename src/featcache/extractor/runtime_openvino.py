@@ -37,7 +37,7 @@ from typing import Any, Final
 import numpy as np
 
 from featcache.errors import ConfigError, DependencyError, FeatcacheError, StoreError
-from featcache.extractor.alexnet import LAYER_DIMS, LAYERS, check_layers
+from featcache.extractor.alexnet import LAYER_DIMS, LAYERS, check_batch, check_layers
 from featcache.extractor.fingerprint import ExtractorSpec
 from featcache.extractor.network import Network, Runtime, WeightsSource
 from featcache.extractor.preprocess import INPUT_SIZE
@@ -428,11 +428,7 @@ class OpenVINONetwork:
     def forward(self, batch: np.ndarray, layers: Sequence[str] = ("fc7",)) -> dict[str, np.ndarray]:
         """Run a (N, 227, 227, 3) float32 batch; return ``{layer: (N, dim) float32}``."""
         wanted = check_layers(layers)
-        if batch.ndim != 4 or batch.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-            raise ConfigError(
-                f"The 'batch' must have shape (N, {INPUT_SIZE}, {INPUT_SIZE}, 3). "
-                f"Got {batch.shape}."
-            )
+        check_batch(batch)
         compiled = self._compiled(_canonical(wanted))
         inputs = np.ascontiguousarray(batch, dtype=np.float32)
         with self._lock:  # one batch at a time through the queue (its results are shared)
