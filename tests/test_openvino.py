@@ -1,7 +1,7 @@
 """The OpenVINO runtime: fidelity to TensorFlow, the converted-model cache, install hints.
 
-Networks here use the session's seeded RANDOM weights. Each conversion imports TensorFlow
-and takes seconds, so the tests share one converted store where they can.
+Networks here use the session's seeded RANDOM weights. A conversion takes seconds (and
+the TensorFlow reference more), so the tests share one converted store where they can.
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "write_graphs": "featcache.extractor.graphdef",
+    "trace_graph": "featcache.extractor.graphdef",
+    "shipped_graph": "featcache.extractor.graphdef",
+    "ShippedGraph": "featcache.extractor.graphdef",
+    "GRAPHS": "featcache.extractor.graphdef",
     "AlexNet": "featcache.extractor.alexnet",
     "LAYERS": "featcache.extractor.alexnet",
     "LAYER_DIMS": "featcache.extractor.alexnet",
