@@ -9,6 +9,7 @@ from featcache.errors import ConfigError, ImageError
 from featcache.extractor.preprocess import (
     CAFFE_MEAN_BGR,
     legacy_bilinear_resize,
+    preprocess_into,
     preprocess_rgb,
 )
 
@@ -62,3 +63,67 @@ def test_unknown_profile_is_named() -> None:
 def test_input_must_be_rgb() -> None:
     with pytest.raises(ImageError, match=r"expected an \(H, W, 3\) RGB array, got shape \(4, 6\)"):
         preprocess_rgb(RGB[:, :, 0], "caffe")
+
+
+# -- into a batch's row: the same numbers as the per-image arrays of before -----------------
+
+
+def _reference(rgb: np.ndarray, profile: str) -> np.ndarray:
+    """The per-image pipeline as it was before it wrote into batch rows (an oracle)."""
+    from PIL import Image
+
+    if profile == "udacity":
+        img = rgb.astype(np.float32)
+        img = img - img.mean()
+        in_h, in_w = img.shape[:2]
+
+        def axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            src = np.arange(n_out, dtype=np.float32) * np.float32(n_in / n_out)
+            lo = np.floor(src).astype(np.intp)
+            return lo, np.minimum(lo + 1, n_in - 1), (src - lo).astype(np.float32)
+
+        y0, y1, fy = axis(227, in_h)
+        x0, x1, fx = axis(227, in_w)
+        left, right = img[:, x0].reshape(in_h, -1), img[:, x1].reshape(in_h, -1)
+        rows = left + (right - left) * np.repeat(fx, 3)[None, :]
+        top, bottom = rows[y0], rows[y1]
+        return (top + (bottom - top) * fy[:, None]).reshape(227, 227, 3)
+    pixels = np.asarray(Image.fromarray(rgb).resize((227, 227), Image.Resampling.BILINEAR))
+    out = np.empty((227, 227, 3), np.float32)
+    for c in range(3):
+        np.subtract(pixels[:, :, 2 - c], CAFFE_MEAN_BGR[c], out=out[:, :, c], dtype=np.float32)
+    return out
+
+
+SIZES = [(32, 32), (1, 1), (5, 300), (227, 227), (375, 500), (64, 31)]
+
+
+@pytest.mark.parametrize("profile", ["caffe", "udacity"])
+def test_rows_written_into_a_batch_equal_the_per_image_pipeline(profile: str) -> None:
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for size in SIZES]
+    batch = np.full((len(images), 227, 227, 3), np.nan, np.float32)
+    for row, rgb in enumerate(images):
+        preprocess_into(rgb, batch[row], profile)
+        np.testing.assert_array_equal(batch[row], _reference(rgb, profile), err_msg=str(rgb.shape))
+        np.testing.assert_array_equal(preprocess_rgb(rgb, profile), batch[row])
+
+
+def test_threads_writing_rows_at_once_get_each_image_right() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (*SIZES[i % len(SIZES)], 3), np.uint8) for i in range(48)]
+    batch = np.empty((len(images), 227, 227, 3), np.float32)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: preprocess_into(images[i], batch[i], "udacity"), range(48)))
+    for row, rgb in enumerate(images):
+        np.testing.assert_array_equal(batch[row], _reference(rgb, "udacity"))
+
+
+def test_a_row_that_is_not_a_contiguous_input_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"'out' must be a C-contiguous \(227, 227, 3\)"):
+        preprocess_into(RGB, np.empty((227, 227, 3), np.float64), "caffe")
+    strided = np.empty((227, 227, 6), np.float32)[:, :, ::2]
+    with pytest.raises(ConfigError, match="C-contiguous"):
+        preprocess_into(RGB, strided, "udacity")

@@ -20,7 +20,7 @@ from featcache.data.source import ImageItem
 from featcache.errors import ConfigError, FeatcacheError, ImageError
 from featcache.extractor.config import ExtractConfig, storage_dtype
 from featcache.extractor.network import Network
-from featcache.extractor.preprocess import INPUT_SIZE, preprocess_rgb
+from featcache.extractor.preprocess import INPUT_SIZE, preprocess_into
 from featcache.store import FeatureStore, ShardFiles, ShardInfo
 
 __all__ = [
@@ -100,13 +100,18 @@ def batches(todo: Sequence[T], size: int) -> Iterator[list[T]]:
 
 def prepare(item: ImageItem, config: ExtractConfig) -> np.ndarray:
     """One image → its (227, 227, 3) float32 network input; `ImageError` if it cannot be."""
-    return prepare_hashed(item, config)[0]
+    out = np.empty((INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+    prepare_hashed(item, config, out)
+    return out
 
 
-def prepare_hashed(item: ImageItem, config: ExtractConfig) -> tuple[np.ndarray, bytes]:
-    """`prepare`, and the perceptual hash of the pixels (featcache doctor's near-duplicates)."""
+def prepare_hashed(item: ImageItem, config: ExtractConfig, out: np.ndarray) -> bytes:
+    """Decode `item` and write its network input into `out` (a (227, 227, 3) float32 row of
+    a batch); return the perceptual hash of its pixels (featcache doctor's near-duplicates).
+    """
     rgb = item.rgb(max_pixels=config.max_pixels)
-    return preprocess_rgb(rgb, config.profile, config.resize), image_hash(rgb)
+    preprocess_into(rgb, out, config.profile, config.resize)
+    return image_hash(rgb)
 
 
 @dataclass(frozen=True)
@@ -122,26 +127,30 @@ class PreparedBatch:
 def prepare_batch(
     batch: Sequence[Keyed],
     config: ExtractConfig,
-    map_fn: MapFn[Keyed, tuple[np.ndarray, bytes] | Failed] = map,
+    map_fn: MapFn[tuple[int, Keyed], bytes | Failed] = map,
 ) -> PreparedBatch:
-    """Prepare every image of `batch` (in parallel with a pool's map); failures set aside."""
+    """Prepare every image of `batch` (in parallel with a pool's map) into one array, each
+    into its row; failures set aside (and their rows dropped)."""
+    inputs = np.empty((len(batch), INPUT_SIZE, INPUT_SIZE, 3), np.float32)
 
-    def one(entry: Keyed) -> tuple[np.ndarray, bytes] | Failed:
-        item, key = entry
+    def one(entry: tuple[int, Keyed]) -> bytes | Failed:
+        row, (item, key) = entry
         try:
-            return prepare_hashed(item, config)
+            return prepare_hashed(item, config, inputs[row])
         except ImageError as exc:
             return Failed(item.path, str(exc), key)
 
-    keys, arrays, failed, hashes = [], [], [], {}
-    for (_, key), outcome in zip(batch, map_fn(one, batch), strict=True):
+    keys, rows, failed, hashes = [], [], [], {}
+    for row, outcome in enumerate(map_fn(one, enumerate(batch))):
+        key = batch[row][1]
         if isinstance(outcome, Failed):
             failed.append(outcome)
         else:
             keys.append(key)
-            arrays.append(outcome[0])
-            hashes[key] = outcome[1]
-    inputs = np.stack(arrays) if arrays else np.zeros((0, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+            rows.append(row)
+            hashes[key] = outcome
+    if failed:
+        inputs = inputs[rows]
     return PreparedBatch(keys, inputs, failed, hashes)
 
 
@@ -288,7 +297,7 @@ def run_batch(
     network: Network,
     writer: Writer[T],
     config: ExtractConfig,
-    map_fn: MapFn[Keyed, tuple[np.ndarray, bytes] | Failed] = map,
+    map_fn: MapFn[tuple[int, Keyed], bytes | Failed] = map,
 ) -> BatchResult[T]:
     """prepare → forward → write for one batch, in this thread (what a Ray worker does)."""
     prepared = prepare_batch(batch, config, map_fn)
