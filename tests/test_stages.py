@@ -126,6 +126,31 @@ def test_local_engine_returns_its_result_and_reports_progress(
     assert {"decode_wait", "network", "write_wait"} <= set(clock.timings)
 
 
+def test_reused_input_buffers_never_mix_batches(tmp_path: Path) -> None:
+    """Batches are prepared into a few reused buffers: every row the network sees is its
+    own image's input, whatever the batch lengths and failures around it."""
+    keyed = keyed_folder(tmp_path, 23, broken=[4, 9, 10])
+    config = ExtractConfig(batch_size=4, profile="udacity")
+    expected = {
+        key: prepare(item, config) for i, (item, key) in enumerate(keyed) if i not in (4, 9, 10)
+    }
+    seen: dict[bytes, np.ndarray] = {}
+
+    class Recording:
+        def forward(self, batch: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+            for row in batch:
+                seen[row.tobytes()] = row.copy()
+            return {"fc7": np.zeros((len(batch), 4096), np.float32)}
+
+    writer = MemoryWriter(config.layers)
+    with ThreadPoolExecutor(2) as pool:
+        result = run_local(keyed, Recording, writer, config, pool, Clock())
+    assert result.extracted == 20 and len(result.failed) == 3
+    assert len(seen) == 20
+    for key in writer.keys:
+        assert expected[key].tobytes() in seen, key
+
+
 def test_clock_sums_stages_from_any_thread_even_on_errors() -> None:
     clock = Clock()
     with clock("a"):

@@ -2,19 +2,25 @@
 
 Up to `PREFETCH` batches are prepared ahead, so the first ones are ready while the runtime
 loads and the network is built, and decoding keeps out of the network's way; each batch is
-written while the next one computes.
+written while the next one computes. Batches are prepared into a few reused input buffers:
+a fresh 40 MB array per batch cost a page fault per 4 kB written, about a sixth of
+preparing a 32x32 picture.
 """
 
 from __future__ import annotations
 
 import itertools
+import queue
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
+import numpy as np
+
 from featcache.extractor.clock import Clock
 from featcache.extractor.config import ExtractConfig
 from featcache.extractor.network import Network
+from featcache.extractor.preprocess import INPUT_SIZE
 from featcache.extractor.stages import (
     EngineResult,
     Keyed,
@@ -43,6 +49,15 @@ def run_local(
     """Extract `todo` (unique keys) in batches; images decode on `pool`."""
     result = EngineResult()
     done = 0
+    free: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()  # input buffers to reuse
+
+    def prepare(batch: list[Keyed]) -> tuple[np.ndarray, PreparedBatch]:
+        try:
+            buffer = free.get_nowait()
+        except queue.Empty:  # at most PREFETCH + 1 are ever made
+            buffer = np.empty((config.batch_size, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+        return buffer, prepare_batch(batch, config, pool.map, out=buffer)
+
     # One thread assembles the next batch (its images decode on `pool`), one writes the last.
     with (
         ThreadPoolExecutor(1, thread_name_prefix="featcache-prefetch") as prefetch,
@@ -50,17 +65,16 @@ def run_local(
     ):
         pending_write: Future[object] | None = None
         upcoming = batches(todo, config.batch_size)
-        preparing: deque[Future[PreparedBatch]] = deque(
-            prefetch.submit(prepare_batch, batch, config, pool.map)
-            for batch in itertools.islice(upcoming, PREFETCH)
+        preparing: deque[Future[tuple[np.ndarray, PreparedBatch]]] = deque(
+            prefetch.submit(prepare, batch) for batch in itertools.islice(upcoming, PREFETCH)
         )
         network = make_network()
         while preparing:
             with clock("decode_wait"):
-                prepared = preparing.popleft().result()
+                buffer, prepared = preparing.popleft().result()
             following = next(upcoming, None)
             if following is not None:
-                preparing.append(prefetch.submit(prepare_batch, following, config, pool.map))
+                preparing.append(prefetch.submit(prepare, following))
             result.failed.extend(prepared.failed)
             if prepared.keys:
                 with clock("network"):
@@ -72,6 +86,7 @@ def run_local(
                     writer.write, prepared.keys, outputs, prepared.hashes
                 )
                 result.extracted += len(prepared.keys)
+            free.put(buffer)  # the network is done with its inputs
             done += len(prepared.keys) + len(prepared.failed)
             if progress is not None:
                 progress(done, len(todo))

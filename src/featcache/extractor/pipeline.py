@@ -311,6 +311,17 @@ def _compute(
         # The runtime's import (seconds for TensorFlow) overlaps reading the weights.
         warm = pool.submit(runtime.warm_up)
     source: WeightsSource
+    if converted is None and runtime.converted is not None and local:
+        # A runtime that converts (OpenVINO) reads the weights when it builds its network,
+        # so the first batches are prepared meanwhile rather than after.
+        lazy = _lazy_weights(weights, spec, store)
+
+        def make_converting_network() -> Network:
+            with clock("build_network"):
+                return runtime.build(lazy, spec)
+
+        result = run_local(todo, make_converting_network, writer, config, pool, clock, progress)
+        return lazy().demo_note, result
     with clock("load_weights"):
         if converted is None:
             loaded = _load_weights(weights, spec, store)

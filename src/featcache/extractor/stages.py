@@ -128,10 +128,18 @@ def prepare_batch(
     batch: Sequence[Keyed],
     config: ExtractConfig,
     map_fn: MapFn[tuple[int, Keyed], bytes | Failed] = map,
+    out: np.ndarray | None = None,
 ) -> PreparedBatch:
     """Prepare every image of `batch` (in parallel with a pool's map) into one array, each
-    into its row; failures set aside (and their rows dropped)."""
-    inputs = np.empty((len(batch), INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+    into its row; failures set aside (and their rows dropped). `out`, a (N >= len(batch),
+    227, 227, 3) float32 array, is that array when given (a buffer the engine reuses)."""
+    shape = (INPUT_SIZE, INPUT_SIZE, 3)
+    if out is None:
+        inputs = np.empty((len(batch), *shape), np.float32)
+    elif out.dtype != np.float32 or out.shape[1:] != shape or len(out) < len(batch):
+        raise ConfigError(f"'out' must be a (>= {len(batch)}, 227, 227, 3) float32 array")
+    else:
+        inputs = out[: len(batch)]
 
     def one(entry: tuple[int, Keyed]) -> bytes | Failed:
         row, (item, key) = entry
