@@ -265,6 +265,44 @@ def test_bf16_is_close_to_float32_and_converted_for_itself(
 
 @pytest.mark.slow
 @needs_openvino
+def test_other_weights_get_their_own_model_never_the_cached_one(
+    converted: Path, weights: Weights, tmp_path: Path
+) -> None:
+    """A model is found by fingerprint: weights that differ (here only fc8's biases) and
+    another profile each convert their own, and compute their own numbers."""
+    from featcache.extractor.runtime_openvino import OpenVINONetwork
+
+    shutil.copytree(converted / "store" / "runtimes", tmp_path / "store" / "runtimes")
+    cache = FeatureStore(tmp_path / "store").runtime_models
+    layers = dict(weights.layers)
+    w8, b8 = layers["fc8"]
+    layers["fc8"] = (w8, b8 + 1.0)
+    other = Weights(path=weights.path, layers=layers, sha256="b" * 64, demo_note="random")
+    batch = _batch(2, seed=5)
+    cached = OpenVINONetwork(ExtractorSpec(weights.sha256, runtime="openvino"), weights, cache)
+    reference = cached.forward(batch, LAYERS)
+    assert cached.conversions == []  # the fixture's model
+    for spec, source in (
+        (ExtractorSpec(other.sha256, runtime="openvino"), other),
+        (ExtractorSpec(weights.sha256, "udacity", runtime="openvino"), weights),
+    ):
+        network = OpenVINONetwork(spec, source, cache)
+        result = network.forward(batch, LAYERS)
+        network.close()
+        assert network.conversions == [LAYERS], spec
+        assert not np.array_equal(result["fc8"], reference["fc8"])
+    np.testing.assert_allclose(result["fc8"], _tf_udacity(weights, batch), rtol=1e-4, atol=1e-3)
+    assert len(list((tmp_path / "store" / "runtimes").rglob("manifest.json"))) == 3
+
+
+def _tf_udacity(weights: Weights, batch: np.ndarray) -> np.ndarray:
+    from featcache.extractor.alexnet import AlexNet
+
+    return AlexNet(weights.layers, "udacity").forward(batch, ("fc8",))["fc8"]
+
+
+@pytest.mark.slow
+@needs_openvino
 def test_bf16_head_accuracy_on_digits_matches_float32(
     converted: Path, weights_path: Path, tmp_path: Path
 ) -> None:
