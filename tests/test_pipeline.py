@@ -268,3 +268,35 @@ def test_real_network_stores_the_same_vectors_as_a_direct_forward(
     # oneDNN picks kernels by batch size, so batches of 2 and of 5 differ in rounding only.
     err = np.linalg.norm(data.X[order] - direct, axis=1) / np.linalg.norm(direct, axis=1)
     assert err.max() < 1e-5
+
+
+def test_a_known_weights_digest_is_checked_only_when_the_weights_are_read(
+    tmp_path: Path, stub_weights: Weights, counting_network: type[CountingNetwork]
+) -> None:
+    from featcache.extractor.network import Runtime
+
+    write_images(tmp_path / "data", 2)
+    other = "0" * 64  # not the stub's digest: without a converted model, refused
+    with pytest.raises(
+        WeightsError, match=r"SHA-256 .* is not the 000000000000\.\.\. of extractor"
+    ):
+        extract(
+            tmp_path / "data",
+            stub_weights,
+            FeatureStore(tmp_path / "s"),
+            network_factory=counting_network,
+            weights_sha256=other,
+        )
+    # A runtime whose converted model is cached gets a loader it need not call: nothing read.
+    runtime = Runtime("custom", counting_network, converted=lambda spec: {"weights_note": "n"})
+    report = extract(
+        tmp_path / "data",
+        tmp_path / "data" / "a" / "img0000.png",  # exists; never read as weights
+        FeatureStore(tmp_path / "t"),
+        network_factory=runtime,
+        weights_sha256=other,
+    )
+    assert report.extracted == 2 and report.weights_note == "n"
+    assert report.fingerprint == ExtractConfig().spec(other).fingerprint
+    with pytest.raises(ConfigError, match="'weights_sha256' must be 64 lowercase hex"):
+        extract(tmp_path / "data", stub_weights, None, weights_sha256="abc")

@@ -5,8 +5,10 @@ head's own extractor settings (profile, precision, weights checked by SHA-256), 
 answered; the network is built once, on the first such image. Used by ``featcache predict``
 and by the HTTP service, which also relies on `Predictor.head` picking up retrained versions.
 
-`runtime` "openvino" runs the model converted into the store (no TensorFlow once converted);
-a head trained on reduced-precision OpenVINO vectors always extracts with OpenVINO, as its
+`runtime` "openvino" runs the model converted into the store: once it is converted, no
+TensorFlow is imported and the weights file is not even read (the head's extractor records
+its SHA-256); it is read only to convert again a cached model found damaged. A head
+trained on reduced-precision OpenVINO vectors always extracts with OpenVINO, as its
 fingerprint says.
 """
 
@@ -17,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featcache.classifier.persist import LoadedHead, Prediction, load_head
 from featcache.data.decode import DEFAULT_MAX_PIXELS
@@ -25,6 +27,11 @@ from featcache.data.source import IMAGE_SUFFIXES, ImageItem, ImageSource
 from featcache.errors import ConfigError, DataError, FeatcacheError, ImageError, WeightsError
 from featcache.extractor.fingerprint import check_runtime
 from featcache.store.featurestore import FeatureStore
+
+if TYPE_CHECKING:  # the extractor's modules are imported only to extract
+    from featcache.extractor.fingerprint import ExtractorSpec
+    from featcache.extractor.network import Network, Runtime, WeightsSource
+    from featcache.extractor.weights import Weights
 
 __all__ = ["ImageResult", "Predictor", "list_images"]
 
@@ -96,8 +103,8 @@ class Predictor:
         self._checked_at = time.monotonic()
         self._lock = threading.Lock()
         self._extract_lock = threading.Lock()
-        self._weights: Any = None
-        self._networks: dict[str, Any] = {}  # by runtime and fingerprint, built on first use
+        self._weights: Weights | None = None
+        self._networks: dict[str, Network] = {}  # by runtime and fingerprint, on first use
 
     @property
     def head(self) -> LoadedHead:
@@ -220,15 +227,14 @@ class Predictor:
             runtime=runtime,
         )
         with self._extract_lock:  # one batch through the network at a time
-            # Read once and kept (a service extracts again and again); OpenVINO uses them only
-            # to convert, and imports no TensorFlow when its converted model is cached.
-            weights = self._load_weights(spec)
+            networks = self._runtime(runtime, head.layer)
             report = extract(
                 ImageSource(items, [], "uploads"),
-                weights,
+                self._weights_source(networks, config.spec(spec["weights_sha256"])),
                 self.store,
                 config=config,
-                network_factory=self._network_factory,
+                network_factory=networks,
+                weights_sha256=spec["weights_sha256"],
             )
         if report.fingerprint != head.fingerprint:
             raise FeatcacheError(
@@ -257,25 +263,38 @@ class Predictor:
             )
         return str(needed)
 
-    def _load_weights(self, spec: dict[str, Any]) -> Any:
+    def _weights_source(self, runtime: Runtime, spec: ExtractorSpec) -> Weights | Path:
+        """The weights, read and checked once per process (a service extracts again and
+        again); or only their path while the runtime's converted model is cached: `extract`
+        then reads them only if that model turns out to be damaged and must be converted."""
+        path, converted = self._weights_path, runtime.converted
+        if path is not None and self._weights is None and converted and converted(spec):
+            return path
+        return self._load_weights(spec.weights_sha256)
+
+    def _load_weights(self, sha256: str) -> Weights:
         from featcache.extractor.weights import read_weights
 
         if self._weights is None:
             weights = read_weights(self._weights_path)  # type: ignore[arg-type]
-            if weights.sha256 != spec["weights_sha256"]:
+            if weights.sha256 != sha256:
                 raise WeightsError(
                     f"{self._weights_path}: SHA-256 {weights.sha256[:12]}... is not the "
-                    f"{spec['weights_sha256'][:12]}... that head '{self.head_name}' was "
-                    "trained with"
+                    f"{sha256[:12]}... that head '{self.head_name}' was trained with"
                 )
             self._weights = weights
         return self._weights
 
-    def _network_factory(self, weights: Any, spec: Any) -> Any:
-        from featcache.extractor.network import runtime_named
+    def _runtime(self, name: str, layer: str) -> Runtime:
+        """The runtime called `name`, its networks built once per fingerprint and kept."""
+        from featcache.extractor.network import Runtime, runtime_named
 
-        key = f"{spec.runtime}:{spec.fingerprint}"
-        if key not in self._networks:
-            runtime = runtime_named(spec.runtime, self.store, (self.head.layer,))
-            self._networks[key] = runtime.build(weights, spec)
-        return self._networks[key]
+        base = runtime_named(name, self.store, (layer,))
+
+        def build(weights: WeightsSource, spec: ExtractorSpec) -> Network:
+            key = f"{name}:{spec.fingerprint}"
+            if key not in self._networks:
+                self._networks[key] = base.build(weights, spec)
+            return self._networks[key]
+
+        return Runtime(name, build, converted=base.converted)

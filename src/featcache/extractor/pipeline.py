@@ -8,6 +8,7 @@ TensorFlow.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from featcache.data import open_source
 from featcache.data.source import ImageItem, ImageSource
-from featcache.errors import ConfigError, FeatcacheError
+from featcache.errors import ConfigError, WeightsError
 from featcache.extractor.clock import Clock
 from featcache.extractor.config import ENGINES, ExtractConfig
 from featcache.extractor.fingerprint import ExtractorSpec
@@ -76,10 +77,11 @@ def extract(
     split: str | None = None,
     append: bool = False,
     progress: Progress | None = None,
-    network_factory: NetworkFactory | None = None,
+    network_factory: NetworkFactory | Runtime | None = None,
     engine: str | None = None,
     ray_address: str | None = None,
     on_ray_event: Callable[[PoolEvent], None] | None = None,
+    weights_sha256: str | None = None,
 ) -> ExtractReport:
     """Extract `source` into `store` (or, with ``store=None``, into the returned report).
 
@@ -95,7 +97,11 @@ def extract(
     stem: ``"signs"`` for ``signs/``, ``"train"`` for ``train.p``). Names and splits are
     checked before any work.
 
-    `network_factory` replaces the TensorFlow network (tests pass a fake one). `engine` and
+    `network_factory` replaces the TensorFlow network (tests pass a fake one), or is a whole
+    `Runtime` (the predictor's keeps its networks between calls). `weights_sha256`, when the
+    caller knows it (a head's extractor records it), saves hashing a weights file path: the
+    file must exist, but is read, and checked against it, only if the network needs it (not
+    when the runtime's converted model is cached). `engine` and
     `ray_address` are shorthands for the config's fields: with ``engine="ray"`` the network
     runs on a Ray cluster with ``config.workers`` actors, which write shards into the store's
     directory (a shared path on a cluster) for this process to register. It connects first,
@@ -110,10 +116,18 @@ def extract(
     if dataset is not None:
         validate_dataset_name(dataset)
     split = normalize_split(split, where="--split")
+    if weights_sha256 is not None and not re.fullmatch("[0-9a-f]{64}", weights_sha256):
+        raise ConfigError(
+            f"The 'weights_sha256' must be 64 lowercase hex digits. Got {weights_sha256!r}."
+        )
     if config.runtime == "openvino":
         require_openvino()  # before any work: say how to install it
     # None: the config's runtime, chosen once the store is open (OpenVINO keeps models there)
-    runtime = None if network_factory is None else Runtime("custom", network_factory)
+    runtime: Runtime | None = None
+    if isinstance(network_factory, Runtime):
+        runtime = network_factory
+    elif network_factory is not None:
+        runtime = Runtime("custom", network_factory)
     session: RaySession | None = None
     if config.engine == "ray":
         from featcache.extractor.ray_connect import RaySession
@@ -137,6 +151,7 @@ def extract(
             runtime=runtime,
             session=session,
             on_ray_event=on_ray_event,
+            weights_sha256=weights_sha256,
         )
     finally:
         if session is not None:
@@ -157,6 +172,7 @@ def _extract(
     runtime: Runtime | None,
     session: RaySession | None,
     on_ray_event: Callable[[PoolEvent], None] | None,
+    weights_sha256: str | None,
 ) -> ExtractReport:
     start = time.perf_counter()
     clock = Clock()
@@ -178,7 +194,7 @@ def _extract(
     if runtime is None:
         runtime = runtime_named(config.runtime, store, config.layers)
     with clock("weights_hash"):
-        spec = config.spec(_weights_sha256(weights, store))
+        spec = config.spec(weights_sha256 or _weights_sha256(weights, store))
 
     memory = MemoryWriter(config.layers)  # where the vectors go without a store
     writer: Writer[object] = (
@@ -280,7 +296,11 @@ def _load_weights(
     """Read and check the weights (unless given loaded); record what the fingerprint means."""
     weights = source if isinstance(source, Weights) else read_weights(source)
     if weights.sha256 != spec.weights_sha256:
-        raise FeatcacheError(f"{weights.path}: the file changed while extracting; run again")
+        raise WeightsError(
+            f"{weights.path}: SHA-256 {weights.sha256[:12]}... is not the "
+            f"{spec.weights_sha256[:12]}... of extractor {spec.fingerprint[:12]}: give the "
+            "weights it was made with (or, if the file changed while extracting, run again)"
+        )
     if store is not None:
         store.register_extractor(
             spec.fingerprint, {**spec.as_dict(), "weights_note": weights.demo_note}

@@ -18,6 +18,7 @@ Ray is optional: ``pip install "featcache[ray]"``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +72,9 @@ class _ExtractWorker:
 
             import_tensorflow(threads)  # one actor per CPU share: TensorFlow's pools to that share
         self.config = config
-        self.network = runtime.build(read_weights(weights), spec)
+        # Read when the network needs them: TensorFlow's at once, OpenVINO's only to convert
+        # (the driver has converted already, so its workers never read the 244 MB).
+        self.network = runtime.build(functools.partial(read_weights, weights), spec)
         shards = ShardFiles.in_store(store)
         self.writer = ShardWriter(shards, spec.fingerprint, config.dtype, prefix=prefix)
 
