@@ -298,6 +298,74 @@ def test_help_offers_only_addresses_that_work() -> None:
     assert "ray://HOST" not in text
 
 
+def _libraries_and_reads(pid: int) -> tuple[str, int]:
+    """The files mapped into a process (its loaded libraries) and the bytes it has read so
+    far; ("", 0) once it is gone."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    except (OSError, ValueError):
+        return "", 0
+    return maps, int(io["rchar"])
+
+
+def test_openvino_workers_use_the_model_the_driver_converted(
+    cluster: Cluster, weights_path: Path, tmp_path: Path
+) -> None:
+    from featcache.extractor.pipeline import ExtractConfig, extract
+    from featcache.store import FeatureStore
+
+    pytest.importorskip("openvino")
+    write_images(tmp_path / "data", 48, seed=9)
+    store = tmp_path / "store"
+    command = [PYTHON, "-m", "featcache", "extract", str(tmp_path / "data"), "--store"]
+    command += [str(store), "--weights", str(weights_path), "--dataset", "d", "--runtime"]
+    command += ["openvino", "--engine", "ray", "--ray-address", cluster.address]
+    command += ["--batch-size", "8"]
+    run = subprocess.Popen(
+        command, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    # What each worker has loaded and read once its network is built (past __init__): one
+    # that converted would have imported TensorFlow, which stays mapped in the process.
+    seen: dict[int, tuple[str, int]] = {}
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and run.poll() is None:
+        for pid in cluster.workers():
+            if "__init__" not in _cmdline(pid):
+                now = _libraries_and_reads(pid)
+                if now[0]:
+                    seen[pid] = now
+        time.sleep(0.1)
+    out, err = run.communicate(timeout=600)
+    assert run.returncode == 0, (out, err)
+    assert "48 extracted" in out, out
+    assert seen, "no worker was seen with its network built"
+    assert all("/openvino/" in maps for maps, _ in seen.values())
+    # TensorFlow itself (OpenVINO's own TensorFlow front end is no import of it)
+    assert not any("/site-packages/tensorflow/" in maps for maps, _ in seen.values())
+    # Each worker reads the model once (its digests are checked), but not the weights too.
+    (model,) = (store / "runtimes").rglob("model.bin")
+    limit = model.stat().st_size + weights_path.stat().st_size // 2
+    assert all(read < limit for _, read in seen.values()), (limit, seen.values())
+
+    verify = _featcache("store", "verify", str(store), env=cluster.env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    models = FeatureStore(store).runtime_models
+    assert [folder.name for _, folder, _ in models.folders()] == ["openvino-fc7-float32"]
+
+    # The local engine with that converted model (copied, so not converted again here).
+    shutil.copytree(store / "runtimes", tmp_path / "local" / "runtimes")
+    local = FeatureStore(tmp_path / "local")
+    config = ExtractConfig(runtime="openvino")
+    report = extract(tmp_path / "data", weights_path, local, dataset="d", config=config)
+    assert report.extracted == 48
+    assert [f.name for _, f, _ in local.runtime_models.folders()] == ["openvino-fc7-float32"]
+    a, b = FeatureStore(store).vectors("d"), local.vectors("d")
+    assert a.keys == b.keys
+    error = np.linalg.norm(a.X - b.X, axis=1) / np.linalg.norm(b.X, axis=1)
+    assert error.max() < 1e-5, error.max()
+
+
 def test_a_node_lost_mid_run_still_gives_a_verified_store(
     cluster: Cluster, weights_path: Path, tmp_path: Path
 ) -> None:
