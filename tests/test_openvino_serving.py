@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
 import json
 import shutil
 import signal
@@ -25,14 +24,15 @@ from typing import Any
 import httpx2 as httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import write_images
 from featcache.data.source import ImageItem, ImageSource
+from featcache.errors import WeightsError
 from featcache.extractor import pipeline as pipeline_module
 from featcache.extractor import weights as weights_module
 from featcache.extractor.pipeline import ExtractConfig, extract
 from featcache.store import FeatureStore
+from service_fakes import png
 
 pytestmark = [
     pytest.mark.slow,  # the conversion imports TensorFlow
@@ -65,13 +65,6 @@ main()
 
 def _watched(weights: Path, *args: str) -> list[str]:
     return [sys.executable, "-c", _WATCHED_CLI, str(weights), *args]
-
-
-def png(seed: int, size: int = 32) -> bytes:
-    buf = io.BytesIO()
-    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), np.uint8)
-    Image.fromarray(pixels).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def _image(folder: Path, seed: int) -> Path:
@@ -110,8 +103,7 @@ def weights_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     for module in (weights_module, pipeline_module):
         for name in ("read_weights", "file_sha256"):
-            if hasattr(module, name):
-                monkeypatch.setattr(module, name, spy(name, getattr(module, name)))
+            monkeypatch.setattr(module, name, spy(name, getattr(module, name)))
     return calls
 
 
@@ -138,6 +130,17 @@ def test_predict_reads_no_weights_when_the_model_is_cached(
         assert store.has([first.key or ""], store.head("signs").meta["fingerprint"], "fc7")
     assert weights_reads == []  # neither read nor hashed
     assert _manifests(served / "store") == before  # and nothing converted
+
+
+def test_predict_still_needs_the_weights_file_to_exist(served: Path, tmp_path: Path) -> None:
+    from featcache.predictor import Predictor
+
+    missing = tmp_path / "missing.npy"
+    new = _image(tmp_path, 105)
+    with FeatureStore(served / "store") as store:
+        predictor = Predictor(store, "signs", weights=missing, runtime="openvino")
+        with pytest.raises(WeightsError, match="missing.npy: no such weights file"):
+            predictor.predict([new])
 
 
 def test_cli_predict_reads_no_weights_nor_imports_tensorflow(
@@ -237,7 +240,7 @@ def test_serve_extracts_an_upload_through_openvino_like_predict_and_tensorflow(
     assert second["cached"] is True and second["predictions"] == first["predictions"]
     with FeatureStore(served / "store") as store:
         assert store.has([key], store.head("signs").meta["fingerprint"], "fc7") == {key}
-    served_log = log.read_text()
+    served_log = log.read_text()  # no TensorFlow in the server: extracted through OpenVINO
     assert OPENED not in served_log and TENSORFLOW not in served_log, served_log
 
     image = _image(tmp_path / "image", 104)
