@@ -35,7 +35,7 @@ from featcache.store import FeatureStore
 from service_fakes import png
 
 pytestmark = [
-    pytest.mark.slow,  # the conversion imports TensorFlow
+    pytest.mark.slow,  # a 244 MB conversion, and TensorFlow as the reference
     pytest.mark.skipif(
         importlib.util.find_spec("openvino") is None, reason='pip install "featcache[openvino]"'
     ),
