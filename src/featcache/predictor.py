@@ -276,13 +276,12 @@ class Predictor:
         from featcache.extractor.weights import read_weights
 
         if self._weights is None:
-            weights = read_weights(self._weights_path)  # type: ignore[arg-type]
-            if weights.sha256 != sha256:
-                raise WeightsError(
-                    f"{self._weights_path}: SHA-256 {weights.sha256[:12]}... is not the "
-                    f"{sha256[:12]}... that head '{self.head_name}' was trained with"
-                )
-            self._weights = weights
+            self._weights = read_weights(self._weights_path)  # type: ignore[arg-type]
+        if self._weights.sha256 != sha256:  # checked again for each head version
+            raise WeightsError(
+                f"{self._weights_path}: SHA-256 {self._weights.sha256[:12]}... is not the "
+                f"{sha256[:12]}... that head '{self.head_name}' was trained with"
+            )
         return self._weights
 
     def _runtime(self, name: str, layer: str) -> Runtime:
