@@ -272,8 +272,9 @@ def test_other_weights_get_their_own_model_never_the_cached_one(
     another profile each convert their own, and compute their own numbers."""
     from featcache.extractor.runtime_openvino import OpenVINONetwork
 
-    shutil.copytree(converted / "store" / "runtimes", tmp_path / "store" / "runtimes")
     cache = FeatureStore(tmp_path / "store").runtime_models
+    fixture_model = _model_folder(converted / "store", weights)  # only the caffe one
+    shutil.copytree(fixture_model, cache.root / fixture_model.relative_to(fixture_model.parents[1]))
     layers = dict(weights.layers)
     w8, b8 = layers["fc8"]
     layers["fc8"] = (w8, b8 + 1.0)

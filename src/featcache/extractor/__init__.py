@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "input_buffer": "featcache.extractor.stages",
     "preprocess_into": "featcache.extractor.preprocess",
     "write_graphs": "featcache.extractor.graphdef",
     "trace_graph": "featcache.extractor.graphdef",

@@ -20,7 +20,6 @@ import numpy as np
 from featcache.extractor.clock import Clock
 from featcache.extractor.config import ExtractConfig
 from featcache.extractor.network import Network
-from featcache.extractor.preprocess import INPUT_SIZE
 from featcache.extractor.stages import (
     EngineResult,
     Keyed,
@@ -29,6 +28,7 @@ from featcache.extractor.stages import (
     Writer,
     batches,
     forward,
+    input_buffer,
     prepare_batch,
 )
 
@@ -55,7 +55,7 @@ def run_local(
         try:
             buffer = free.get_nowait()
         except queue.Empty:  # at most PREFETCH + 1 are ever made
-            buffer = np.empty((config.batch_size, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+            buffer = input_buffer(config.batch_size)
         return buffer, prepare_batch(batch, config, pool.map, out=buffer)
 
     # One thread assembles the next batch (its images decode on `pool`), one writes the last.

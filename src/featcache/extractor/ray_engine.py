@@ -67,7 +67,7 @@ class _ExtractWorker:
         from featcache.extractor.stages import ShardWriter
         from featcache.extractor.weights import read_weights
 
-        if runtime is TENSORFLOW:
+        if runtime.name == TENSORFLOW.name:  # a pickled copy here, never the same object
             from featcache.extractor._tf import import_tensorflow
 
             import_tensorflow(threads)  # one actor per CPU share: TensorFlow's pools to that share

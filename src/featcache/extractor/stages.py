@@ -38,6 +38,7 @@ __all__ = [
     "batches",
     "for_storage",
     "forward",
+    "input_buffer",
     "key_items",
     "prepare",
     "prepare_batch",
@@ -114,6 +115,11 @@ def prepare_hashed(item: ImageItem, config: ExtractConfig, out: np.ndarray) -> b
     return image_hash(rgb)
 
 
+def input_buffer(size: int) -> np.ndarray:
+    """An uninitialised (size, 227, 227, 3) float32 array for `prepare_batch` to fill."""
+    return np.empty((size, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+
+
 @dataclass(frozen=True)
 class PreparedBatch:
     """A batch ready for the network: `inputs` row i is the image of ``keys[i]``."""
@@ -135,7 +141,7 @@ def prepare_batch(
     227, 227, 3) float32 array, is that array when given (a buffer the engine reuses)."""
     shape = (INPUT_SIZE, INPUT_SIZE, 3)
     if out is None:
-        inputs = np.empty((len(batch), *shape), np.float32)
+        inputs = input_buffer(len(batch))
     elif out.dtype != np.float32 or out.shape[1:] != shape or len(out) < len(batch):
         raise ConfigError(f"'out' must be a (>= {len(batch)}, 227, 227, 3) float32 array")
     else:
