@@ -339,12 +339,12 @@ def test_openvino_workers_use_the_model_the_driver_converted(
     assert run.returncode == 0, (out, err)
     assert "48 extracted" in out, out
     assert seen, "no worker was seen with its network built"
-    # OpenVINO maps a model it reads from the cache (a worker that converted would run its
-    # own model from memory); TensorFlow is not loaded (OpenVINO's front end for it is not it).
+    # TensorFlow is not loaded (OpenVINO's front end for it is not it). Whether a worker
+    # still maps the cached model depends on when it is sampled (OpenVINO may release the
+    # mapping once compiled), so reading is what tells: each worker reads the model once
+    # (its digests are checked), but not the weights too, which converting would need.
     (model,) = (store / "runtimes").rglob("model.bin")
-    assert all(str(model.resolve()) in maps for maps, _ in seen.values()), sorted(seen)
     assert not any("/site-packages/tensorflow/" in maps for maps, _ in seen.values())
-    # Each worker reads the model once (its digests are checked), but not the weights too.
     limit = model.stat().st_size + weights_path.stat().st_size // 2
     reads = [read for _, read in seen.values()]
     assert all(read < limit for read in reads), (limit, reads)
