@@ -23,6 +23,8 @@ from typing import Final
 import numpy as np
 from PIL import Image
 
+from featcache.errors import ImageError
+
 __all__ = [
     "HASH_BITS",
     "HASH_BYTES",
@@ -41,8 +43,12 @@ VARIANTS: Final = 5  # the image, then moved one pixel left, right, up, down
 HASH_BYTES: Final = VARIANTS * HASH_BITS // 8
 
 
+_SIDE: Final = 32  # the DCT's input is _SIDE × _SIDE
+_LOW: Final = 8  # the hash keeps the _LOW × _LOW lowest frequencies
+
+
 @lru_cache(maxsize=1)
-def _dct_matrix(n: int = 32) -> np.ndarray:
+def _dct_matrix(n: int = _SIDE) -> np.ndarray:
     """The orthonormal DCT-II matrix: ``D @ x`` transforms a length-n signal."""
     k = np.arange(n)[:, None]
     i = np.arange(n)[None, :]
@@ -51,32 +57,84 @@ def _dct_matrix(n: int = 32) -> np.ndarray:
     return np.asarray(d, dtype=np.float64)
 
 
-def _gray(rgb: np.ndarray) -> Image.Image:
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    """Pillow's "L" conversion of the image, as an (H, W) uint8 array."""
     if rgb.ndim == 2:
-        return Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="L")
-    return Image.fromarray(np.ascontiguousarray(rgb[:, :, :3], dtype=np.uint8)).convert("L")
+        return np.ascontiguousarray(rgb, dtype=np.uint8)
+    pixels = np.ascontiguousarray(rgb[:, :, :3], dtype=np.uint8)
+    height, width = pixels.shape[:2]
+    if pixels.ndim == 3 and pixels.shape[2] == 3 and height and width:
+        # frombytes + tobytes: the same conversion as fromarray + asarray, at half the cost
+        gray = Image.frombytes("RGB", (width, height), pixels).convert("L")
+        return np.frombuffer(gray.tobytes(), np.uint8).reshape(height, width)
+    return np.asarray(Image.fromarray(pixels).convert("L"))  # (H, W, 2): "LA"
 
 
-def _dct_hash(gray: np.ndarray) -> np.ndarray:
-    small = Image.fromarray(gray).resize((32, 32), Image.Resampling.LANCZOS)
-    d = _dct_matrix(32)
-    low = (d @ np.asarray(small, dtype=np.float64) @ d.T)[:8, :8].ravel()
-    return np.packbits(low > np.median(low[1:]))
+def _shifted(image: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image's content moved one pixel towards lower, then higher indices along `axis`,
+    the edge row or column repeated (``np.pad(mode="edge")`` then cropped)."""
+    towards_low = np.empty_like(image)
+    towards_high = np.empty_like(image)
+    if axis == 0:
+        towards_low[:-1], towards_low[-1] = image[1:], image[-1]
+        towards_high[1:], towards_high[0] = image[:-1], image[0]
+    else:
+        towards_low[:, :-1], towards_low[:, -1] = image[:, 1:], image[:, -1]
+        towards_high[:, 1:], towards_high[:, 0] = image[:, :-1], image[:, 0]
+    return towards_low, towards_high
+
+
+def _lanczos(gray: np.ndarray, width: int, height: int) -> np.ndarray:
+    image = Image.frombytes("L", (gray.shape[1], gray.shape[0]), np.ascontiguousarray(gray))
+    small = image.resize((width, height), Image.Resampling.LANCZOS)
+    return np.frombuffer(small.tobytes(), np.uint8).reshape(height, width)
+
+
+def _small_variants(gray: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The image and its four 1-pixel shifts, each resized to 32×32 by Pillow's Lanczos.
+
+    Pillow's resize to the size an image already has is a copy, so a 32×32 image skips
+    Pillow. Other sizes are resized one variant at a time: the two passes (horizontal,
+    vertical) could be shared between shifted variants, but since Pillow 13 (PR #9549) the
+    order of the passes depends on the scale factors, and sharing would tie the stored bits
+    to that rule.
+    """
+    left, right = _shifted(gray, axis=1)
+    up, down = _shifted(gray, axis=0)
+    variants = (gray, left, right, up, down)
+    if gray.shape == (_SIDE, _SIDE):
+        return variants
+    return tuple(_lanczos(variant, _SIDE, _SIDE) for variant in variants)
+
+
+def _dct_hashes(variants: tuple[np.ndarray, ...]) -> bytes:
+    """Each 32×32 variant's 8 bytes: its 8×8 lowest DCT frequencies above their median.
+
+    The bits must not change (they are stored), and near-ties make them depend on the last
+    bit of every coefficient (a flat image's AC coefficients are rounding noise), so the
+    arithmetic stays that of one ``d @ x @ d.T`` per variant: whole 32×32 products (a smaller
+    one may round differently). The stacked ``np.matmul`` makes the same BLAS call for each
+    (5, 32, 32) slice as for a lone (32, 32) array (NumPy's matmul loop decides from the
+    core shape and strides, which are the same).
+    """
+    d = _dct_matrix(_SIDE)
+    pixels = np.array(variants, dtype=np.float64)  # (5, 32, 32)
+    coefficients = np.matmul(np.matmul(d, pixels), d.T)
+    low = coefficients[:, :_LOW, :_LOW].reshape(len(variants), _LOW * _LOW)
+    # np.median of the 63 AC values is exactly the 32nd smallest (odd count, no averaging)
+    median = np.partition(low[:, 1:], 31, axis=1)[:, 31:32]
+    return np.packbits(low > median, axis=1).tobytes()
 
 
 def image_hash(rgb: np.ndarray) -> bytes:
     """The 40-byte hash record of an (H, W, 3) or (H, W) uint8 image: five 8-byte hashes."""
-    gray = np.asarray(_gray(rgb))
-    padded = np.pad(gray, 1, mode="edge")
-    h, w = gray.shape
-    variants = (
-        gray,
-        padded[1 : h + 1, 2 : w + 2],  # content moved one pixel left
-        padded[1 : h + 1, 0:w],  # right
-        padded[2 : h + 2, 1 : w + 1],  # up
-        padded[0:h, 1 : w + 1],  # down
-    )
-    return b"".join(_dct_hash(np.ascontiguousarray(v)).tobytes() for v in variants)
+    gray = _gray(rgb)
+    if gray.size == 0:
+        raise ImageError(
+            f"an image of {gray.shape[1]}×{gray.shape[0]} pixels has no perceptual hash; "
+            "give it at least one pixel"
+        )
+    return _dct_hashes(_small_variants(gray))
 
 
 def image_hashes(images: Sequence[np.ndarray]) -> np.ndarray:
