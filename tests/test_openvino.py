@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -115,6 +116,37 @@ def test_runtime_models_are_published_whole_checked_and_collected(tmp_path: Path
     gone = store.gc(grace_seconds=0)  # no vectors for fingerprint f...: stale
     assert gone.runtime_models_removed == 2 and gone.bytes_freed >= 100
     assert not any(files.folders()) and store.verify().ok
+
+
+def test_unchanged_model_files_are_not_hashed_again_but_verify_always_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from featcache.store import runtime_files
+
+    files = RuntimeFiles.in_store(tmp_path)
+    folder = _publish(files)
+    model = files.find("f" * 64, "openvino-fc7-float32")
+    assert model is not None
+    hashed: list[str] = []
+    real = runtime_files._sha256
+    monkeypatch.setattr(runtime_files, "_sha256", lambda p: hashed.append(p.name) or real(p))
+    assert files.check(model) == [] and hashed == []  # hashed when published: trusted as is
+    assert files.check(model, rehash=True) == [] and sorted(hashed) == ["model.bin", "model.xml"]
+
+    binary = folder / "model.bin"
+    data = binary.read_bytes()
+    binary.write_bytes(data[:-1] + b"\x01")  # same size, new mtime: hashed, found
+    hashed.clear()
+    assert "model.bin" in files.check(model)[0] and hashed == ["model.bin", "model.xml"]
+    binary.write_bytes(data)  # put back: sound again, and trusted from then on
+    assert files.check(model) == [] and files.check(model) == []
+    # An edit that restores size and mtime is only caught by a rehash (store verify).
+    stat = binary.stat()
+    with open(binary, "r+b") as f:
+        f.write(b"\xff")
+    os.utime(binary, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert files.check(model) == []
+    assert "does not match" in files.check(model, rehash=True)[0]
 
 
 def test_a_concurrent_publication_keeps_the_first(tmp_path: Path) -> None:
