@@ -7,8 +7,9 @@ tests, a bare factory), so a fake network or another runtime plugs in without to
 A second runtime plugs in as one more `Runtime` value: a ``build(weights, spec)`` that
 returns an object with ``forward(batch, layers)``, and optionally a ``warm_up`` that does
 its slow imports (run while the weights are being read). OpenVINO's (`runtime_named`) also
-has ``converted``: when its converted model is cached, neither the weights nor TensorFlow
-are needed, so ``build`` gets a function that reads the weights only if it must convert.
+has ``converted``: when its converted model is cached the weights are not needed, so
+``build`` gets a function that reads them only if it must convert (and when it converts,
+the same function lets the first batches be prepared while the weights are read).
 A network may have ``close()``; the local engine calls it after the last batch (OpenVINO
 finishes saving a converted model there).
 """

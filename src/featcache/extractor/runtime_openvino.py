@@ -3,17 +3,17 @@
 - **Conversion** (no TensorFlow): the float32 graph `AlexNet.export_function` traced, with
   the weights as inputs, shipped as a GraphDef file per profile (`graphdef`), goes to
   ``openvino.convert_model``; the weights are bound as constants, the layers not asked for
-  are cut off, and
-  ``openvino.save_model`` writes the model with ``compress_to_fp16=False`` (fp16 weights
-  would change float32's numbers) into the store's runtime cache,
+  are cut off, and ``openvino.save_model`` writes the model with ``compress_to_fp16=False``
+  (fp16 weights would change float32's numbers) into the store's runtime cache,
   ``runtimes/FP/openvino-LAYERS-PRECISION/`` (`FeatureStore.runtime_models`), while the
   first batches already run (`OpenVINONetwork.close` waits for it).
 - **Cached**: the next run reads and compiles that model (or one converted for more
   layers) without importing TensorFlow or reading the weights. The files' SHA-256 is
-  checked against the manifest in a thread while the model compiles; a damaged model
+  checked against the manifest in a thread while the model compiles (unless they are
+  unchanged since they last hashed sound: `RuntimeFiles.check`); a damaged model
   (truncated, changed bytes) is removed and converted again.
 - **Precision**: ``INFERENCE_PRECISION_HINT`` is always set. float32 pins ``f32``, because
-  OpenVINO picks bf16 by itself on CPUs with AMX and the numbers would change silently; bf16
+  OpenVINO picks bf16 by itself on CPUs with BF16 and the numbers would change silently; bf16
   sets ``bf16`` when the CPU lists BF16 in ``OPTIMIZATION_CAPABILITIES`` and is refused
   otherwise (OpenVINO would quietly run float32 under a bf16 fingerprint).
 - **Batches**: a forward call is cut into requests of `REQUEST_BATCH` images that an
