@@ -128,8 +128,8 @@ def test_unchanged_model_files_are_not_hashed_again_but_verify_always_does(
     model = files.find("f" * 64, "openvino-fc7-float32")
     assert model is not None
     hashed: list[str] = []
-    real = runtime_files._sha256
-    monkeypatch.setattr(runtime_files, "_sha256", lambda p: hashed.append(p.name) or real(p))
+    real = runtime_files.file_sha256
+    monkeypatch.setattr(runtime_files, "file_sha256", lambda p: hashed.append(p.name) or real(p))
     assert files.check(model) == [] and hashed == []  # hashed when published: trusted as is
     assert files.check(model, rehash=True) == [] and sorted(hashed) == ["model.bin", "model.xml"]
 

@@ -203,6 +203,18 @@ def _featcache(
     )
 
 
+def _start_extract(
+    cluster: Cluster, data: Path, store: Path, weights: Path, *extra: str
+) -> subprocess.Popen[str]:
+    """`featcache extract DATA` on the cluster in the background (dataset "d", batches of 8)."""
+    command = [PYTHON, "-m", "featcache", "extract", str(data), "--store", str(store)]
+    command += ["--weights", str(weights), "--dataset", "d", *extra]
+    command += ["--engine", "ray", "--ray-address", cluster.address, "--batch-size", "8"]
+    return subprocess.Popen(
+        command, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 def test_a_worker_killed_mid_run_still_gives_a_verified_store(
     cluster: Cluster, weights_path: Path, tmp_path: Path
 ) -> None:
@@ -211,12 +223,7 @@ def test_a_worker_killed_mid_run_still_gives_a_verified_store(
 
     write_images(tmp_path / "data", 48, seed=5)
     store = tmp_path / "store"
-    command = [PYTHON, "-m", "featcache", "extract", str(tmp_path / "data"), "--store"]
-    command += [str(store), "--weights", str(weights_path), "--dataset", "d"]
-    command += ["--engine", "ray", "--ray-address", cluster.address, "--batch-size", "8"]
-    run = subprocess.Popen(
-        command, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    run = _start_extract(cluster, tmp_path / "data", store, weights_path)
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and time.monotonic() < deadline and run.poll() is None:
@@ -318,13 +325,7 @@ def test_openvino_workers_use_the_model_the_driver_converted(
     pytest.importorskip("openvino")
     write_images(tmp_path / "data", 48, seed=9)
     store = tmp_path / "store"
-    command = [PYTHON, "-m", "featcache", "extract", str(tmp_path / "data"), "--store"]
-    command += [str(store), "--weights", str(weights_path), "--dataset", "d", "--runtime"]
-    command += ["openvino", "--engine", "ray", "--ray-address", cluster.address]
-    command += ["--batch-size", "8"]
-    run = subprocess.Popen(
-        command, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    run = _start_extract(cluster, tmp_path / "data", store, weights_path, "--runtime", "openvino")
     # What each worker has mapped and read once its network is built (past __init__).
     seen: dict[int, tuple[str, int]] = {}
     deadline = time.monotonic() + 300
@@ -373,12 +374,7 @@ def test_a_node_lost_mid_run_still_gives_a_verified_store(
     """The module's last test: it kills the second raylet."""
     write_images(tmp_path / "data", 48, seed=6)
     store = tmp_path / "store"
-    command = [PYTHON, "-m", "featcache", "extract", str(tmp_path / "data"), "--store"]
-    command += [str(store), "--weights", str(weights_path), "--dataset", "d"]
-    command += ["--engine", "ray", "--ray-address", cluster.address, "--batch-size", "8"]
-    run = subprocess.Popen(
-        command, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    run = _start_extract(cluster, tmp_path / "data", store, weights_path)
     second = cluster.starters[1].pid
     killed = None
     deadline = time.monotonic() + 300

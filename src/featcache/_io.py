@@ -3,12 +3,14 @@
 The content goes to a temporary name unique per process, thread and call, in the target's
 own folder; it is flushed and fsynced, renamed over the target, and the folder is fsynced,
 so a reader (or a crash) sees either the old file or the whole new one. On any error the
-temporary file is removed and the target is left as it was.
+temporary file is removed and the target is left as it was. Reading them back: one
+`file_sha256` for the weights, shards and runtime models.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "describe_failure",
+    "file_sha256",
     "fsync_dir",
     "is_disk_full",
     "rename_folder",
@@ -29,6 +32,18 @@ __all__ = [
 
 #: Every temporary file starts with this (``featcache store gc`` knows them by it).
 TMP_PREFIX = ".tmp-"
+
+
+_CHUNK = 1 << 22
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex SHA-256 of a file, read in 4 MB chunks (`OSError` if it cannot be read)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def temporary_name(path: Path) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from featcache._io import atomic_write
+from featcache._io import atomic_write, file_sha256
 from featcache._safepickle import UnpicklingFailed, safe_unpickle
 from featcache.errors import WeightsError
 
@@ -50,8 +50,6 @@ LAYER_SHAPES: dict[str, tuple[int, ...]] = {
 #: Key of the note that `write_demo_weights` leaves in the dict, so random weights say so.
 DEMO_MARKER = "__featcache_demo__"
 
-_CHUNK = 1 << 22
-
 
 @dataclass(frozen=True)
 class Weights:
@@ -69,15 +67,6 @@ class Weights:
     @property
     def nbytes(self) -> int:
         return sum(w.nbytes + b.nbytes for w, b in self.layers.values())
-
-
-def file_sha256(path: Path) -> str:
-    """Return the hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _unpickle_npy(data: bytes, path: Path) -> Any:

@@ -14,7 +14,6 @@ they mean belongs to the runtime that wrote them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from featcache._io import (
     TMP_PREFIX,
     atomic_write,
     describe_failure,
+    file_sha256,
     fsync_dir,
     rename_folder,
     temporary_name,
@@ -40,7 +40,6 @@ RUNTIMES_FOLDER = "runtimes"
 MANIFEST = "manifest.json"
 CHECKED = "checked.json"  # the files' (size, mtime, inode) when they last hashed sound
 _FORMAT = 1
-_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -52,14 +51,6 @@ class RuntimeModel:
     name: str
     files: dict[str, str]  # file name → SHA-256
     meta: dict[str, Any]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _stamps(folder: Path, files: Mapping[str, str]) -> dict[str, list[int]] | None:
@@ -150,7 +141,7 @@ class RuntimeFiles:
             final.parent.mkdir(parents=True, exist_ok=True)
             staged.mkdir()
             write(staged)
-            files = {p.name: _sha256(p) for p in sorted(staged.iterdir()) if p.is_file()}
+            files = {p.name: file_sha256(p) for p in sorted(staged.iterdir()) if p.is_file()}
             stamps = _stamps(staged, files)  # just hashed: the first use need not again
             if stamps is not None:
                 _write_stamps(staged, stamps)
@@ -193,7 +184,7 @@ class RuntimeFiles:
         for file, expected in sorted(model.files.items()):
             path = model.folder / file
             try:
-                actual = _sha256(path)
+                actual = file_sha256(path)
             except OSError as exc:
                 problems.append(f"{path}: unreadable ({exc})")
                 continue

@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache._io import TMP_PREFIX, atomic_write, describe_failure
+from featcache._io import TMP_PREFIX, atomic_write, describe_failure, file_sha256
 from featcache.errors import StoreError
 from featcache.store.records import ShardInfo, ShardRecord
 
 __all__ = ["SHARDS_FOLDER", "TMP_PREFIX", "ShardCheck", "ShardFiles"]
 
 SHARDS_FOLDER = "shards"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -107,14 +106,10 @@ class ShardFiles:
 
     def sha256(self, name: str) -> str:
         """The SHA-256 of a shard file; `StoreError` naming it if it cannot be read."""
-        digest = hashlib.sha256()
         try:
-            with open(self.path(name), "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    digest.update(chunk)
+            return file_sha256(self.path(name))
         except OSError as exc:
             raise StoreError(f"{self.path(name)}: shard unreadable ({exc})") from exc
-        return digest.hexdigest()
 
     def check(self, record: ShardRecord, *, rehash: bool = False) -> ShardCheck:
         """Compare a shard file with its record: present, same size, same SHA-256.
