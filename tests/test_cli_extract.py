@@ -57,9 +57,9 @@ def test_extract_info_verify_export(tmp_path: Path, weights_path: Path) -> None:
     )
     assert code == 3 and "0 extracted, 5 already cached, 1 failed" in output
     assert "rows: 0 added, 0 updated, 0 removed; now 5 rows" in output  # a re-run changes nothing
-    code, output = cli("store", "info", tmp_path / "st")
+    code, output = cli("store", "info", "--store", tmp_path / "st")
     assert code == 0 and "dataset signs: 5 images" in output and "[RANDOM WEIGHTS]" in output
-    code, output = cli("store", "verify", tmp_path / "st")
+    code, output = cli("store", "verify", "--store", tmp_path / "st")
     assert code == 0 and "0 problem(s)" in output
     code, output = cli(
         "export", "--store", tmp_path / "st", "--dataset", "signs", "--out", tmp_path / "signs.npz"
@@ -88,7 +88,7 @@ def test_errors_exit_1_with_the_file_named(tmp_path: Path) -> None:
         "fc9",
     )
     assert code == 1 and "error: --layers must be a non-empty subset" in output
-    code, output = cli("store", "verify", tmp_path / "nowhere")
+    code, output = cli("store", "verify", "--store", tmp_path / "nowhere")
     assert code == 1 and "no feature store here" in output
 
 

@@ -117,16 +117,18 @@ def test_unknown_head_suggests_train(tmp_path: Path) -> None:
 
 
 def test_heads_delete_asks_unless_yes(trained: Path) -> None:
-    code, text = cli("heads", "delete", trained, "h", input="n\n")
+    code, text = cli("heads", "delete", "--store", trained, "h", input="n\n")
     assert code == 1 and "delete all 1 version(s) of head 'h'" in text
     assert "nothing deleted (pass --yes to delete without asking)" in text
-    code, text = cli("heads", "delete", trained, "h")  # no answer at all: nothing deleted
+    code, text = cli(
+        "heads", "delete", "--store", trained, "h"
+    )  # no answer at all: nothing deleted
     assert code == 1 and "nothing deleted" in text
     assert FeatureStore(trained, create=False).head("h").version == 1
-    code, text = cli("heads", "delete", trained, "h", input="y\n")
+    code, text = cli("heads", "delete", "--store", trained, "h", input="y\n")
     assert code == 0 and "deleted 1 version(s) of head 'h'" in text
     train_head(FeatureStore(trained), "toy", name="h")
-    code, text = cli("heads", "delete", trained, "h", "--yes")
+    code, text = cli("heads", "delete", "--store", trained, "h", "--yes")
     assert code == 0 and "deleted 1 version(s)" in text
 
 

@@ -219,7 +219,7 @@ def test_train_show_predict_and_serve_round_trip(weights_path: Path, tmp_path: P
     )
     assert trained.exit_code == 0, trained.output
     assert "[pool5]" in trained.output and "RANDOM" in trained.output.upper()
-    shown = json.loads(cli.invoke(app, ["heads", "show", str(store), "ft"]).output)
+    shown = json.loads(cli.invoke(app, ["heads", "show", "--store", str(store), "ft"]).output)
     assert shown["head"] == "finetune" and shown["layer"] == "pool5"
     assert 210e6 < shown["file_bytes"] < 230e6  # fc6 and fc7 in float32
     with FeatureStore(store) as fs:

@@ -242,7 +242,7 @@ def test_a_worker_killed_mid_run_still_gives_a_verified_store(
     logs = list((store / "logs").glob("ray-*.log"))
     assert len(logs) == 1 and "died on batch" in logs[0].read_text()
 
-    verify = _featcache("store", "verify", str(store), env=cluster.env)
+    verify = _featcache("store", "verify", "--store", str(store), env=cluster.env)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
     local = FeatureStore(tmp_path / "local")
@@ -350,7 +350,7 @@ def test_openvino_workers_use_the_model_the_driver_converted(
     reads = [read for _, read in seen.values()]
     assert all(read < limit for read in reads), (limit, reads)
 
-    verify = _featcache("store", "verify", str(store), env=cluster.env)
+    verify = _featcache("store", "verify", "--store", str(store), env=cluster.env)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     models = FeatureStore(store).runtime_models
     assert [folder.name for _, folder, _ in models.folders()] == ["openvino-fc7-float32"]
@@ -390,5 +390,5 @@ def test_a_node_lost_mid_run_still_gives_a_verified_store(
     assert run.returncode == 0, (out, err)
     assert "48 extracted" in out, out
     assert "Raylet is terminated" not in err, err  # Ray's dump is in the run log
-    verify = _featcache("store", "verify", str(store), env=cluster.env)
+    verify = _featcache("store", "verify", "--store", str(store), env=cluster.env)
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -36,10 +36,10 @@ def test_promote_cli_and_store(tmp_path: Path) -> None:
     store, _ = make_store(tmp_path)
     retrain(store, l2=1.0)
     runner = CliRunner()
-    done = runner.invoke(cli_app, ["heads", "promote", str(store), "signs", "1"])
+    done = runner.invoke(cli_app, ["heads", "promote", "--store", str(store), "signs@1"])
     assert done.exit_code == 0, done.output
     assert "promoted head 'signs' v1" in done.output
-    missing = runner.invoke(cli_app, ["heads", "promote", str(store), "signs", "9"])
+    missing = runner.invoke(cli_app, ["heads", "promote", "--store", str(store), "signs@9"])
     assert missing.exit_code != 0 and "no version 9" in missing.output
     with FeatureStore(store) as fs:
         assert fs.promoted_head("signs") == 1

@@ -57,7 +57,7 @@ def test_verify_names_a_shard_with_one_row_overwritten(tmp_path: Path) -> None:
     assert not report.ok and report.damaged == [name]
     assert len(report.problems) == 1 and str(target) in report.problems[0]
     assert "content changed" in report.problems[0]
-    code, output = cli("store", "verify", tmp_path)
+    code, output = cli("store", "verify", "--store", tmp_path)
     assert code == 3 and name in output and "content changed" in output
 
 
@@ -110,7 +110,7 @@ def test_truncated_shard_is_recomputed_by_extract(tmp_path: Path) -> None:
     run(data, tmp_path / "s")
     victim = shard_files(tmp_path / "s")[1]
     victim.write_bytes(victim.read_bytes()[:200])
-    code, output = cli("store", "verify", tmp_path / "s")
+    code, output = cli("store", "verify", "--store", tmp_path / "s")
     assert code == 3 and "truncated" in output
     again = run(data, tmp_path / "s")
     assert (again.extracted, again.cached) == (2, 4)
@@ -126,10 +126,10 @@ def test_verify_repair_drops_damaged_vectors_then_extract_recomputes(tmp_path: P
     data = images(tmp_path / "imgs", 4)
     run(data, tmp_path / "s")
     shard_files(tmp_path / "s")[0].unlink()
-    code, output = cli("store", "verify", tmp_path / "s", "--repair")
+    code, output = cli("store", "verify", "--store", tmp_path / "s", "--repair")
     assert code == 0, output
     assert "repaired: shard" in output and "1 shard(s) and 2 vector(s) dropped" in output
-    code, output = cli("store", "verify", tmp_path / "s")
+    code, output = cli("store", "verify", "--store", tmp_path / "s")
     assert code == 0, output
     CountingNetwork.images = 0
     again = run(data, tmp_path / "s")
@@ -146,9 +146,9 @@ def test_zero_byte_catalog_makes_gc_refuse_and_keeps_every_shard(tmp_path: Path)
     (tmp_path / "catalog.sqlite").write_bytes(b"")
     for suffix in ("-wal", "-shm"):
         (tmp_path / f"catalog.sqlite{suffix}").unlink(missing_ok=True)
-    code, output = cli("store", "gc", tmp_path, "--grace", "0")
+    code, output = cli("store", "gc", "--store", tmp_path, "--grace", "0")
     assert code == 1 and "catalog is empty (0 bytes)" in output
-    code, output = cli("store", "verify", tmp_path)
+    code, output = cli("store", "verify", "--store", tmp_path)
     assert code == 1 and "refusing to treat it as a new store" in output
     assert shard_files(tmp_path) == before
     assert (tmp_path / "catalog.sqlite").stat().st_size == 0
@@ -161,7 +161,7 @@ def test_gc_refuses_when_the_catalog_lists_no_shards_but_files_exist(tmp_path: P
     for suffix in ("", "-wal", "-shm"):
         (tmp_path / f"catalog.sqlite{suffix}").unlink(missing_ok=True)
     FeatureStore(tmp_path).close()  # a new, empty catalog beside old shards
-    code, output = cli("store", "gc", tmp_path, "--grace", "0")
+    code, output = cli("store", "gc", "--store", tmp_path, "--grace", "0")
     assert code == 1 and "lists no shards" in output and "1 shard file(s)" in output
     assert len(shard_files(tmp_path)) == 1
 

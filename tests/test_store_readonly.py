@@ -124,10 +124,10 @@ def test_read_only_store_answers_info_verify_export_and_cached_predict(
     outbox.mkdir()
     st = str(store)
     commands = {
-        "info": ["store", "info", st],
-        "verify": ["store", "verify", st],
+        "info": ["store", "info", "--store", st],
+        "verify": ["store", "verify", "--store", st],
         "predict": ["predict", "--store", st, "--head", "signs", str(images)],
-        "repair": ["store", "verify", st, "--repair"],
+        "repair": ["store", "verify", "--store", st, "--repair"],
     }
     if closed:  # the same read path again; run once, as they import matplotlib and pyarrow
         commands["export"] = ["export", "--store", st, "--dataset", "signs", "--out", "s.npz"]

@@ -201,15 +201,15 @@ def test_cli_train_evaluate_predict_heads(tmp_path: Path) -> None:
     )
     assert code == 0 and "[test], 100 images" in text
     assert (tmp_path / "rep" / "confusion_matrix.png").exists()
-    code, text = cli("heads", "list", str(tmp_path / "s"))
+    code, text = cli("heads", "list", "--store", str(tmp_path / "s"))
     assert "signs v1: softmax on 'toy'" in text and "(promoted)" not in text
-    code, text = cli("heads", "promote", str(tmp_path / "s"), "signs", "1")
+    code, text = cli("heads", "promote", "--store", str(tmp_path / "s"), "signs@1")
     assert code == 0, text
-    code, text = cli("heads", "list", str(tmp_path / "s"))
+    code, text = cli("heads", "list", "--store", str(tmp_path / "s"))
     assert "signs v1: softmax on 'toy'" in text and text.rstrip().endswith("(promoted)")
-    code, text = cli("heads", "show", str(tmp_path / "s"), "signs")
+    code, text = cli("heads", "show", "--store", str(tmp_path / "s"), "signs")
     assert json.loads(text)["params"]["l2"] == 0.01
-    code, text = cli("heads", "delete", str(tmp_path / "s"), "signs", "--yes")
+    code, text = cli("heads", "delete", "--store", str(tmp_path / "s"), "signs", "--yes")
     assert code == 0 and "deleted 1 version(s)" in text
     code, text = cli(
         "evaluate", "--store", str(tmp_path / "s"), "--dataset", "toy", "--head", "signs"

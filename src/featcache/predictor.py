@@ -27,6 +27,7 @@ from featcache.data.source import IMAGE_SUFFIXES, ImageItem, ImageSource
 from featcache.errors import ConfigError, DataError, FeatcacheError, ImageError, WeightsError
 from featcache.extractor.fingerprint import check_runtime
 from featcache.store.featurestore import FeatureStore
+from featcache.store.names import HeadSpec
 
 if TYPE_CHECKING:  # the extractor's modules are imported only to extract
     from featcache.extractor.fingerprint import ExtractorSpec
@@ -73,7 +74,8 @@ def list_images(paths: Sequence[str | Path]) -> list[Path]:
 
 
 class Predictor:
-    """Answers for images and keys with a store's head (the newest version, re-checked)."""
+    """Answers for images and keys with a store's head: `head` is ``NAME`` (the newest
+    version, re-checked), ``NAME@promoted`` (the promoted one, re-checked) or ``NAME@N``."""
 
     def __init__(
         self,
@@ -93,13 +95,13 @@ class Predictor:
             check_runtime(runtime)
         self.runtime = runtime  # None: the one the head's vectors need, else TensorFlow
         self.store = store
-        self.head_name = head
+        self.head_spec = HeadSpec.parse(head, version)
+        self.head_name = self.head_spec.name
         self.top_k = top_k
         self.max_pixels = max_pixels
-        self._pinned = version
         self._refresh_seconds = refresh_seconds
         self._weights_path = Path(weights) if weights is not None else None
-        self._head = load_head(store, head, version)
+        self._head = load_head(store, self.head_spec)
         self._checked_at = time.monotonic()
         self._lock = threading.Lock()
         self._extract_lock = threading.Lock()
@@ -113,14 +115,14 @@ class Predictor:
         A change is seen by the head file's SHA-256, not only by its version number, so a
         head deleted and trained again is picked up; a deleted head raises `NotFoundError`.
         """
-        if self._pinned is not None:
+        if self.head_spec.follow == "pinned":
             return self._head
         now = time.monotonic()
         if now - self._checked_at >= self._refresh_seconds:
             with self._lock:
                 if now - self._checked_at >= self._refresh_seconds:
                     self._checked_at = now
-                    newest = self.store.head(self.head_name)
+                    newest = self.store.head(self.head_spec)
                     if (newest.version, newest.sha256) != (
                         self._head.version,
                         self._head.record.sha256,

@@ -21,6 +21,7 @@ from featcache.classifier.heads import HEADS, LogRegHead, SoftmaxHead, top_k
 from featcache.classifier.rows import LazyVectors
 from featcache.errors import ConfigError, FingerprintMismatchError, HeadError, NotFoundError
 from featcache.store.featurestore import FeatureStore, HeadRecord, LabelledVectors
+from featcache.store.names import HeadSpec
 
 __all__ = [
     "LoadedHead",
@@ -185,17 +186,23 @@ def save_head(
     return store.add_head(name, buffer.getvalue(), meta)
 
 
-def load_head(store: FeatureStore, name: str, version: int | None = None) -> LoadedHead:
-    """Load a head (newest version unless given), after checking its file's digest."""
+def load_head(store: FeatureStore, name: str | HeadSpec, version: int | None = None) -> LoadedHead:
+    """Load a head (``NAME``, ``NAME@N``, ``NAME@promoted``, or NAME and `version`), after
+    checking its file's digest."""
+    spec = name if isinstance(name, HeadSpec) else HeadSpec.parse(name, version)
     try:
-        record = store.head(name, version)
+        # name and version, as a store's head() has always been asked (wrappers rely on it)
+        record = (
+            store.head(spec) if spec.follow == "promoted" else store.head(spec.name, spec.version)
+        )
     except NotFoundError as exc:
-        if version is not None or store.heads(name):
+        if store.heads(spec.name):
             raise
         raise NotFoundError(
             f"{exc}; train one with 'featcache train --store {store.path} --dataset DATASET "
-            f"--name {name}'"
+            f"--name {spec.name}'"
         ) from None
+    name = record.name
     payload = store.head_bytes(record)  # raises HeadError on a digest mismatch
     try:
         estimator = joblib.load(io.BytesIO(payload))

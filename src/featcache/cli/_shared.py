@@ -8,7 +8,8 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,6 +23,7 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_STRICT",
+    "EXIT_USAGE",
     "PROGRESS_SECONDS",
     "err",
     "flag_names",
@@ -31,12 +33,15 @@ __all__ = [
     "progress_bar",
     "progress_line",
     "reports_errors",
+    "store_option",
+    "usage_error",
+    "which_store",
 ]
 
 out = Console(highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
-EXIT_ERROR, EXIT_STRICT, EXIT_INTERRUPTED = 1, 3, 130
+EXIT_ERROR, EXIT_USAGE, EXIT_STRICT, EXIT_INTERRUPTED = 1, 2, 3, 130
 PROGRESS_SECONDS = 10.0  # at most one progress line this often when stderr is not a terminal
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,6 +89,36 @@ def reports_errors(func: F) -> F:
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def usage_error(text: str) -> NoReturn:
+    """Bad usage found after parsing: one line on stderr and exit code 2, as click does."""
+    err.print(f"[red]usage error:[/red] {escape(text)}", markup=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def store_option(help: str = "Feature store directory.") -> Any:
+    """The ``--store`` option every command takes (one way to name a store)."""
+    return typer.Option(None, "--store", help=help, show_default=False)
+
+
+def which_store(store: Path | None, positional: Path | str | None, command: str) -> Path:
+    """The store given by ``--store``, or by the positional form older releases took (still
+    accepted, with a note saying the new form once)."""
+    if store is not None and positional is not None:
+        usage_error(
+            f"the store is given twice ({positional} and --store {store}); give it once, "
+            f"as --store {store}"
+        )
+    if store is not None:
+        return store
+    if positional is None:
+        usage_error(f"Missing option '--store'. Run: featcache {command} --store STORE")
+    err.print(
+        f"note: 'featcache {command} {positional}' is deprecated; "
+        f"use 'featcache {command} --store {positional}'"
+    )
+    return Path(positional)
 
 
 def note(text: str | None) -> None:

@@ -6,15 +6,41 @@ import json
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 
-from featcache.cli._shared import EXIT_ERROR, EXIT_STRICT, err, note, out, reports_errors
+from featcache.cli._shared import (
+    EXIT_ERROR,
+    EXIT_STRICT,
+    err,
+    note,
+    out,
+    reports_errors,
+    store_option,
+    usage_error,
+    which_store,
+)
 
 heads_app = typer.Typer(
     rich_markup_mode=None,
     help="List, show, delete and promote heads in a store.",
     no_args_is_help=True,
 )
+
+
+HEAD_HELP = "NAME (its newest version), NAME@N (version N) or NAME@promoted."
+
+
+def _store_and_head(
+    store: Path | None, words: list[str] | None, command: str, usage: str
+) -> tuple[Path, list[str]]:
+    """``--store S HEAD...``, or the older ``S HEAD...`` (noted as deprecated)."""
+    words = list(words or [])
+    old = words.pop(0) if store is None and len(words) > 1 else None
+    path = which_store(store, old, command)
+    if not words:
+        usage_error(f"Missing HEAD: featcache {command} --store {path} {usage}")
+    return path, words
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -114,12 +140,12 @@ def train(
 @reports_errors
 def evaluate(
     store: Path = typer.Option(..., "--store", help="Feature store directory."),
-    head: str = typer.Option(..., "--head", help="Head name."),
+    head: str = typer.Option(..., "--head", help=HEAD_HELP),
     dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
     split: str = typer.Option(
         "test", help="Split to evaluate on: train, val, test or all (valid reads as val)."
     ),
-    version: int | None = typer.Option(None, help="Head version [default: newest]."),
+    version: int | None = typer.Option(None, help="Head version (same as --head NAME@N)."),
     out_dir: Path | None = typer.Option(None, "--out", help="Report folder [default: in store]."),
 ) -> None:
     """Accuracy, top-5, per-class P/R/F1 (CSV), confusion matrix (PNG, CSV), JSON summary."""
@@ -135,6 +161,7 @@ def evaluate(
         # a read-only store cannot hold the report: it goes to the working folder
         reports = Path("featcache-reports") if fs.read_only else store / "reports"
     summary = evaluation.summary
+    head = summary["head"]
     folder = out_dir or reports / f"{head}-v{summary['version']}-{dataset}-{split}"
     paths = write_report(evaluation, folder)
     topk = next(k for k in summary if k.startswith("top"))
@@ -160,10 +187,10 @@ def evaluate(
 def predict(
     images: list[Path] = typer.Argument(..., help="Image files or folders."),
     store: Path = typer.Option(..., "--store", help="Feature store directory."),
-    head: str = typer.Option(..., "--head", help="Head name."),
+    head: str = typer.Option(..., "--head", help=HEAD_HELP),
     top_k: int = typer.Option(5, help="How many classes per image."),
     weights: Path | None = typer.Option(None, help="Weights, to extract images not in the store."),
-    version: int | None = typer.Option(None, help="Head version [default: newest]."),
+    version: int | None = typer.Option(None, help="Head version (same as --head NAME@N)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
     runtime: str | None = typer.Option(
         None, help="tensorflow or openvino, to extract [default: what the head's vectors need]."
@@ -204,10 +231,16 @@ def predict(
 
 @heads_app.command("list")
 @reports_errors
-def heads_list(store: Path = typer.Argument(..., help="Feature store directory.")) -> None:
+def heads_list(
+    old_store: Path | None = typer.Argument(
+        None, metavar="[STORE]", help="Deprecated: use --store."
+    ),
+    store: Path | None = store_option(),
+) -> None:
     """Every head version with its dataset, extractor and held-out accuracy."""
     from featcache.store import FeatureStore
 
+    store = which_store(store, old_store, "heads list")
     with FeatureStore(store, create=False) as fs:
         records = fs.heads()
         promoted = {name: fs.promoted_head(name) for name in {r.name for r in records}}
@@ -226,8 +259,8 @@ def heads_list(store: Path = typer.Argument(..., help="Feature store directory."
 @heads_app.command("show")
 @reports_errors
 def heads_show(
-    store: Path = typer.Argument(..., help="Feature store directory."),
-    name: str = typer.Argument(..., help="Head name."),
+    words: list[str] | None = typer.Argument(None, metavar="HEAD", help=HEAD_HELP),
+    store: Path | None = store_option(),
     version: int | None = typer.Option(None, help="Version [default: newest]."),
 ) -> None:
     """A head's full metadata as JSON, with the size of its file.
@@ -235,10 +268,13 @@ def heads_show(
     A finetune head carries fc6 and fc7: about 220 MB in float32, 110 MB when trained in
     bf16 (stored as float16).
     """
-    from featcache.store import FeatureStore
+    from featcache.store import FeatureStore, HeadSpec
 
+    store, words = _store_and_head(store, words, "heads show", "HEAD")
+    if len(words) != 1:
+        usage_error(f"expected one HEAD, got {' '.join(words)}")
     with FeatureStore(store, create=False) as fs:
-        r = fs.head(name, version)
+        r = fs.head(HeadSpec.parse(words[0], version))
         path = fs.path / r.file
         size = path.stat().st_size if path.exists() else None
     out.print_json(
@@ -258,20 +294,29 @@ def heads_show(
 @heads_app.command("delete")
 @reports_errors
 def heads_delete(
-    store: Path = typer.Argument(..., help="Feature store directory."),
-    name: str = typer.Argument(..., help="Head name."),
+    words: list[str] | None = typer.Argument(
+        None, metavar="HEAD", help="NAME (every version), NAME@N or NAME@promoted (that one)."
+    ),
+    store: Path | None = store_option(),
     version: int | None = typer.Option(None, help="Only this version [default: all]."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking."),
 ) -> None:
     """Delete a head (every version, or one); asks first unless --yes."""
-    import click
+    from featcache.store import FeatureStore, HeadSpec
 
-    from featcache.store import FeatureStore
-
+    store, words = _store_and_head(store, words, "heads delete", "HEAD")
+    if len(words) != 1:
+        usage_error(f"expected one HEAD, got {' '.join(words)}")
+    spec = HeadSpec.parse(words[0], version)
+    name = spec.name
     with FeatureStore(store, create=False) as fs:
-        versions = [r.version for r in fs.heads(name) if version in (None, r.version)]
+        if spec.follow == "newest":
+            versions = [r.version for r in fs.heads(name)]
+        else:
+            versions = [fs.head(spec).version]
         if versions and not yes:
-            which = f"v{version}" if version is not None else f"all {len(versions)} version(s)"
+            one = spec.follow != "newest"
+            which = f"v{versions[0]}" if one else f"all {len(versions)} version(s)"
             try:
                 sure = typer.confirm(f"delete {which} of head '{name}' from {store}?")
             except (typer.Abort, click.Abort):  # no answer (end of input)
@@ -279,23 +324,30 @@ def heads_delete(
             if not sure:
                 err.print("nothing deleted (pass --yes to delete without asking)")
                 raise typer.Exit(EXIT_ERROR)
-        count = fs.delete_head(name, version)
+        count = fs.delete_head(spec)
     out.print(f"deleted {count} version(s) of head '{name}'")
 
 
 @heads_app.command("promote")
 @reports_errors
 def heads_promote(
-    store: Path = typer.Argument(..., help="Feature store directory."),
-    name: str = typer.Argument(..., help="Head name."),
-    version: int = typer.Argument(..., help="Version to promote."),
+    words: list[str] | None = typer.Argument(
+        None, metavar="HEAD", help="NAME@N: the version to promote."
+    ),
+    store: Path | None = store_option(),
 ) -> None:
-    """Promote a head version: ``serve --head NAME@promoted`` switches to it (roll back by
-    promoting an older one)."""
+    """Promote a head version: ``--head NAME@promoted`` names it from then on (``serve``
+    switches to it; roll back by promoting an older one)."""
     from featcache.store import FeatureStore
 
+    store, words = _store_and_head(store, words, "heads promote", "NAME@VERSION")
+    if len(words) == 2 and words[1].isdigit():  # the older form: NAME VERSION
+        words = [f"{words[0]}@{words[1]}"]
+    if len(words) != 1:
+        usage_error(f"expected one NAME@VERSION, got {' '.join(words)}")
     with FeatureStore(store, create=False) as fs:
-        record = fs.promote_head(name, version)
+        record = fs.promote_head(words[0])
+    name, version = record.name, record.version
     acc = record.meta.get("metrics", {}).get("val_accuracy")
     score = f", val accuracy {acc:.4f}" if acc is not None else ""
     out.print(f"promoted head '{name}' v{version}{score}")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
-from featcache.cli._shared import EXIT_STRICT, out, reports_errors
+from featcache.cli._shared import EXIT_STRICT, out, reports_errors, store_option, which_store
+
+OLD_STORE = typer.Argument(None, metavar="[STORE]", help="Deprecated: use --store.")
 
 store_app = typer.Typer(
     rich_markup_mode=None, help="Inspect and maintain a feature store.", no_args_is_help=True
@@ -17,10 +19,12 @@ store_app = typer.Typer(
 @store_app.command("info")
 @reports_errors
 def store_info(
-    store: Path = typer.Argument(..., help="Feature store directory."),
+    old_store: Path | None = OLD_STORE,
+    store: Path | None = store_option(),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Datasets, extractors, vector counts, heads and disk use."""
+    store = which_store(store, old_store, "store info")
     from featcache.store import FeatureStore
 
     with FeatureStore(store, create=False, read_only=True) as fs:
@@ -46,13 +50,15 @@ def store_info(
 @store_app.command("verify")
 @reports_errors
 def store_verify(
-    store: Path = typer.Argument(..., help="Feature store directory."),
+    old_store: Path | None = OLD_STORE,
+    store: Path | None = store_option(),
     repair: bool = typer.Option(
         False, help="Drop damaged shards' vectors, so the next extract computes them again."
     ),
 ) -> None:
     """Exit 0 only if every shard matches its checksum, every registered vector reads back
     and every shard file is accounted for."""
+    store = which_store(store, old_store, "store verify")
     from featcache.store import FeatureStore
 
     with FeatureStore(store, create=False, read_only=not repair) as fs:
@@ -77,12 +83,14 @@ def store_verify(
 @store_app.command("gc")
 @reports_errors
 def store_gc(
-    store: Path = typer.Argument(..., help="Feature store directory."),
+    old_store: Path | None = OLD_STORE,
+    store: Path | None = store_option(),
     grace: float = typer.Option(900.0, help="Leave files younger than this many seconds."),
 ) -> None:
     """Remove unregistered shard files, vectors that no dataset uses (never a shard the
     catalog references; refuses when the catalog lists no shard but shard files exist) and
     runtime models of extractors left without vectors."""
+    store = which_store(store, old_store, "store gc")
     from featcache.store import FeatureStore
 
     with FeatureStore(store, create=False) as fs:

@@ -3,56 +3,17 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from featcache.data.decode import DEFAULT_MAX_PIXELS
 from featcache.errors import ConfigError
 from featcache.extractor.fingerprint import check_runtime
+from featcache.store.names import HeadSpec
 
 __all__ = ["LOOPBACK_HOSTS", "HeadSpec", "ServiceConfig"]
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-_SPEC = re.compile(r"^(?P<name>[^@/]+)(@(?P<follow>promoted|[1-9][0-9]*))?$")
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """Which version of head `name` to serve: the newest (``follow='newest'``), the promoted
-    one (``'promoted'``), or one version for good (``'pinned'`` with `version`)."""
-
-    name: str
-    follow: str = "newest"
-    version: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.follow not in ("newest", "promoted", "pinned"):
-            raise ConfigError(
-                f"The head 'follow' must be newest, promoted or pinned. Got {self.follow!r}."
-            )
-        if (self.follow == "pinned") != (self.version is not None):
-            raise ConfigError("A head spec has a 'version' exactly when it is pinned.")
-
-    @classmethod
-    def parse(cls, text: str) -> HeadSpec:
-        """``NAME`` (newest), ``NAME@promoted`` or ``NAME@N`` (version N for good)."""
-        found = _SPEC.match(text.strip())
-        if found is None:
-            raise ConfigError(
-                f"--head {text!r}: expected NAME, NAME@promoted or NAME@VERSION (e.g. signs@3)"
-            )
-        follow = found["follow"]
-        if follow is None:
-            return cls(found["name"])
-        if follow == "promoted":
-            return cls(found["name"], "promoted")
-        return cls(found["name"], "pinned", int(follow))
-
-    def __str__(self) -> str:
-        if self.follow == "newest":
-            return self.name
-        return f"{self.name}@{self.version if self.follow == 'pinned' else 'promoted'}"
 
 
 @dataclass(frozen=True)

@@ -59,19 +59,7 @@ class HeadFollower:
 
     def resolve(self) -> HeadRecord:
         """The record the spec names now; `NotFoundError` if there is none."""
-        spec = self.spec
-        if spec.follow == "pinned":
-            return self.store.head(spec.name, spec.version)
-        if spec.follow == "promoted":
-            version = self.store.promoted_head(spec.name)
-            if version is None:
-                self.store.head(spec.name)  # names the known heads if this one does not exist
-                raise NotFoundError(
-                    f"head '{spec.name}' has no promoted version; run 'featcache heads promote "
-                    f"STORE {spec.name} VERSION' or serve --head {spec.name}"
-                )
-            return self.store.head(spec.name, version)
-        return self.store.head(spec.name)
+        return self.store.head(str(self.spec))
 
     def refresh(self) -> bool:
         """Swap in the head the spec names if its file digest changed; return True if it did.

@@ -12,6 +12,7 @@ from featcache.store.maintenance import gc, info, verify
 from featcache.store.names import (
     NAME_RULE,
     SPLITS,
+    HeadSpec,
     normalize_split,
     validate_dataset_name,
     validate_head_name,
@@ -50,6 +51,7 @@ __all__ = [
     "GcReport",
     "HeadFiles",
     "HeadRecord",
+    "HeadSpec",
     "LabelledVectors",
     "RuntimeAudit",
     "RuntimeFiles",

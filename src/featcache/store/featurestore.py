@@ -29,7 +29,12 @@ from featcache.errors import ConfigError, NotFoundError, StoreError
 from featcache.store import maintenance
 from featcache.store.catalog import Catalog
 from featcache.store.heads import HEADS_FOLDER, HeadFiles
-from featcache.store.names import normalize_split, validate_dataset_name, validate_head_name
+from featcache.store.names import (
+    HeadSpec,
+    normalize_split,
+    validate_dataset_name,
+    validate_head_name,
+)
 from featcache.store.records import (
     DatasetChange,
     DatasetInfo,
@@ -559,43 +564,70 @@ class FeatureStore:
     def heads(self, name: str | None = None) -> list[HeadRecord]:
         return self._catalog.heads(name)
 
-    def head(self, name: str, version: int | None = None) -> HeadRecord:
-        """A head's record (the newest version unless one is given), with its file's SHA-256:
-        a cache of loaded heads compares that digest to see a change."""
-        versions = self.heads(name)
+    def head(self, name: str | HeadSpec, version: int | None = None) -> HeadRecord:
+        """A head's record, with its file's SHA-256 (a cache of loaded heads compares that
+        digest to see a change).
+
+        `name` is ``NAME`` (the newest version, or `version`), ``NAME@N`` (version N) or
+        ``NAME@promoted`` (the version promoted last), as a string or a `HeadSpec`.
+        """
+        spec = name if isinstance(name, HeadSpec) else HeadSpec.parse(name, version)
+        versions = self.heads(spec.name)
         if not versions:
             known = sorted({h.name for h in self.heads()})
             raise NotFoundError(
-                f"{self.path}: no head '{name}' (known: {', '.join(known) or 'none'})"
+                f"{self.path}: no head '{spec.name}' (known: {', '.join(known) or 'none'})"
             )
-        if version is None:
+        if spec.follow == "newest":
             return versions[-1]
+        wanted = spec.version
+        if spec.follow == "promoted":
+            wanted = self.promoted_head(spec.name)
+            if wanted is None:
+                raise NotFoundError(
+                    f"{self.path}: head '{spec.name}' has no promoted version; run 'featcache "
+                    f"heads promote --store {self.path} {spec.name}@{versions[-1].version}' "
+                    f"or use --head {spec.name} (its newest version)"
+                )
         for record in versions:
-            if record.version == version:
+            if record.version == wanted:
                 return record
-        raise NotFoundError(f"{self.path}: head '{name}' has no version {version}")
+        raise NotFoundError(
+            f"{self.path}: head '{spec.name}' has no version {wanted} (it has "
+            f"{', '.join(str(r.version) for r in versions)})"
+        )
 
     def head_bytes(self, record: HeadRecord) -> bytes:
         """The head file's bytes, only if their SHA-256 matches the registered digest."""
         return self._heads.read(record.file, record.sha256, f"'{record.name}' v{record.version}")
 
-    def delete_head(self, name: str, version: int | None = None) -> int:
-        """Delete a head (all versions, or one); return how many versions went.
+    def delete_head(self, name: str | HeadSpec, version: int | None = None) -> int:
+        """Delete a head: every version of ``NAME``, or one (``NAME@N``, ``NAME@promoted``,
+        or `version`); return how many versions went.
 
         Their version numbers stay used: the next `add_head` of `name` gets a new one.
         """
-        self.head(name, version)
-        files = self._catalog.delete_heads(name, version)
+        spec = name if isinstance(name, HeadSpec) else HeadSpec.parse(name, version)
+        record = self.head(spec)
+        only = None if spec.follow == "newest" else record.version
+        files = self._catalog.delete_heads(spec.name, only)
         still_used = {h.file for h in self.heads()}
         for file in files:
             if file not in still_used:
                 self._heads.delete(file)
         return len(files)
 
-    def promote_head(self, name: str, version: int) -> HeadRecord:
-        """Mark a head version as promoted (what ``serve --head NAME@promoted`` serves)."""
-        record = self.head(name, version)
-        self._catalog.promote_head(name, version)
+    def promote_head(self, name: str | HeadSpec, version: int | None = None) -> HeadRecord:
+        """Mark a head version (``NAME@N``, or ``NAME`` and `version`) as promoted: what
+        ``--head NAME@promoted`` names from then on."""
+        spec = name if isinstance(name, HeadSpec) else HeadSpec.parse(name, version)
+        if spec.follow != "pinned":
+            raise ConfigError(
+                f"say which version of head '{spec.name}' to promote: {spec.name}@VERSION "
+                f"(e.g. {spec.name}@1)"
+            )
+        record = self.head(spec)
+        self._catalog.promote_head(record.name, record.version)
         return record
 
     def promoted_head(self, name: str) -> int | None:
