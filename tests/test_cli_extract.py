@@ -44,6 +44,7 @@ def test_extract_info_verify_export(tmp_path: Path, weights_path: Path) -> None:
     assert code == 0, output
     assert "dataset 'signs': 6 images, 5 extracted, 0 already cached, 1 failed" in output
     assert "NOT ImageNet" in output and "network" in output
+    assert output.count("NOT ImageNet") == 1 and output.count("extractor ") == 1  # each once
     assert f"skipped {paths[0]}" in output
     assert "dataset 'signs' rows: 5 added, 0 updated, 0 removed; now 5 rows (no split 5)" in output
     code, output = cli(
@@ -56,6 +57,7 @@ def test_extract_info_verify_export(tmp_path: Path, weights_path: Path) -> None:
         "--strict",
     )
     assert code == 3 and "0 extracted, 5 already cached, 1 failed" in output
+    assert output.count("NOT ImageNet") == 1 and output.count("extractor ") == 1
     assert "rows: 0 added, 0 updated, 0 removed; now 5 rows" in output  # a re-run changes nothing
     code, output = cli("store", "info", "--store", tmp_path / "st")
     assert code == 0 and "dataset signs: 5 images" in output and "[RANDOM WEIGHTS]" in output

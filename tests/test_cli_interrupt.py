@@ -18,6 +18,10 @@ from conftest import REPO, write_images
 pytestmark = pytest.mark.slow
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_then_resume(tmp_path: Path, weights_path: Path) -> None:
     write_images(tmp_path / "imgs", 600, classes=("a", "b", "c"))
     store = tmp_path / "st"
@@ -35,9 +39,21 @@ def test_sigint_then_resume(tmp_path: Path, weights_path: Path) -> None:
         "16",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    run = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    # As under a backgrounded shell (`pytest &`), which ignores SIGINT: a child inherits
+    # that, and Python then installs no KeyboardInterrupt handler. The child restores the
+    # default before exec, as a terminal's foreground job has it.
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=_default_sigint,
+        )
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     try:
         deadline = time.monotonic() + 180
         shards = store / "shards"

@@ -130,10 +130,8 @@ def extract(
         out.print(f"dataset '{name}' rows: {report.rows.summary()}")
     for repair in report.repairs:
         err.print(f"[yellow]repaired[/yellow] {escape(repair)}", markup=True)
-    out.print(f"extractor {report.fingerprint[:12]} ({profile}, {precision}) → {store}")
-    note(report.weights_note or _stored_weights_note(store, report.fingerprint))
     out.print(f"extractor {report.fingerprint[:12]} ({profile}, {precision}, {runtime}) → {store}")
-    note(report.weights_note)
+    note(report.weights_note or _stored_weights_note(store, report.fingerprint))
     if report.failed:
         out.print(f"failed images are listed in {store / 'failures.csv'}")
     if report.ray is not None:

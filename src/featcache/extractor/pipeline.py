@@ -8,6 +8,7 @@ TensorFlow.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -178,10 +179,10 @@ def _extract(
     clock = Clock()
     if session is not None:
         clock.add("ray_connect", session.connect_seconds)
+    named_by_default = False
     if not isinstance(source, ImageSource):
         if dataset is None and store is not None:
-            named = Path(source).resolve()
-            dataset = named.name if named.is_dir() else named.stem
+            dataset, named_by_default = _default_dataset_name(source), True
         source = open_source(source, class_names_file=class_names_file)
     for item in source.items:
         normalize_split(item.split, where=item.path)  # a bad split stops before any work
@@ -189,6 +190,8 @@ def _extract(
         read_weights(weights)  # a missing weights file stops before the store is created
     if store is not None and not isinstance(store, FeatureStore):
         store = FeatureStore(store)
+    if named_by_default and store is not None and dataset is not None:
+        _refuse_other_source(store, dataset, source.description)
     if session is not None and store is not None:
         session.attach_log(store.path / "logs")
     if runtime is None:
@@ -265,6 +268,26 @@ def _extract(
         repairs=list(store.repairs) if store is not None else [],
         ray=session.summary if session is not None else None,
     )
+
+
+def _default_dataset_name(source: str | Path) -> str:
+    """The dataset a path names: the folder's name or the file's stem, as the path is
+    written (a symlink keeps its own name, never its target's)."""
+    named = Path(os.path.abspath(source))  # abspath: ".." and "." only, links untouched
+    return named.name if named.is_dir() else named.stem
+
+
+def _refuse_other_source(store: FeatureStore, dataset: str, description: str) -> None:
+    """A dataset named by default is not silently rewritten from another source."""
+    if dataset not in store.datasets():
+        return
+    held = store.dataset(dataset).source
+    if held and held != description:
+        raise ConfigError(
+            f"{store.path}: dataset '{dataset}' holds rows from {held}, not from "
+            f"{description}; to change its rows say so with --dataset {dataset}, or pick "
+            "a new name with --dataset NAME"
+        )
 
 
 def _weights_sha256(weights: str | Path | Weights, store: FeatureStore | None) -> str:
