@@ -113,3 +113,91 @@ def recall_at(found: list[str], wanted: list[str], top: int) -> float:
     """Share of `wanted` among the first `top` of `found`."""
     head = set(found[:top])
     return sum(w in head for w in wanted) / len(wanted)
+
+
+# -- plain data: no copies at all (what a false alarm is measured on) ----------------------
+
+
+def _split_of(index: int, test_share: float = 0.2) -> str:
+    """A fixed, order-free split: every fifth picture (by a multiplicative hash) to test."""
+    return "test" if (index * 2654435761 % 2**32) / 2**32 < test_share else "train"
+
+
+def _save_plain(root: Path, entries: list[tuple[str, np.ndarray]]) -> list[str]:
+    paths = []
+    for i, (label, pixels) in enumerate(entries):
+        folder = root / _split_of(i) / label
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{i:05d}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def write_plain_digits(root: Path, count: int | None = None) -> list[str]:
+    """sklearn's 1,797 digit scans (or the first `count`), upscaled, split train/test."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    n = len(digits.images) if count is None else count
+    return _save_plain(
+        root, [(str(int(digits.target[i])), _digit(digits.images[i])) for i in range(n)]
+    )
+
+
+def _tiles(image: np.ndarray, side: int) -> list[np.ndarray]:
+    """Non-overlapping `side` x `side` tiles of an RGB or grayscale picture, as RGB uint8."""
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    image = np.ascontiguousarray(image[:, :, :3]).astype(image.dtype, copy=False)
+    if image.dtype != np.uint8:
+        image = (255 * (image - image.min()) / max(1e-12, float(np.ptp(image)))).astype(np.uint8)
+    return [
+        image[y : y + side, x : x + side]
+        for y in range(0, image.shape[0] - side + 1, side)
+        for x in range(0, image.shape[1] - side + 1, side)
+    ]
+
+
+def write_plain_photos(root: Path, side: int = 96) -> list[str]:
+    """Distinct pictures cut from the photos that ship with scikit-learn (2 photos) and
+    scikit-image (its bundled photos and textures, and its 200 LFW faces and non-faces,
+    blank patches among them): non-overlapping tiles, each labelled by its photo."""
+    import skimage.data as sk
+    from sklearn.datasets import load_sample_images
+
+    entries: list[tuple[str, np.ndarray]] = []
+    for name, image in zip(("china", "flower"), load_sample_images().images, strict=True):
+        entries += [(name, t) for t in _tiles(np.asarray(image), side)]
+    for name in ("astronaut", "camera", "cat", "coffee", "coins", "rocket", "brick", "grass",
+                 "gravel", "moon", "immunohistochemistry", "hubble_deep_field"):  # fmt: skip
+        entries += [(name, t) for t in _tiles(np.asarray(getattr(sk, name)()), side)]
+    faces = sk.lfw_subset()
+    entries += [("face" if i < 100 else "non-face", _tiles(f, f.shape[0])[0])
+                for i, f in enumerate(faces)]  # fmt: skip
+    return _save_plain(root, entries)
+
+
+def generated_photo(rng: np.random.Generator, side: int = 64) -> np.ndarray:
+    """A made-up photo: a sky-to-ground gradient, a horizon, shapes with soft edges and sensor
+    noise; no two alike, some nearly flat (as blank patches in real photo sets are)."""
+    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    t = np.linspace(0.0, 1.0, side)[:, None, None]
+    img = Image.fromarray(((1 - t) * top + t * bottom).repeat(side, axis=1).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    horizon = int(rng.integers(side // 4, 3 * side // 4))
+    draw.rectangle((0, horizon, side, side), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    for _ in range(int(rng.integers(0, 6))):
+        x0, y0 = (int(v) for v in rng.integers(0, side - 8, 2))
+        w, h = (int(v) for v in rng.integers(4, side // 2, 2))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((x0, y0, x0 + w, y0 + h), fill=colour)
+    pixels = np.asarray(img, dtype=np.float64) + rng.normal(0, rng.uniform(1, 12), (side, side, 3))
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def write_generated_photos(root: Path, count: int = 300, seed: int = 0) -> list[str]:
+    """`count` made-up photos (`generated_photo`), in 5 arbitrary classes."""
+    rng = np.random.default_rng(seed)
+    return _save_plain(root, [(f"c{i % 5}", generated_photo(rng)) for i in range(count)])

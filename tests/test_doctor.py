@@ -249,7 +249,8 @@ def test_doctor_finds_the_planted_problems_and_writes_the_report(tmp_path: Path)
     assert set(data["near_duplicates"][0]) >= {
         "path_a", "path_b", "split_a", "split_b", "similarity", "signal",
     }  # fmt: skip
-    assert data["near_duplicates"][0]["signal"] in ("hash", "vector")
+    first = data["near_duplicates"][0]
+    assert first["signal"] == "hash+vector" and first["grouped"] and first["leaks"]
     assert set(data["exact_duplicates"][0]) == {"keys", "paths", "splits", "labels"}
     assert set(data["label_issues"][0]) >= {"path", "given", "suggested", "score"}
     assert set(data["outliers"][0]) >= {"path", "score"}
@@ -313,8 +314,10 @@ def test_doctor_cli_prints_the_summary_and_next_command(tmp_path: Path) -> None:
 def test_config_errors_name_the_field() -> None:
     with pytest.raises(ConfigError, match="'folds'"):
         DoctorConfig(folds=1)
-    with pytest.raises(ConfigError, match="'group_similarity'"):
-        NearDuplicateConfig(group_similarity=1.5)
+    with pytest.raises(ConfigError, match="'agreement' rows"):
+        NearDuplicateConfig(agreement=((0, 1.5),))
+    with pytest.raises(ConfigError, match="'review'"):
+        NearDuplicateConfig(review=-1)
     with pytest.raises(ConfigError, match="'outlier_neighbours'"):
         DoctorConfig(outlier_neighbours=50)
 

@@ -34,6 +34,8 @@ from featcache.store.featurestore import FeatureStore, LabelledVectors
 __all__ = ["DoctorConfig", "DoctorReport", "doctor", "near_duplicate_groups", "write_doctor"]
 
 LISTS = ("exact_duplicates", "near_duplicates", "label_issues", "outliers")
+#: The name of the validation rows `train` would carve out of `train` (no `val` split given).
+CARVED = "val (carved from train)"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class DoctorReport:
     groups: dict[str, int]
     weights_note: str | None
     search_exact: bool
+    val_carved: bool = False  # `val` is the part of train that `train` would hold out
     timings: dict[str, float] = field(default_factory=dict)
     hashes_computed: int = 0
 
@@ -99,9 +102,13 @@ class DoctorReport:
                 "split_b": r["split_b"],
                 "similarity": round(float(r["similarity"]), 6),
                 "signal": r["signal"],
+                "grouped": bool(r["grouped"]),
                 "vector_similarity": round(float(r["vector_similarity"]), 6),
                 "hash_similarity": _json_float(r["hash_similarity"]),
+                "part_a": r["part_a"],
+                "part_b": r["part_b"],
                 "cross_split": bool(r["cross_split"]),
+                "leaks": bool(r["leaks"]),
             }
             for r in self.near_duplicates.to_dict("records")
         ]
@@ -126,6 +133,7 @@ class DoctorReport:
             "exact_duplicates": exact,
             "near_duplicates": near,
             "leakage": {k: _json_float(v) for k, v in self.leakage.items()},
+            "val_part": CARVED if self.val_carved else "val",
             "label_issues": issues,
             "outliers": outliers,
             "images": self.images,
@@ -153,18 +161,21 @@ class DoctorReport:
             f"  exact duplicates: {len(ex)} image(s) on {int(ex['count'].sum()) if len(ex) else 0}"
             f" rows ({int(ex['cross_split'].sum()) if len(ex) else 0} across splits, "
             f"{int(ex['conflict'].sum()) if len(ex) else 0} with conflicting labels)",
-            f"  near-duplicates: {len(near)} pair(s) listed, "
-            f"{int(near['cross_split'].sum()) if len(near) else 0} across splits; "
-            f"{self.groups_with_copies} group(s) of 2+ images",
+            f"  near-duplicates: {int(near['grouped'].sum()) if len(near) else 0} pair(s) grouped "
+            f"(hash and vectors agree), {int(near['leaks'].sum()) if len(near) else 0} of them "
+            f"across train and val/test; {int((~near['grouped']).sum()) if len(near) else 0} "
+            f"closest other pair(s) listed for review; {self.groups_with_copies} group(s) of 2+ "
+            "images",
         ]
         for split in ("val", "test"):
             share = self.leakage[split]
+            name = CARVED if split == "val" and self.val_carved else split
             if math.isnan(share):
-                lines.append(f"  leakage {split}: no {split} rows")
+                lines.append(f"  leakage {name}: no {split} rows")
             else:
                 lines.append(
-                    f"  leakage {split}: {share:.1%} ({self.leaked_rows[split]} of "
-                    f"{self.split_rows[split]} rows have an exact or near duplicate in train)"
+                    f"  leakage {name}: {share:.1%} ({self.leaked_rows[split]} of "
+                    f"{self.split_rows[split]} rows are in a group with an earlier part's row)"
                 )
         lines.append(f"  label issues: {len(self.label_issues)} flagged (cleanlab)")
         for r in self.label_issues.head(3).to_dict("records"):
@@ -296,17 +307,22 @@ def doctor(
 
     t = time.perf_counter()
     splits = effective_splits(data.keys, data.splits, config.val_fraction)
+    stored = np.array([(s or "train").lower() for s in data.splits], dtype=object)
+    carved_rows = (splits == "val") & (stored == "train")
+    parts = np.where(carved_rows, CARVED, splits)
     row_group = key_group[inverse]
-    in_train = np.zeros(len(key_list), bool)
-    in_train[row_group[splits == "train"]] = True
+    # val leaks from train; test from everything a model is built and chosen on (train, val)
+    seen = {"val": ("train",), "test": ("train", "val")}
     leakage, leaked, counts = {}, {}, {}
     for split in ("val", "test"):
+        before = np.zeros(len(key_list), bool)
+        before[row_group[np.isin(splits, seen[split])]] = True
         rows = splits == split
         counts[split] = int(rows.sum())
-        leaked[split] = int(in_train[row_group[rows]].sum())
+        leaked[split] = int(before[row_group[rows]].sum())
         leakage[split] = leaked[split] / counts[split] if counts[split] else float("nan")
     exact = _exact_duplicates(data, inverse, splits)
-    near = _near_table(data, pairs, first, inverse, splits)
+    near = _near_table(data, pairs, inverse, splits, parts, config.near.review)
     timings["groups_leakage"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -349,6 +365,7 @@ def doctor(
         groups=groups,
         weights_note=spec.get("weights_note"),
         search_exact=pairs.neighbours_exact,
+        val_carved=bool(carved_rows.any()),
         timings=timings,
         hashes_computed=found.hashes_computed,
     )
@@ -445,27 +462,30 @@ def _exact_duplicates(
 def _near_table(
     data: LabelledVectors,
     pairs: NearPairs,
-    first: np.ndarray,
     inverse: np.ndarray,
     splits: np.ndarray,
+    parts: np.ndarray,
+    review: int,
 ) -> pd.DataFrame:
+    """The grouped pairs, then the `review` closest pairs that are not grouped; one line per
+    pair of rows. Grouped pairs across train, val and test (they make the leakage figures)
+    come first, then other grouped ones, each by similarity."""
     names = _label_names(data.class_names, data.y)
     rows_of: dict[int, list[int]] = {}
     for row, key_index in enumerate(inverse.tolist()):
         rows_of.setdefault(key_index, []).append(row)
+    shown = np.flatnonzero(pairs.grouped)
+    shown = np.concatenate([shown, np.flatnonzero(~pairs.grouped)[:review]])
     records = []
-    for a, b, vec, hsh, sim, grouped in zip(
-        pairs.a.tolist(),
-        pairs.b.tolist(),
-        pairs.vector.tolist(),
-        pairs.hash.tolist(),
-        pairs.similarity.tolist(),
-        pairs.grouped.tolist(),
-        strict=True,
-    ):
-        signal = "vector" if math.isnan(hsh) or vec >= hsh else "hash"
+    for i in shown.tolist():
+        a, b, vec, hsh = int(pairs.a[i]), int(pairs.b[i]), pairs.vector[i], pairs.hash[i]
+        grouped = bool(pairs.grouped[i])
+        # grouped: both signals did it; listed only: the one that brought the pair close
+        closer = "vector" if math.isnan(hsh) or vec >= hsh else "hash"
+        signal = "hash+vector" if grouped else closer
         for ra in rows_of[a]:
             for rb in rows_of[b]:
+                sides = {str(splits[ra]), str(splits[rb])}
                 records.append(
                     {
                         "path_a": data.paths[ra],
@@ -474,21 +494,30 @@ def _near_table(
                         "split_b": data.splits[rb],
                         "label_a": names[ra],
                         "label_b": names[rb],
-                        "similarity": sim,
+                        "similarity": float(pairs.similarity[i]),
                         "signal": signal,
-                        "vector_similarity": vec,
-                        "hash_similarity": hsh,
-                        "cross_split": splits[ra] != splits[rb],
+                        "vector_similarity": float(vec),
+                        "hash_similarity": float(hsh),
+                        "part_a": str(parts[ra]),
+                        "part_b": str(parts[rb]),
+                        "cross_split": len(sides) > 1,
                         "grouped": grouped,
+                        "leaks": grouped and len(sides) > 1 and sides <= {"train", "val", "test"},
                         "key_a": data.keys[ra],
                         "key_b": data.keys[rb],
                     }
                 )
     columns = [
         "path_a", "path_b", "split_a", "split_b", "label_a", "label_b", "similarity", "signal",
-        "vector_similarity", "hash_similarity", "cross_split", "grouped", "key_a", "key_b",
+        "vector_similarity", "hash_similarity", "part_a", "part_b", "cross_split", "grouped",
+        "leaks", "key_a", "key_b",
     ]  # fmt: skip
-    return pd.DataFrame(records, columns=columns)
+    table = pd.DataFrame(records, columns=columns)
+    if len(table):
+        table = table.sort_values(
+            ["leaks", "grouped", "similarity"], ascending=False, kind="stable"
+        ).reset_index(drop=True)
+    return table
 
 
 def _label_issues(data: LabelledVectors, groups: dict[str, int], folds: int) -> pd.DataFrame:

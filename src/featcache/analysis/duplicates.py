@@ -2,11 +2,17 @@
 
 Each candidate pair (found by the vector search or the hash search) gets both similarities,
 exactly: the centred cosine of the full cached vectors and the cosine of the perceptual hashes
-(``1 - 2·Hamming/64``). Its `similarity` is their mean, which ranks it: small self-similar
-pictures (digits) have many look-alikes by either signal alone, but a resized, re-encoded or
-shifted copy is close by both. Pairs at or above `group_similarity` (or very close by one
-signal alone) join a group; groups are the connected components (scipy.sparse.csgraph).
-Everything here works on distinct image keys: rows sharing a key are exact duplicates.
+(``1 - 2·Hamming/64``). Its `similarity` is their mean, which ranks it.
+
+A pair joins a group only when **both signals agree** (`NearDuplicateConfig.agreement`): the
+hashes at most a few bits apart *and* the vectors close, the closer the hashes the lower the
+vector cosine asked for. Neither signal alone is enough, measured on plain data with no
+copies (README, "doctor"): small self-similar pictures (digit scans) have look-alikes 2–4 bits
+apart by the hash, and with random weights blank or textured patches have vector cosines up to
+0.9999 with hashes that disagree. A pair without a hash on both sides is listed, never
+grouped (exact copies share a content key and need no rule). Groups are the connected
+components (scipy.sparse.csgraph). Everything here works on distinct image keys: rows sharing
+a key are exact duplicates.
 """
 
 from __future__ import annotations
@@ -22,18 +28,33 @@ from featcache.analysis.neighbours import (
     hash_similarity,
     vector_neighbours,
 )
+from featcache.data.phash import HASH_BITS
 from featcache.errors import ConfigError
 
-__all__ = ["NearDuplicateConfig", "NearPairs", "connected_groups", "near_duplicate_pairs"]
+__all__ = [
+    "AGREEMENT",
+    "NearDuplicateConfig",
+    "NearPairs",
+    "agreeing",
+    "connected_groups",
+    "near_duplicate_pairs",
+]
+
+
+#: (hash bits apart at most, vector cosine at least): a pair meeting one row is grouped.
+#: Calibrated (README, "doctor"): no pair of distinct plain pictures met any row; every
+#: planted copy (resized, JPEG re-encoded, shifted one pixel) met one.
+AGREEMENT: tuple[tuple[int, float], ...] = ((0, 0.7), (2, 0.95), (4, 0.98))
 
 
 @dataclass(frozen=True)
 class NearDuplicateConfig:
     """Thresholds of the near-duplicate search (cosines in [-1, 1]).
 
-    `list_similarity`: pairs listed (mean of both cosines); `group_similarity`: pairs grouped;
-    `vector_alone` / `hash_alone`: one signal that high groups a pair by itself (the other
-    may be missing: no hash recorded, or a copy the network maps elsewhere).
+    `list_similarity`: candidate pairs kept (mean of both cosines); `agreement`: rows of
+    (hash bits apart at most, vector cosine at least), a pair meeting any row is grouped;
+    `review`: how many of the closest pairs that are *not* grouped are listed beside the
+    grouped ones, for a person to look at.
     """
 
     neighbours: int = 10
@@ -41,18 +62,25 @@ class NearDuplicateConfig:
     cell_rows: int = 4096
     probes: int = 3
     list_similarity: float = 0.6
-    group_similarity: float = 0.85
-    vector_alone: float = 0.97
-    hash_alone: float = 0.94  # at most 2 of 64 bits apart
+    agreement: tuple[tuple[int, float], ...] = AGREEMENT
+    review: int = 50
 
     def __post_init__(self) -> None:
         for name in ("neighbours", "search_dims", "cell_rows", "probes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"The '{name}' must be >= 1. Got {getattr(self, name)}.")
-        for name in ("list_similarity", "group_similarity", "vector_alone", "hash_alone"):
-            value = getattr(self, name)
-            if not -1.0 <= value <= 1.0:
-                raise ConfigError(f"The '{name}' must be a cosine in [-1, 1]. Got {value}.")
+        if not -1.0 <= self.list_similarity <= 1.0:
+            raise ConfigError(
+                f"The 'list_similarity' must be a cosine in [-1, 1]. Got {self.list_similarity}."
+            )
+        if self.review < 0:
+            raise ConfigError(f"The 'review' must be >= 0. Got {self.review}.")
+        for row in self.agreement:
+            if len(row) != 2 or not 0 <= row[0] <= HASH_BITS or not -1.0 <= row[1] <= 1.0:
+                raise ConfigError(
+                    f"The 'agreement' rows must be (hash bits in 0..{HASH_BITS}, vector cosine "
+                    f"in [-1, 1]). Got {row}."
+                )
 
 
 @dataclass(frozen=True)
@@ -64,7 +92,7 @@ class NearPairs:
     vector: np.ndarray  # centred cosine of the full vectors
     hash: np.ndarray  # cosine of the hashes (nan where a hash is missing)
     similarity: np.ndarray
-    grouped: np.ndarray  # bool: the pair joins a group
+    grouped: np.ndarray  # bool: both signals agree (`NearDuplicateConfig.agreement`)
     neighbours_exact: bool
     knn_index: np.ndarray  # (K, k) nearest keys by vector, for the outlier score
     knn_similarity: np.ndarray
@@ -124,16 +152,12 @@ def _pairs(
     if hashes is not None and has_hash is not None:
         both = has_hash[a] & has_hash[b]
         hash_sim[both] = hash_similarity(hashes, a[both], b[both])
-    # Without a hash for both, the vector alone speaks (halfway to its own threshold).
+    # Without a hash for both, the vector alone ranks the pair (it is never grouped).
     similarity = np.where(np.isnan(hash_sim), vector, (vector + np.nan_to_num(hash_sim)) / 2)
-    keep = similarity >= config.list_similarity
-    keep |= vector >= config.vector_alone
-    keep |= np.nan_to_num(hash_sim, nan=-1.0) >= config.hash_alone
-    a, b, vector, hash_sim, similarity = (v[keep] for v in (a, b, vector, hash_sim, similarity))
-    grouped = (
-        (similarity >= config.group_similarity)
-        | (vector >= config.vector_alone)
-        | (np.nan_to_num(hash_sim, nan=-1.0) >= config.hash_alone)
+    grouped = agreeing(vector, hash_sim, config.agreement)
+    keep = (similarity >= config.list_similarity) | grouped
+    a, b, vector, hash_sim, similarity, grouped = (
+        v[keep] for v in (a, b, vector, hash_sim, similarity, grouped)
     )
     order = np.argsort(-similarity, kind="stable")
     return NearPairs(
@@ -148,6 +172,18 @@ def _pairs(
         nb.similarity,
         vi,
     )
+
+
+def agreeing(
+    vector: np.ndarray, hash_sim: np.ndarray, agreement: tuple[tuple[int, float], ...]
+) -> np.ndarray:
+    """Pairs where both signals agree: hashes at most `bits` apart and vectors at least
+    `cosine` close, for some row (bits, cosine) of `agreement`. No hash: never."""
+    bits = np.where(np.isnan(hash_sim), np.inf, np.rint((1.0 - np.nan_to_num(hash_sim)) * 32))
+    out = np.zeros(len(vector), bool)
+    for most, cosine in agreement:
+        out |= (bits <= most) & (vector >= cosine)
+    return out
 
 
 def connected_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ __all__ = ["contact_sheet"]
 
 _TITLES = {
     "exact_duplicates": "exact duplicates (same content key)",
-    "near_duplicates": "near-duplicate pairs",
+    "near_duplicates": "near-duplicate pairs (those that make the leakage figure first)",
     "label_issues": "label issues (given → suggested)",
     "outliers": "outliers (distance to nearest neighbours)",
 }
@@ -43,10 +43,11 @@ def _panels(kind: str, row: dict[Any, Any]) -> tuple[list[tuple[str, str]], str]
         flag = flag or ("across splits" if row["cross_split"] else "")
         return [_caption(*entry) for entry in shown], f"{row['count']} copies {flag}".strip()
     if kind == "near_duplicates":
+        flag = "leaks · " if row["leaks"] else ("" if row["grouped"] else "not grouped · ")
         return [
-            _caption(row["path_a"], row["split_a"], row["label_a"]),
-            _caption(row["path_b"], row["split_b"], row["label_b"]),
-        ], f"similarity {row['similarity']:.3f} ({row['signal']})"
+            _caption(row["path_a"], row["part_a"], row["label_a"]),
+            _caption(row["path_b"], row["part_b"], row["label_b"]),
+        ], f"{flag}{row['similarity']:.3f} ({row['signal']})"
     if kind == "label_issues":
         heading = f"{_short(row['given'], 12)} → {_short(row['suggested'], 12)}"
         return [_caption(row["path"], row["split"])], f"{heading} ({row['score']:.3f})"
