@@ -24,8 +24,10 @@ from featcache.analysis.doctor import (
     write_doctor,
 )
 from featcache.analysis.duplicates import (
+    AGREEMENT,
     NearDuplicateConfig,
     NearPairs,
+    agreeing,
     connected_groups,
     near_duplicate_pairs,
 )
@@ -48,6 +50,7 @@ from featcache.analysis.pixels import RowPixels
 from featcache.analysis.sheets import contact_sheet
 
 __all__ = [
+    "AGREEMENT",
     "AdviseReport",
     "CurvePoint",
     "DoctorConfig",
@@ -61,6 +64,7 @@ __all__ = [
     "Rule",
     "VectorIndex",
     "advise",
+    "agreeing",
     "connected_groups",
     "contact_sheet",
     "cross_validate",
