@@ -32,6 +32,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
+from featcache.classifier.headstate import StatefulHead
+
 __all__ = ["LAYER_SETS", "FineTuneHead", "PretrainedWeights", "RowSource"]
 
 #: What `layers` may say: the layers trained, and the cached layer they start from.
@@ -96,7 +98,7 @@ def _prefetched(
         yield rows, current
 
 
-class FineTuneHead(ClassifierMixin, BaseEstimator):
+class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
     """AlexNet's fc6, fc7 and a new fc8, fine-tuned on cached pool5 (or fc7, fc8 on fc6).
 
     Parameters (keyword-only): ``layers`` "fc6,fc7,fc8" (X is pool5, 9,216 wide) or
@@ -119,6 +121,20 @@ class FineTuneHead(ClassifierMixin, BaseEstimator):
     ``validation_scores_`` (held-out accuracy per epoch), ``epoch_seconds_`` (training time
     per epoch, the held-out pass excluded).
     """
+
+    head_kind = "finetune"
+    _state_arrays = ("classes_",)
+    _state_array_lists = ("coefs_", "intercepts_")
+    _state_values = (
+        "n_features_in_",
+        "layers_",
+        "weights_sha256_",
+        "n_iter_",
+        "best_epoch_",
+        "loss_curve_",
+        "validation_scores_",
+        "epoch_seconds_",
+    )
 
     _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (sklearn's convention)
         "layers": [StrOptions(set(LAYER_SETS))],
@@ -330,6 +346,27 @@ class FineTuneHead(ClassifierMixin, BaseEstimator):
             self._coefs32: list[np.ndarray] = [w.astype(np.float32) for w in self.coefs_]
         else:
             self._coefs32 = list(self.coefs_)
+
+    def _check_state(self) -> None:
+        """The layers chain from n_features_in_ to the classes (a crafted file may lie)."""
+        self.layers_ = tuple(self.layers_)
+        if self.layers_ not in [trained for trained, _ in LAYER_SETS.values()]:
+            raise ValueError(f"layers_ {list(self.layers_)} is not one of {list(LAYER_SETS)}")
+        if not len(self.coefs_) == len(self.intercepts_) == len(self.layers_):
+            raise ValueError(f"{len(self.coefs_)} weight matrices for layers {self.layers_}")
+        width = int(self.n_features_in_)
+        for layer, w, b in zip(self.layers_, self.coefs_, self.intercepts_, strict=True):
+            if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
+                raise ValueError(
+                    f"{layer}: weights {w.shape} and biases {b.shape} do not follow a "
+                    f"{width}-wide input"
+                )
+            if w.dtype.kind != "f" or b.dtype.kind != "f" or not np.isfinite(w).all():
+                raise ValueError(f"{layer}: weights must be finite floats")
+            width = w.shape[1]
+        if self.classes_.ndim != 1 or width != len(self.classes_):
+            raise ValueError(f"the last layer has {width} outputs for {len(self.classes_)} classes")
+        self._cast_for_prediction()
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = super().__getstate__()

@@ -20,6 +20,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
+from featcache.classifier.headstate import StatefulHead
+
 __all__ = ["HEADS", "LogRegHead", "SoftmaxHead", "build_estimator", "make_head", "top_k"]
 
 _MIN_STEPS = 16  # optimizer steps per epoch, at least
@@ -76,7 +78,27 @@ class _HeadMixin:
         return labels
 
 
-class SoftmaxHead(_HeadMixin, ClassifierMixin, BaseEstimator):
+def _check_linear(head: Any) -> None:
+    """The shapes a linear head's learned arrays must have (a crafted file may lie)."""
+    n_classes, width = len(head.classes_), int(head.n_features_in_)
+    coef, intercept = head.coef_, head.intercept_
+    if head.classes_.ndim != 1 or n_classes < 2:
+        raise ValueError(f"classes_ must list 2 or more classes; got shape {head.classes_.shape}")
+    rows = 1 if n_classes == 2 and coef.shape[:1] == (1,) else n_classes
+    if coef.shape != (rows, width) or intercept.shape != (rows,):
+        raise ValueError(
+            f"coef_ {coef.shape} and intercept_ {intercept.shape} do not fit {n_classes} "
+            f"classes of {width} features"
+        )
+    if head.mean_.shape != (width,) or head.scale_.shape != (width,):
+        raise ValueError(f"mean_ and scale_ must have shape ({width},)")
+    for name in ("coef_", "intercept_", "mean_", "scale_"):
+        array = getattr(head, name)
+        if array.dtype.kind != "f" or not np.isfinite(array).all():
+            raise ValueError(f"{name} must hold finite floats")
+
+
+class SoftmaxHead(StatefulHead, _HeadMixin, ClassifierMixin, BaseEstimator):
     """A multinomial softmax layer trained with mini-batch Adam on standardised inputs.
 
     Parameters (keyword-only): ``l2`` weight decay on the standardised weights; ``epochs``
@@ -90,6 +112,16 @@ class SoftmaxHead(_HeadMixin, ClassifierMixin, BaseEstimator):
     own units, ``mean_`` and ``scale_`` of the standardisation, ``n_iter_`` epochs run,
     ``loss_curve_`` and ``validation_scores_`` (held-out accuracy per epoch, if any).
     """
+
+    head_kind = "softmax"
+    _state_arrays = ("classes_", "coef_", "intercept_", "mean_", "scale_")
+    _state_values = (
+        "n_features_in_",
+        "n_iter_",
+        "best_epoch_",
+        "loss_curve_",
+        "validation_scores_",
+    )
 
     _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (sklearn's convention)
         "l2": [Interval(Real, 0, None, closed="left")],
@@ -220,6 +252,9 @@ class SoftmaxHead(_HeadMixin, ClassifierMixin, BaseEstimator):
         given: dict[Any, float] = dict(self.class_weight)  # type: ignore[arg-type]
         return np.array([given.get(c, 1.0) for c in self.classes_], np.float32)
 
+    def _check_state(self) -> None:
+        _check_linear(self)
+
     def _logits(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
@@ -228,13 +263,22 @@ class SoftmaxHead(_HeadMixin, ClassifierMixin, BaseEstimator):
         return z
 
 
-class LogRegHead(_HeadMixin, ClassifierMixin, BaseEstimator):
+class LogRegHead(StatefulHead, _HeadMixin, ClassifierMixin, BaseEstimator):
     """scikit-learn's `LogisticRegression` (lbfgs) on standardised vectors.
 
     Standardising first makes lbfgs converge in far fewer iterations on fc7's wide range
     of feature scales; float32 input stays float32. Parameters are LogisticRegression's,
     declared here too, so a bad value is reported as LogRegHead's before any work.
+
+    Learned: ``classes_``, ``coef_`` and ``intercept_`` (LogisticRegression's, on the
+    standardised inputs), ``mean_`` and ``scale_``, ``n_iter_``. The fitted
+    LogisticRegression is not kept: its arrays are the whole model, and a saved head is
+    only arrays.
     """
+
+    head_kind = "logreg"
+    _state_arrays = ("classes_", "coef_", "intercept_", "mean_", "scale_")
+    _state_values = ("n_features_in_", "n_iter_")
 
     _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (sklearn's convention)
         "C": [Interval(Real, 0, None, closed="neither")],
@@ -265,16 +309,20 @@ class LogRegHead(_HeadMixin, ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
         self.mean_, self.scale_ = _column_stats(X)
-        self.model_ = LogisticRegression(
+        model = LogisticRegression(
             C=self.C,
             max_iter=self.max_iter,
             tol=self.tol,
             class_weight=self.class_weight,
             random_state=self.random_state,
         ).fit(self._standardise(X), y)
-        self.classes_ = self.model_.classes_
-        self.n_iter_ = int(np.max(self.model_.n_iter_))
+        self.classes_ = model.classes_
+        self.coef_, self.intercept_ = model.coef_, model.intercept_
+        self.n_iter_ = int(np.max(model.n_iter_))
         return self
+
+    def _check_state(self) -> None:
+        _check_linear(self)
 
     def _standardise(self, X: np.ndarray) -> np.ndarray:
         out: np.ndarray = np.subtract(X, self.mean_, dtype=X.dtype)  # the one copy of X
@@ -284,7 +332,10 @@ class LogRegHead(_HeadMixin, ClassifierMixin, BaseEstimator):
     def _logits(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
-        z: np.ndarray = self.model_.decision_function(self._standardise(X))
+        # LogisticRegression.decision_function's own arithmetic, on its saved arrays
+        z: np.ndarray = self._standardise(X) @ self.coef_.T + self.intercept_
+        if z.shape[1] == 1:
+            z = z[:, 0]
         return np.column_stack([-z / 2, z / 2]) if z.ndim == 1 else z
 
 

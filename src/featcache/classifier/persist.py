@@ -1,36 +1,47 @@
 """Save heads into a store and load them back, refusing tampered files and foreign vectors.
 
-A head is a joblib file (a pickle) registered in the store's catalog with its SHA-256 and
-metadata. It is unpickled only after its bytes match the registered digest, and it only
-accepts vectors from the extractor fingerprint and layer it was trained on.
+A head is a file of arrays plus JSON (`featcache.classifier.headstate`: safetensors, never
+a pickle) registered in the store's catalog with its SHA-256 and metadata. It is parsed
+only after its bytes match the registered digest, and it only accepts vectors from the
+extractor fingerprint and layer it was trained on. Heads saved by older featcache versions
+are joblib pickles: they are refused here, and converted only by ``featcache heads
+upgrade`` (`featcache.classifier.upgrade`), for a store the user trusts.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import joblib
 import numpy as np
 
 from featcache.classifier.finetune import FineTuneHead
-from featcache.classifier.heads import HEADS, LogRegHead, SoftmaxHead, top_k
+from featcache.classifier.heads import LogRegHead, SoftmaxHead, top_k
+from featcache.classifier.headstate import decode_head, encode_head, is_legacy_pickle
 from featcache.classifier.rows import LazyVectors
 from featcache.errors import ConfigError, FingerprintMismatchError, HeadError, NotFoundError
 from featcache.store.featurestore import FeatureStore, HeadRecord, LabelledVectors
 from featcache.store.names import HeadSpec
 
 __all__ = [
+    "HEAD_KINDS",
     "LoadedHead",
     "Prediction",
     "describe_training",
+    "head_file_bytes",
     "load_head",
+    "parse_head_file",
     "save_head",
     "training_digest",
 ]
+
+
+#: Every head kind a head file may name, by the kind it records.
+HEAD_KINDS: dict[str, type[SoftmaxHead] | type[LogRegHead] | type[FineTuneHead]] = {
+    cls.head_kind: cls for cls in (SoftmaxHead, LogRegHead, FineTuneHead)
+}
 
 
 @dataclass(frozen=True)
@@ -134,9 +145,7 @@ def describe_training(
     """
     mask = np.ones(len(data.keys), bool) if rows is None else rows
     keys = [k for k, m in zip(data.keys, mask.tolist(), strict=True) if m]
-    kind = next((k for k, cls in HEADS.items() if isinstance(estimator, cls)), None)
-    if isinstance(estimator, FineTuneHead):
-        kind = "finetune"
+    kind = next((k for k, cls in HEAD_KINDS.items() if isinstance(estimator, cls)), None)
     if kind is None:
         raise ConfigError(
             "save_head takes a SoftmaxHead, LogRegHead or FineTuneHead; got "
@@ -181,9 +190,36 @@ def save_head(
             f"head '{name}': pass trained_on= (the LabelledVectors it was fit on), so the head "
             "knows which extractor and layer its vectors come from"
         )
-    buffer = io.BytesIO()
-    joblib.dump(estimator, buffer)
-    return store.add_head(name, buffer.getvalue(), meta)
+    return store.add_head(name, head_file_bytes(estimator), meta)
+
+
+def head_file_bytes(estimator: SoftmaxHead | LogRegHead | FineTuneHead) -> bytes:
+    """The bytes of `estimator`'s head file (arrays plus JSON)."""
+    return encode_head(estimator.to_state())
+
+
+def parse_head_file(
+    payload: bytes, source: str, *, store: str = "STORE"
+) -> SoftmaxHead | LogRegHead | FineTuneHead:
+    """Build the head a head file's bytes hold; never unpickles.
+
+    `HeadError` naming `source` for an old pickled head (naming the command that converts
+    it), an unknown kind, or arrays that do not fit together.
+    """
+    if is_legacy_pickle(payload):
+        raise HeadError(
+            f"{source}: an old head file (a joblib pickle), which featcache no longer loads: "
+            "unpickling a file can run any code it holds. If you trust this store (you made "
+            f"it, or trust who did), convert its heads once with 'featcache heads upgrade "
+            f"--store {store}'; otherwise train the head again"
+        )
+    state = decode_head(payload, source)
+    cls = HEAD_KINDS.get(state.kind)
+    if cls is None:
+        raise HeadError(
+            f"{source}: unknown head kind {state.kind!r} (known: {', '.join(HEAD_KINDS)})"
+        )
+    return cls.from_state(state, source)
 
 
 def load_head(store: FeatureStore, name: str | HeadSpec, version: int | None = None) -> LoadedHead:
@@ -204,13 +240,5 @@ def load_head(store: FeatureStore, name: str | HeadSpec, version: int | None = N
         ) from None
     name = record.name
     payload = store.head_bytes(record)  # raises HeadError on a digest mismatch
-    try:
-        estimator = joblib.load(io.BytesIO(payload))
-    except Exception as exc:  # a verified file that still fails is a version mismatch
-        raise HeadError(
-            f"head '{name}' v{record.version}: cannot be loaded ({type(exc).__name__}: {exc}); "
-            "was it saved by another version of featcache or scikit-learn?"
-        ) from exc
-    if not isinstance(estimator, SoftmaxHead | LogRegHead | FineTuneHead):
-        raise HeadError(f"head '{name}' v{record.version}: holds {type(estimator).__name__}")
-    return LoadedHead(record, estimator)
+    source = f"head '{name}' v{record.version} ({store.path / record.file})"
+    return LoadedHead(record, parse_head_file(payload, source, store=str(store.path)))

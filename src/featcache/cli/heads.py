@@ -1,4 +1,5 @@
-"""Head commands: ``train``, ``evaluate``, ``predict`` and ``heads list|show|delete``."""
+"""Head commands: ``train``, ``evaluate``, ``predict`` and ``heads list|show|delete|promote|
+upgrade``."""
 
 from __future__ import annotations
 
@@ -351,3 +352,39 @@ def heads_promote(
     acc = record.meta.get("metrics", {}).get("val_accuracy")
     score = f", val accuracy {acc:.4f}" if acc is not None else ""
     out.print(f"promoted head '{name}' v{version}{score}")
+
+
+@heads_app.command("upgrade")
+@reports_errors
+def heads_upgrade(
+    store: Path = typer.Option(..., "--store", help="Feature store directory."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Convert without asking."),
+) -> None:
+    """Convert a store's old heads (joblib pickles, from earlier featcache versions) to head
+    files of arrays plus JSON. Unpickling runs any code a file holds: only for a store you
+    trust (you made it, or trust who did). Every other command refuses the old files."""
+    from featcache.classifier.upgrade import legacy_heads, upgrade_heads
+    from featcache.store import FeatureStore
+
+    with FeatureStore(store, create=False, read_only=False) as fs:
+        old = legacy_heads(fs)
+        if not old:
+            out.print(f"{store}: no old (pickled) heads; nothing to convert")
+            return
+        names = ", ".join(f"{r.name} v{r.version}" for r in old)
+        err.print(
+            f"trusting the store {store}: unpickling {len(old)} old head file(s) ({names}), "
+            "which runs any code they hold"
+        )
+        if not yes:
+            try:
+                sure = typer.confirm(f"do you trust {store} and convert its heads?")
+            except (typer.Abort, click.Abort):  # no answer (end of input)
+                sure = False
+            if not sure:
+                err.print("nothing converted (pass --yes to convert without asking)")
+                raise typer.Exit(EXIT_ERROR)
+        done = upgrade_heads(fs)
+    for item in done:
+        out.print(f"head '{item.name}' v{item.version}: {item.old_file} -> {item.new_file}")
+    out.print(f"converted {len(done)} head version(s); they load without unpickling from now on")

@@ -7,7 +7,7 @@ maintenance, name rules, records), exported so that every public name has one ho
 from featcache.store.catalog import Catalog
 from featcache.store.export import export_vectors
 from featcache.store.featurestore import CATALOG_FILE, STORAGE_DTYPES, FeatureStore
-from featcache.store.heads import HEADS_FOLDER, HeadFiles
+from featcache.store.heads import HEAD_SUFFIX, HEADS_FOLDER, HeadFiles
 from featcache.store.maintenance import gc, info, verify
 from featcache.store.names import (
     NAME_RULE,
@@ -36,6 +36,7 @@ from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardCheck, ShardF
 __all__ = [
     "CATALOG_FILE",
     "HEADS_FOLDER",
+    "HEAD_SUFFIX",
     "NAME_RULE",
     "RUNTIMES_FOLDER",
     "SCHEMA_VERSION",

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 from featcache._io import describe_failure
-from featcache.errors import StoreError
+from featcache.errors import NotFoundError, StoreError
 from featcache.store.records import (
     DatasetChange,
     DatasetInfo,
@@ -548,6 +548,21 @@ class Catalog:
             else self.query(sql + " ORDER BY name, version")
         )
         return [HeadRecord(n, v, f, s, json.loads(m), c) for n, v, f, s, m, c in rows]
+
+    def replace_head_file(self, name: str, version: int, file: str, sha256: str) -> str:
+        """Point a head version at a converted file (same model, new format); return the
+        file it named before."""
+        with self.transaction() as db:
+            found = db.execute(
+                "SELECT file FROM heads WHERE name=? AND version=?", (name, version)
+            ).fetchone()
+            if found is None:
+                raise NotFoundError(f"{self.path}: no head '{name}' v{version}")
+            db.execute(
+                "UPDATE heads SET file=?, sha256=? WHERE name=? AND version=?",
+                (file, sha256, name, version),
+            )
+        return str(found[0])
 
     def delete_heads(self, name: str, version: int | None) -> list[str]:
         """Unregister a head's versions (all, or one); their numbers stay used."""

@@ -4,7 +4,7 @@ One directory::
 
     STORE/catalog.sqlite        the catalog (WAL mode)
     STORE/shards/FP/LAYER/*.npy vector shards, memory-mapped for reading, SHA-256 recorded
-    STORE/heads/NAME/*.joblib   saved heads (bytes from featcache.classifier.persist)
+    STORE/heads/NAME/*.safetensors  saved heads (arrays + JSON from featcache.classifier.persist)
     STORE/failures.csv          every image that could not be extracted, with the reason
     STORE/runtimes/FP/NAME/     models converted for another runtime (OpenVINO), with digests
 
@@ -600,6 +600,17 @@ class FeatureStore:
     def head_bytes(self, record: HeadRecord) -> bytes:
         """The head file's bytes, only if their SHA-256 matches the registered digest."""
         return self._heads.read(record.file, record.sha256, f"'{record.name}' v{record.version}")
+
+    def replace_head_file(self, record: HeadRecord, payload: bytes) -> HeadRecord:
+        """Store `payload` as the file of head version `record` (a format conversion: the
+        version keeps its number and metadata); the old file goes once nothing names it.
+        Return the new record."""
+        self._require_writable(f"head '{record.name}'")
+        file, digest = self._heads.write(record.name, payload)
+        old = self._catalog.replace_head_file(record.name, record.version, file, digest)
+        if old != file and old not in {h.file for h in self.heads()}:
+            self._heads.delete(old)
+        return self.head(record.name, record.version)
 
     def delete_head(self, name: str | HeadSpec, version: int | None = None) -> int:
         """Delete a head: every version of ``NAME``, or one (``NAME@N``, ``NAME@promoted``,

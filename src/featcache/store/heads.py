@@ -1,8 +1,10 @@
-"""Head files: ``STORE/heads/NAME/DIGEST.joblib``, written atomically, read only if intact.
+"""Head files: ``STORE/heads/NAME/DIGEST.safetensors``, written atomically, read if intact.
 
-The store keeps a head's bytes, never unpickles them (``featcache.classifier.persist``
-owns the format). A file is named by its content's SHA-256, so two versions with the same
-bytes share it, and it is handed back only when its bytes still match the digest.
+The store keeps a head's bytes and never interprets them (``featcache.classifier.persist``
+owns the format: arrays plus JSON; older stores hold ``.joblib`` pickles, which only
+``featcache heads upgrade`` reads). A file is named by its content's SHA-256, so two
+versions with the same bytes share it, and it is handed back only when its bytes still
+match the digest.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from pathlib import Path
 from featcache._io import atomic_write_bytes, describe_failure
 from featcache.errors import HeadError, StoreError
 
-__all__ = ["HEADS_FOLDER", "HeadFiles"]
+__all__ = ["HEADS_FOLDER", "HEAD_SUFFIX", "HeadFiles"]
 
 HEADS_FOLDER = "heads"
+HEAD_SUFFIX = ".safetensors"
 
 
 class HeadFiles:
@@ -32,7 +35,7 @@ class HeadFiles:
         """Write a head's bytes durably; return (file relative to the store, SHA-256)."""
         digest = hashlib.sha256(payload).hexdigest()
         folder = self.store_dir / HEADS_FOLDER / name
-        file = f"{HEADS_FOLDER}/{name}/{digest[:16]}.joblib"
+        file = f"{HEADS_FOLDER}/{name}/{digest[:16]}{HEAD_SUFFIX}"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.path(file), payload)
@@ -52,7 +55,7 @@ class HeadFiles:
             raise HeadError(
                 f"{path}: SHA-256 {digest[:16]}... does not match the registered "
                 f"{sha256[:16]}... for head {label}; the file was changed outside featcache "
-                "and will not be unpickled"
+                "and will not be loaded"
             )
         return payload
 
