@@ -152,3 +152,20 @@ def make_trained_store(root: Path, weights: Path, count: int) -> Path:
 
 
 PYTHON = sys.executable
+
+
+#: VGG16 and ResNet50 narrowed 16 times (the same layers, 1/16 of the filters and units):
+#: where the networks' width is not the point, the real 224x224 inputs run through them in
+#: milliseconds and their weights files are 3 MB and 1 MB.
+NARROW = 16
+
+
+@pytest.fixture
+def narrow_backbones(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Make VGG16's and ResNet50's readers and demo writers expect the narrow layouts in
+    this test (they read their `LAYER_SHAPES` when they run)."""
+    from featcache.extractor import resnet50, vgg16
+
+    monkeypatch.setattr(vgg16, "LAYER_SHAPES", vgg16.vgg16_layer_shapes(NARROW))
+    monkeypatch.setattr(resnet50, "LAYER_SHAPES", resnet50.resnet50_layer_shapes(NARROW))
+    return NARROW

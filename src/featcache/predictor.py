@@ -227,6 +227,7 @@ class Predictor:
             layers=(head.layer,),
             max_pixels=self.max_pixels,
             runtime=runtime,
+            backbone=spec.get("network", "alexnet"),
         )
         with self._extract_lock:  # one batch through the network at a time
             networks = self._runtime(runtime, head.layer)
@@ -272,13 +273,13 @@ class Predictor:
         path, converted = self._weights_path, runtime.converted
         if path is not None and self._weights is None and converted and converted(spec):
             return path
-        return self._load_weights(spec.weights_sha256)
+        return self._load_weights(spec.weights_sha256, spec.network)
 
-    def _load_weights(self, sha256: str) -> Weights:
-        from featcache.extractor.weights import read_weights
+    def _load_weights(self, sha256: str, network: str) -> Weights:
+        from featcache.extractor.registry import read_backbone_weights
 
         if self._weights is None:
-            self._weights = read_weights(self._weights_path)  # type: ignore[arg-type]
+            self._weights = read_backbone_weights(self._weights_path, network)  # type: ignore[arg-type]
         if self._weights.sha256 != sha256:  # checked again for each head version
             raise WeightsError(
                 f"{self._weights_path}: SHA-256 {self._weights.sha256[:12]}... is not the "

@@ -34,10 +34,25 @@ def _layers(text: str) -> tuple[str, ...]:
 def extract(
     data: Path = typer.Argument(..., help="Image folder, CSV manifest, train.p pickle or .npz."),
     store: Path = typer.Option(..., "--store", help="Feature store directory (created if new)."),
-    weights: Path = typer.Option(..., "--weights", help="bvlc_alexnet.npy (or demo weights)."),
-    profile: str = typer.Option("caffe", help="caffe (deploy.prototxt) or udacity (the lab)."),
+    weights: Path = typer.Option(
+        ...,
+        "--weights",
+        help="The backbone's weights file: bvlc_alexnet.npy, vgg16_weights_tf_dim_ordering_"
+        "tf_kernels.h5, resnet50_weights_tf_dim_ordering_tf_kernels.h5 (or demo weights).",
+    ),
+    backbone: str = typer.Option(
+        "alexnet", help="The network: alexnet, vgg16 or resnet50 (featcache weights demo)."
+    ),
+    profile: str = typer.Option(
+        "caffe", help="caffe (the network's own: BGR, mean subtracted) or udacity (AlexNet)."
+    ),
     resize: str = typer.Option("squash", help="squash (whole image) or crop (centre square)."),
-    layers: str = typer.Option("fc7", help="Comma-separated: pool5,fc6,fc7,fc8,prob."),
+    layers: str = typer.Option(
+        "",
+        help="Comma-separated [default: the backbone's own]. alexnet: pool5,fc6,fc7 (default),"
+        "fc8,prob; vgg16: block5_pool,fc1,fc2 (default),predictions; resnet50: "
+        "conv4_block6_out,conv5_block3_out,avg_pool (default),predictions.",
+    ),
     dataset: str | None = typer.Option(None, help="Dataset name [default: the data's name]."),
     split: str | None = typer.Option(
         None,
@@ -79,6 +94,7 @@ def extract(
     from featcache.extractor.pipeline import extract as run_extract
 
     config = ExtractConfig(
+        backbone=backbone,
         profile=profile,
         resize=resize,
         precision=precision,
@@ -130,7 +146,10 @@ def extract(
         out.print(f"dataset '{name}' rows: {report.rows.summary()}")
     for repair in report.repairs:
         err.print(f"[yellow]repaired[/yellow] {escape(repair)}", markup=True)
-    out.print(f"extractor {report.fingerprint[:12]} ({profile}, {precision}, {runtime}) → {store}")
+    out.print(
+        f"extractor {report.fingerprint[:12]} ({backbone}, {profile}, {precision}, {runtime}) "
+        f"→ {store}"
+    )
     note(report.weights_note or _stored_weights_note(store, report.fingerprint))
     if report.failed:
         out.print(f"failed images are listed in {store / 'failures.csv'}")

@@ -7,10 +7,11 @@ from typing import Final
 
 from featcache.data.decode import DEFAULT_MAX_PIXELS
 from featcache.errors import ConfigError
-from featcache.extractor.alexnet import PRECISIONS, check_layers
+from featcache.extractor.alexnet import PRECISIONS
 from featcache.extractor.fingerprint import ExtractorSpec, check_runtime
 from featcache.extractor.preprocess import check_profile
 from featcache.extractor.ray_connect import check_address
+from featcache.extractor.registry import DEFAULT_BACKBONE, Backbone, backbone_named, backbone_names
 from featcache.store import STORAGE_DTYPES
 
 __all__ = ["AUTO_BATCH_SIZE", "ENGINES", "OPENVINO_BATCH_SIZE", "ExtractConfig", "storage_dtype"]
@@ -23,11 +24,13 @@ OPENVINO_BATCH_SIZE: Final = 64
 
 
 def storage_dtype(dtype: str, layer: str) -> str:
-    """How `layer`'s vectors are stored: `dtype`, or with "auto" float16 for pool5 (18 KB an
-    image instead of 37, for fine-tuning) and float32 for the rest."""
+    """How `layer`'s vectors are stored: `dtype`, or with "auto" float16 for the large maps
+    a backbone names (AlexNet's pool5: 18 KB an image instead of 37, for fine-tuning) and
+    float32 for the rest."""
     if dtype != "auto":
         return dtype
-    return "float16" if layer == "pool5" else "float32"
+    large = {name for b in map(backbone_named, backbone_names()) for name in b.storage_float16}
+    return "float16" if layer in large else "float32"
 
 
 def _positive_int(name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -44,7 +47,11 @@ def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """How to extract: profile and wiring, layers, batching, storage dtype, limits, engine.
+    """How to extract: backbone, profile and wiring, layers, batching, storage dtype, limits,
+    engine.
+
+    `backbone` names a network of the registry (`featcache.extractor.registry`: "alexnet",
+    "vgg16", "resnet50"); `layers` are its layer names, () meaning its default layer.
 
     `runtime` is "tensorflow" (the reference) or "openvino" (``pip install
     "featcache[openvino]"``). `batch_size` 0 picks what suits the runtime and precision
@@ -60,7 +67,7 @@ class ExtractConfig:
     profile: str = "caffe"
     resize: str = "squash"
     precision: str = "float32"
-    layers: tuple[str, ...] = ("fc7",)
+    layers: tuple[str, ...] = ()  # (): the backbone's default layer (AlexNet's fc7)
     batch_size: int = 0
     dtype: str = "auto"
     workers: int = 2
@@ -71,9 +78,12 @@ class ExtractConfig:
     ray_timeout: float = 30.0
     ray_verbose: bool = False
     runtime: str = "tensorflow"
+    backbone: str = DEFAULT_BACKBONE
 
     def __post_init__(self) -> None:
+        network = backbone_named(self.backbone)
         check_profile(self.profile, self.resize)
+        network.check_profile(self.profile)
         _one_of("precision", self.precision, PRECISIONS)
         check_runtime(self.runtime, self.precision)
         if isinstance(self.layers, str):  # ("fc7") is a string, not a tuple: say so
@@ -81,7 +91,8 @@ class ExtractConfig:
                 f"The 'layers' must be a sequence of layer names, e.g. ('fc7',). "
                 f"Got the string {self.layers!r}."
             )
-        object.__setattr__(self, "layers", check_layers(self.layers))
+        layers = self.layers or (network.default_layer,)
+        object.__setattr__(self, "layers", network.check_layers(layers))
         _positive_int("batch_size", self.batch_size, allow_zero=True)
         if self.batch_size == 0:
             auto = AUTO_BATCH_SIZE[self.precision]
@@ -106,6 +117,15 @@ class ExtractConfig:
         ):
             raise ConfigError(f"The 'ray_timeout' must be > 0 seconds. Got {self.ray_timeout!r}.")
 
+    @property
+    def network(self) -> Backbone:
+        """The registry entry of `backbone` (layers, input size, preprocessing, weights)."""
+        return backbone_named(self.backbone)
+
+    @property
+    def input_size(self) -> int:
+        return self.network.input_size
+
     def storage_dtype(self, layer: str) -> str:
         """How `layer`'s vectors are stored (`dtype`; "auto": float16 for pool5 only)."""
         return storage_dtype(self.dtype, layer)
@@ -113,5 +133,10 @@ class ExtractConfig:
     def spec(self, weights_sha256: str) -> ExtractorSpec:
         """The extractor these settings and weights make (its fingerprint keys the vectors)."""
         return ExtractorSpec(
-            weights_sha256, self.profile, self.resize, self.precision, runtime=self.runtime
+            weights_sha256,
+            self.profile,
+            self.resize,
+            self.precision,
+            network=self.backbone,
+            runtime=self.runtime,
         )

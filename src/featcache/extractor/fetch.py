@@ -1,4 +1,5 @@
-"""Download ``bvlc_alexnet.npy``: stream to a temporary name, check it, then rename.
+"""Download a backbone's weights file (``bvlc_alexnet.npy``, Keras's VGG16 / ResNet50
+``.h5``): stream to a temporary name, check it with the backbone's reader, then rename.
 
 An interrupted or bad download leaves nothing at the destination.
 """
@@ -13,7 +14,8 @@ from typing import BinaryIO
 
 from featcache._io import atomic_write
 from featcache.errors import WeightsError
-from featcache.extractor.weights import Weights, read_weights
+from featcache.extractor.registry import DEFAULT_BACKBONE, backbone_named
+from featcache.extractor.weights import Weights
 
 __all__ = ["DEFAULT_WEIGHTS_URL", "fetch_weights"]
 
@@ -29,28 +31,37 @@ ProgressCallback = Callable[[int, int | None], None]  # (bytes so far, total or 
 
 def fetch_weights(
     dest: str | Path,
-    url: str = DEFAULT_WEIGHTS_URL,
+    url: str | None = None,
     *,
     timeout: float = 60.0,
     progress: ProgressCallback | None = None,
+    backbone: str = DEFAULT_BACKBONE,
 ) -> Weights:
-    """Download weights from `url` to `dest`, check their structure and return them.
+    """Download `backbone`'s weights from `url` (default: where they are published) to
+    `dest`, check their structure and return them.
 
     Raises `WeightsError` (and leaves `dest` untouched) when the download fails, is cut
-    short, or the file is not a usable AlexNet weights file.
+    short, or the file is not a usable weights file for `backbone`.
     """
+    network = backbone_named(backbone)
+    url = url or network.weights_url
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_write(dest) as out:
-            weights = _download(url, dest, out, timeout, progress)
+            weights = _download(url, dest, out, timeout, progress, network.read_weights)
     except OSError as exc:
         raise WeightsError(f"{dest}: cannot write the download ({exc})") from exc
-    return Weights(dest, weights.layers, weights.sha256, weights.demo_note)
+    return Weights(dest, weights.layers, weights.sha256, weights.demo_note, weights.network)
 
 
 def _download(
-    url: str, dest: Path, out: BinaryIO, timeout: float, progress: ProgressCallback | None
+    url: str,
+    dest: Path,
+    out: BinaryIO,
+    timeout: float,
+    progress: ProgressCallback | None,
+    read: Callable[[Path], Weights],
 ) -> Weights:
     """Stream `url` into `out` (a temporary file) and check it is a weights file."""
     try:
@@ -71,7 +82,7 @@ def _download(
             f"{url}: download cut short at {done} of {total} bytes; nothing written to {dest}"
         )
     try:
-        return read_weights(out.name)
+        return read(Path(out.name))
     except WeightsError as exc:
         raise WeightsError(
             f"{url}: the download is not a usable weights file: {exc}; nothing written to {dest}"

@@ -1,6 +1,7 @@
 """The extractor fingerprint: a digest of everything that changes the numbers.
 
-Network, profile, resize policy, weights SHA-256 and precision. Change any of them and the
+Network (the backbone's registry name), profile, resize policy, weights SHA-256 and
+precision. AlexNet's specs hash exactly as before the registry existed. Change any of them and the
 vectors stored under the old fingerprint are simply not found.
 
 The runtime counts only in reduced precision. In float32, OpenVINO's vectors equal
@@ -22,6 +23,7 @@ from typing import Any
 from featcache.errors import ConfigError
 from featcache.extractor.alexnet import PRECISIONS
 from featcache.extractor.preprocess import check_profile
+from featcache.extractor.registry import backbone_named
 
 __all__ = ["FINGERPRINT_VERSION", "RUNTIMES", "ExtractorSpec", "check_runtime"]
 
@@ -55,6 +57,7 @@ class ExtractorSpec:
 
     def __post_init__(self) -> None:
         check_profile(self.profile, self.resize)
+        backbone_named(self.network).check_profile(self.profile)
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"The 'precision' must be one of {list(PRECISIONS)}. Got {self.precision!r}."

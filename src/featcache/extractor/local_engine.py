@@ -55,7 +55,7 @@ def run_local(
         try:
             buffer = free.get_nowait()
         except queue.Empty:  # at most PREFETCH + 1 are ever made
-            buffer = input_buffer(config.batch_size)
+            buffer = input_buffer(config.batch_size, config.input_size)
         return buffer, prepare_batch(batch, config, pool.map, out=buffer)
 
     # One thread assembles the next batch (its images decode on `pool`), one writes the last.

@@ -1,8 +1,9 @@
 """The mapper stage's contract: a `Network` and the `Runtime` that builds it.
 
-A network maps a preprocessed float32 NHWC batch (N, 227, 227, 3) to ``{layer: (N, dim)
-float32}``. The engines never build one themselves: they are handed a `Runtime` (or, in
-tests, a bare factory), so a fake network or another runtime plugs in without touching them.
+A network maps a preprocessed float32 NHWC batch (N, S, S, 3) (S: the backbone's input
+size) to ``{layer: (N, dim) float32}``. The engines never build one themselves: they are
+handed a `Runtime` (or, in tests, a bare factory), so a fake network or another runtime
+plugs in without touching them.
 
 A second runtime plugs in as one more `Runtime` value: a ``build(weights, spec)`` that
 returns an object with ``forward(batch, layers)``, and optionally a ``warm_up`` that does
@@ -34,7 +35,7 @@ __all__ = [
     "NetworkFactory",
     "Runtime",
     "WeightsSource",
-    "build_alexnet",
+    "build_tensorflow",
     "runtime_named",
 ]
 
@@ -61,12 +62,22 @@ class Runtime:
     converted: Callable[[ExtractorSpec], Mapping[str, Any] | None] | None = None
 
 
-def build_alexnet(weights: WeightsSource, spec: ExtractorSpec) -> Network:
-    """A TensorFlow AlexNet for `spec`'s profile and precision (imports TensorFlow)."""
-    from featcache.extractor.alexnet import AlexNet
+def build_tensorflow(weights: WeightsSource, spec: ExtractorSpec) -> Network:
+    """The TensorFlow network of `spec`'s backbone (the registry's builder), for its profile
+    and precision (imports TensorFlow)."""
+    from featcache.errors import WeightsError
+    from featcache.extractor.registry import backbone_named
 
     loaded = weights if isinstance(weights, Weights) else weights()
-    return AlexNet(loaded.layers, spec.profile, precision=spec.precision)
+    if loaded.network != spec.network:
+        raise WeightsError(
+            f"{loaded.path}: {loaded.network} weights, but the extractor is a {spec.network}; "
+            f"give {backbone_named(spec.network).weights_file} (or --backbone {loaded.network})"
+        )
+    network: Network = backbone_named(spec.network).build_tensorflow(
+        loaded.layers, spec.profile, spec.precision
+    )
+    return network
 
 
 def _import_tensorflow() -> object:
@@ -76,7 +87,7 @@ def _import_tensorflow() -> object:
 
 
 #: The reference runtime, and the default.
-TENSORFLOW: Final = Runtime("tensorflow", build_alexnet, warm_up=_import_tensorflow)
+TENSORFLOW: Final = Runtime("tensorflow", build_tensorflow, warm_up=_import_tensorflow)
 
 
 def runtime_named(

@@ -29,9 +29,10 @@ from featcache.extractor.network import (
     NetworkFactory,
     Runtime,
     WeightsSource,
-    build_alexnet,
+    build_tensorflow,
     runtime_named,
 )
+from featcache.extractor.registry import read_backbone_weights
 from featcache.extractor.report import ExtractReport
 from featcache.extractor.runtime_openvino import OpenVINONetwork, require_openvino
 from featcache.extractor.stages import (
@@ -43,7 +44,7 @@ from featcache.extractor.stages import (
     Writer,
     key_items,
 )
-from featcache.extractor.weights import Weights, file_sha256, read_weights
+from featcache.extractor.weights import Weights, file_sha256
 from featcache.store import (
     DatasetChange,
     DatasetRow,
@@ -62,7 +63,7 @@ __all__ = [
     "ExtractReport",
     "Network",
     "NetworkFactory",
-    "build_alexnet",
+    "build_tensorflow",
     "extract",
 ]
 
@@ -187,7 +188,8 @@ def _extract(
     for item in source.items:
         normalize_split(item.split, where=item.path)  # a bad split stops before any work
     if not isinstance(weights, Weights) and not Path(weights).is_file():
-        read_weights(weights)  # a missing weights file stops before the store is created
+        # a missing weights file stops before the store is created
+        read_backbone_weights(weights, config.backbone)
     if store is not None and not isinstance(store, FeatureStore):
         store = FeatureStore(store)
     if named_by_default and store is not None and dataset is not None:
@@ -197,7 +199,7 @@ def _extract(
     if runtime is None:
         runtime = runtime_named(config.runtime, store, config.layers)
     with clock("weights_hash"):
-        spec = config.spec(weights_sha256 or _weights_sha256(weights, store))
+        spec = config.spec(weights_sha256 or _weights_sha256(weights, store, config.backbone))
 
     memory = MemoryWriter(config.layers)  # where the vectors go without a store
     writer: Writer[object] = (
@@ -290,12 +292,14 @@ def _refuse_other_source(store: FeatureStore, dataset: str, description: str) ->
         )
 
 
-def _weights_sha256(weights: str | Path | Weights, store: FeatureStore | None) -> str:
+def _weights_sha256(
+    weights: str | Path | Weights, store: FeatureStore | None, backbone: str
+) -> str:
     """The weights' SHA-256, from the store's digest cache when the file is unchanged."""
     if isinstance(weights, Weights):
         return weights.sha256
     if not Path(weights).is_file():
-        read_weights(weights)  # raises the standard, helpful WeightsError
+        read_backbone_weights(weights, backbone)  # raises the standard, helpful WeightsError
     if store is None:
         return file_sha256(Path(weights))
     return store.file_sha256(weights, file_sha256)
@@ -317,7 +321,11 @@ def _load_weights(
     source: str | Path | Weights, spec: ExtractorSpec, store: FeatureStore | None
 ) -> Weights:
     """Read and check the weights (unless given loaded); record what the fingerprint means."""
-    weights = source if isinstance(source, Weights) else read_weights(source)
+    weights = source if isinstance(source, Weights) else read_backbone_weights(source, spec.network)
+    if weights.network != spec.network:
+        raise WeightsError(
+            f"{weights.path}: {weights.network} weights, but the extractor is a {spec.network}"
+        )
     if weights.sha256 != spec.weights_sha256:
         raise WeightsError(
             f"{weights.path}: SHA-256 {weights.sha256[:12]}... is not the "

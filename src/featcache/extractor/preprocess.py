@@ -39,7 +39,15 @@ PROFILES: Final = ("caffe", "udacity")
 RESIZE_POLICIES: Final = ("squash", "crop")
 #: bvlc_alexnet's ImageNet mean, per channel, in B, G, R order.
 CAFFE_MEAN_BGR: Final = np.array([104.00698793, 116.66876762, 122.67891434], dtype=np.float32)
-_CAFFE_MEAN_ROW: Final = np.tile(CAFFE_MEAN_BGR, INPUT_SIZE)
+_CAFFE_MEAN: Final = (104.00698793, 116.66876762, 122.67891434)
+
+
+@lru_cache(maxsize=8)
+def _mean_row(mean_bgr: tuple[float, float, float], size: int) -> np.ndarray:
+    """The mean tiled along one row of `size` pixels (read-only: shared by threads)."""
+    row = np.tile(np.asarray(mean_bgr, dtype=np.float32), size)
+    row.flags.writeable = False
+    return row
 
 
 def check_profile(profile: str, resize: str = "squash") -> None:
@@ -126,39 +134,60 @@ def _center_square(rgb: np.ndarray) -> np.ndarray:
     return rgb[top : top + side, left : left + side]
 
 
-def preprocess_rgb(rgb: np.ndarray, profile: str, resize: str = "squash") -> np.ndarray:
-    """(H, W, 3) uint8 RGB → (227, 227, 3) float32 network input for `profile`."""
-    return preprocess_into(rgb, np.empty((INPUT_SIZE, INPUT_SIZE, 3), np.float32), profile, resize)
+def preprocess_rgb(
+    rgb: np.ndarray,
+    profile: str,
+    resize: str = "squash",
+    *,
+    size: int = INPUT_SIZE,
+    mean_bgr: tuple[float, float, float] | None = None,
+) -> np.ndarray:
+    """(H, W, 3) uint8 RGB → (size, size, 3) float32 network input for `profile`."""
+    out = np.empty((size, size, 3), np.float32)
+    return preprocess_into(rgb, out, profile, resize, mean_bgr=mean_bgr)
 
 
 def preprocess_into(
-    rgb: np.ndarray, out: np.ndarray, profile: str, resize: str = "squash"
+    rgb: np.ndarray,
+    out: np.ndarray,
+    profile: str,
+    resize: str = "squash",
+    *,
+    mean_bgr: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
-    """`preprocess_rgb` written into `out`, a C-contiguous (227, 227, 3) float32 array (a row
-    of the batch: no per-image array to stack). Safe to call from several threads."""
+    """`preprocess_rgb` written into `out`, a C-contiguous (S, S, 3) float32 array (a row of
+    the batch: no per-image array to stack); S is the network's input size (AlexNet 227,
+    VGG16 and ResNet50 224). `mean_bgr` is the ``caffe`` profile's mean (default AlexNet's
+    `CAFFE_MEAN_BGR`; Keras's networks: 103.939, 116.779, 123.68). Thread-safe."""
     check_profile(profile, resize)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ImageError(f"expected an (H, W, 3) RGB array, got shape {rgb.shape}")
+    side = out.shape[0] if out.ndim == 3 else 0
     if (
-        out.shape != (INPUT_SIZE, INPUT_SIZE, 3)
+        out.shape != (side, side, 3)
+        or side < 1
         or out.dtype != np.float32
         or not out.flags.c_contiguous
     ):
+        side = side or INPUT_SIZE
         raise ConfigError(
-            f"'out' must be a C-contiguous ({INPUT_SIZE}, {INPUT_SIZE}, 3) float32 array"
+            f"'out' must be a C-contiguous ({side}, {side}, 3) float32 array (the network's "
+            f"input size). Got {out.shape} {out.dtype}."
         )
     if resize == "crop":
         rgb = _center_square(rgb)
     if profile == "udacity":
         pixels = rgb.astype(np.float32)
         pixels -= pixels.mean()  # the seed: im - np.mean(im)
-        return legacy_bilinear_resize(pixels, INPUT_SIZE, INPUT_SIZE, out)
+        return legacy_bilinear_resize(pixels, side, side, out)
     # BGR first: Pillow resizes each channel alike, and swapping the small picture's channels
     # is cheaper than the network input's (a strided pass over 227x227x3).
     img = Image.fromarray(np.ascontiguousarray(rgb[:, :, ::-1], dtype=np.uint8))
-    if img.size != (INPUT_SIZE, INPUT_SIZE):
-        img = img.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
-    pixels = np.asarray(img).reshape(INPUT_SIZE, INPUT_SIZE * 3)
+    if img.size != (side, side):
+        img = img.resize((side, side), Image.Resampling.BILINEAR)
+    pixels = np.asarray(img).reshape(side, side * 3)
     # Rows of 681 values (the mean tiled along them) rather than 51,529 pixels of 3.
-    np.subtract(pixels, _CAFFE_MEAN_ROW, out=out.reshape(pixels.shape), dtype=np.float32)
+    mean = _CAFFE_MEAN if mean_bgr is None else mean_bgr
+    row = _mean_row((float(mean[0]), float(mean[1]), float(mean[2])), side)
+    np.subtract(pixels, row, out=out.reshape(pixels.shape), dtype=np.float32)
     return out

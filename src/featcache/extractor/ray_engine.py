@@ -64,8 +64,8 @@ class _ExtractWorker:
         runtime: Runtime,
         prefix: str,
     ) -> None:
+        from featcache.extractor.registry import read_backbone_weights
         from featcache.extractor.stages import ShardWriter
-        from featcache.extractor.weights import read_weights
 
         if runtime.name == TENSORFLOW.name:  # a pickled copy here, never the same object
             from featcache.extractor._tf import import_tensorflow
@@ -74,7 +74,9 @@ class _ExtractWorker:
         self.config = config
         # Read when the network needs them: TensorFlow's at once, OpenVINO's only to convert
         # (the driver has converted already, so its workers never read the 244 MB).
-        self.network = runtime.build(functools.partial(read_weights, weights), spec)
+        self.network = runtime.build(
+            functools.partial(read_backbone_weights, weights, spec.network), spec
+        )
         shards = ShardFiles.in_store(store)
         self.writer = ShardWriter(shards, spec.fingerprint, config.dtype, prefix=prefix)
 

@@ -100,24 +100,26 @@ def batches(todo: Sequence[T], size: int) -> Iterator[list[T]]:
 
 
 def prepare(item: ImageItem, config: ExtractConfig) -> np.ndarray:
-    """One image → its (227, 227, 3) float32 network input; `ImageError` if it cannot be."""
-    out = np.empty((INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+    """One image → its (S, S, 3) float32 network input (S: the backbone's input size);
+    `ImageError` if it cannot be."""
+    out = np.empty((config.input_size, config.input_size, 3), np.float32)
     prepare_hashed(item, config, out)
     return out
 
 
 def prepare_hashed(item: ImageItem, config: ExtractConfig, out: np.ndarray) -> bytes:
-    """Decode `item` and write its network input into `out` (a (227, 227, 3) float32 row of
-    a batch); return the perceptual hash of its pixels (featcache doctor's near-duplicates).
+    """Decode `item` and write its network input into `out` (a (S, S, 3) float32 row of a
+    batch); return the perceptual hash of its pixels (featcache doctor's near-duplicates).
     """
     rgb = item.rgb(max_pixels=config.max_pixels)
-    preprocess_into(rgb, out, config.profile, config.resize)
+    preprocess_into(rgb, out, config.profile, config.resize, mean_bgr=config.network.mean_bgr)
     return image_hash(rgb)
 
 
-def input_buffer(size: int) -> np.ndarray:
-    """An uninitialised (size, 227, 227, 3) float32 array for `prepare_batch` to fill."""
-    return np.empty((size, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+def input_buffer(size: int, side: int = INPUT_SIZE) -> np.ndarray:
+    """An uninitialised (size, side, side, 3) float32 array for `prepare_batch` to fill
+    (side: the backbone's input size, `ExtractConfig.input_size`)."""
+    return np.empty((size, side, side, 3), np.float32)
 
 
 @dataclass(frozen=True)
@@ -138,12 +140,12 @@ def prepare_batch(
 ) -> PreparedBatch:
     """Prepare every image of `batch` (in parallel with a pool's map) into one array, each
     into its row; failures set aside (and their rows dropped). `out`, a (N >= len(batch),
-    227, 227, 3) float32 array, is that array when given (a buffer the engine reuses)."""
-    shape = (INPUT_SIZE, INPUT_SIZE, 3)
+    S, S, 3) float32 array, is that array when given (a buffer the engine reuses)."""
+    side = config.input_size
     if out is None:
-        inputs = input_buffer(len(batch))
-    elif out.dtype != np.float32 or out.shape[1:] != shape or len(out) < len(batch):
-        raise ConfigError(f"'out' must be a (>= {len(batch)}, 227, 227, 3) float32 array")
+        inputs = input_buffer(len(batch), side)
+    elif out.dtype != np.float32 or out.shape[1:] != (side, side, 3) or len(out) < len(batch):
+        raise ConfigError(f"'out' must be a (>= {len(batch)}, {side}, {side}, 3) float32 array")
     else:
         inputs = out[: len(batch)]
 

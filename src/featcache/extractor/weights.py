@@ -59,6 +59,7 @@ class Weights:
     layers: dict[str, tuple[np.ndarray, np.ndarray]]
     sha256: str
     demo_note: str | None  # set for seeded random weights written by featcache
+    network: str = "alexnet"  # the backbone whose layout they were read as
 
     @property
     def is_demo(self) -> bool:
