@@ -30,8 +30,9 @@ def test_readme_python_block_runs_as_written(
     tmp_path: Path, weights_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     classes = ("stop", "yield", "priority")
-    write_images(tmp_path / "signs" / "train", 30, classes=classes)
-    write_images(tmp_path / "signs" / "test", 12, seed=1, classes=classes)
+    write_images(tmp_path / "signs_data" / "train", 30, classes=classes)
+    write_images(tmp_path / "signs_data" / "test", 12, seed=1, classes=classes)
+    (tmp_path / "signs").symlink_to("signs_data")  # named "signs" all the same
     (tmp_path / "bvlc_alexnet.npy").symlink_to(weights_path)
     rng = np.random.default_rng(7)
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "stop.jpg")
@@ -46,6 +47,9 @@ def test_readme_python_block_runs_as_written(
     assert ev.confusion.shape == (3, 3) and ev.confusion.sum() == 12
     assert len(first["df"]) == 42 and set(first["df"]["split"]) == {"train", "test"}
     assert first["record"].version == 1
+    written = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert "NOT ImageNet" in written["weights_note"]  # ev.write() says the weights are random
+    assert first["store"].datasets() == ["signs"]
 
     again: dict[str, Any] = {}
     exec(compile(code, "README.md", "exec"), again)

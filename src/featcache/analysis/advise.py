@@ -396,5 +396,5 @@ def write_advise(report: AdviseReport, out: str | Path) -> list[Path]:
         fontsize=9,
     )
     fig.tight_layout()
-    fig.savefig(paths[1])
+    fig.savefig(paths[1], metadata={"Description": report.weights_note or ""})
     return paths

@@ -95,4 +95,4 @@ def contact_sheet(
             ax.set_xlabel(caption, fontsize=6.5)
             if p == 0:
                 ax.set_title(heading, fontsize=7.5, loc="left", color="darkred")
-    fig.savefig(path)
+    fig.savefig(path, metadata={"Description": report.weights_note or ""})

@@ -24,6 +24,7 @@ from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError
 from featcache.store.featurestore import FeatureStore
 from featcache.store.names import normalize_split
+from featcache.store.records import LabelledVectors
 
 __all__ = [
     "Evaluation",
@@ -131,21 +132,33 @@ def report_values(
 def evaluate(
     head: Any,
     X: Any,
-    y: Any,
+    y: Any = None,
     *,
     class_names: list[str] | None = None,
     k: int = 5,
+    weights_note: str | None = None,
 ) -> Evaluation:
     """Judge a fitted head (`SoftmaxHead`, `LogRegHead`) on vectors `X` with label ids `y`.
 
-    `class_names[id]` names the classes in the report (a dataset's ``class_names``);
-    without them classes are named by their ids. Rows labelled -1 (unlabelled) are skipped.
+    `X` may be a `LabelledVectors` (``store.vectors(...)`` or a ``.split()`` of it): then
+    `y`, `class_names` and `weights_note` come from it. `class_names[id]` names the classes
+    in the report; without them classes are named by their ids. `weights_note` (random
+    weights) goes into the summary and every report file. Rows labelled -1 (unlabelled)
+    are skipped.
     """
     if not hasattr(head, "predict_proba") or not hasattr(head, "classes_"):
         raise ConfigError(
             f"evaluate needs a fitted head (SoftmaxHead, LogRegHead); got {type(head).__name__}"
             " (call .fit(X, y) first)"
         )
+    if isinstance(X, LabelledVectors):
+        if y is not None:
+            raise ConfigError("evaluate(head, vectors): the labels come from the vectors; drop y")
+        class_names = class_names if class_names is not None else X.class_names
+        weights_note = weights_note or X.weights_note
+        X, y = X.X, X.y
+    if y is None:
+        raise ConfigError("evaluate(head, X, y): give the label ids y (or a LabelledVectors)")
     y = np.asarray(y)
     if len(X) != len(y):
         raise ConfigError(f"X has {len(X)} rows but y has {len(y)} labels")
@@ -155,7 +168,9 @@ def evaluate(
     X = X if labelled.all() else np.asarray(X)[labelled]
     proba = head.predict_proba(X)
     names = list(class_names) if class_names is not None else []
-    return report_values(y[labelled], proba, np.asarray(head.classes_), names, k=k)
+    evaluation = report_values(y[labelled], proba, np.asarray(head.classes_), names, k=k)
+    evaluation.summary["weights_note"] = weights_note
+    return evaluation
 
 
 def evaluate_head(
@@ -190,7 +205,13 @@ def evaluate_head(
             f"dataset '{dataset}' has no labelled rows in split '{split}' "
             f"(its splits: {', '.join(present)})"
         )
-    evaluation = evaluate(head.estimator, data.X[mask], data.y[mask], class_names=head.class_names)
+    evaluation = evaluate(
+        head.estimator,
+        data.X[mask],
+        data.y[mask],
+        class_names=head.class_names,
+        weights_note=head.meta.get("weights_note"),
+    )
     evaluation.summary.update(
         clean_accuracy(data.keys, splits, mask, data.X[mask], data.y, groups, head.estimator)
     )
@@ -283,6 +304,9 @@ def _plot_confusion(evaluation: Evaluation, out: BinaryIO) -> None:
         f"[{summary.get('split') or 'all'}]: accuracy {summary['accuracy']:.3f}, n={summary['n']}",
         fontsize=10,
     )
+    weights_note = summary.get("weights_note")
+    if weights_note:  # on the picture itself: a PNG travels without its summary.json
+        fig.text(0.01, 0.005, weights_note, fontsize=7, color="darkred", wrap=True)
     if n <= 20:  # counts are legible only on small matrices
         for i in range(n):
             for j in range(n):
@@ -297,5 +321,6 @@ def _plot_confusion(evaluation: Evaluation, out: BinaryIO) -> None:
                         fontsize=7,
                         color=colour,
                     )
-    fig.tight_layout()
-    fig.savefig(out, format="png")
+    fig.tight_layout(rect=(0, 0.03 if weights_note else 0, 1, 1))
+    metadata = {"Description": weights_note} if weights_note else None
+    fig.savefig(out, format="png", metadata=metadata)

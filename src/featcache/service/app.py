@@ -15,7 +15,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi import Path as PathParam
@@ -57,6 +57,11 @@ from featcache.store.featurestore import FeatureStore
 __all__ = ["create_app"]
 
 log = logging.getLogger("featcache.service")
+
+
+def _with_note(body: dict[str, Any], note: str | None) -> dict[str, Any]:
+    """An answer computed from random (demo) weights says so (``weights_note``)."""
+    return {**body, "weights_note": note} if note else body
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
@@ -243,8 +248,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
             )
         count(1, 0, from_cache)
         path = (await paths_for([key])).get(key)
-        if path is not None:
-            return json_response(answer.as_dict(path))
+        note = follower.live.head.meta.get("weights_note")
+        if path is not None or note:
+            return json_response(_with_note(answer.as_dict(path), note))
         return Response(answer.body, media_type="application/json")
 
     @app.post(
@@ -279,7 +285,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 results.append(answer.as_dict(paths.get(key)))
         count(sum(k in found for k in keys), 0, from_cache)
         head = {"name": live.head.name, "version": live.head.version}
-        return json_response({"head": head, "results": results})
+        note = live.head.meta.get("weights_note")
+        return json_response(_with_note({"head": head, "results": results}, note))
 
     @app.post(
         "/v1/predict",
@@ -308,6 +315,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         if unseen:
             await extract_unseen(unseen)
         status, body = answer_body(uploads)
+        if status == 200:
+            body = _with_note(body, follower.live.head.meta.get("weights_note"))
         return json_response(body, status)
 
     async def extract_unseen(unseen: list[Upload]) -> None:

@@ -49,15 +49,18 @@ class ImageAnswer(BaseModel):
     head: HeadRef | None = None
     predictions: list[PredictionOut] | None = None
     error: str | None = None
+    weights_note: str | None = None  # set when the head's vectors come from random weights
 
 
 class KeysAnswer(BaseModel):
     head: HeadRef
     results: list[ImageAnswer]
+    weights_note: str | None = None
 
 
 class UploadAnswer(BaseModel):
     results: list[ImageAnswer]
+    weights_note: str | None = None
 
 
 class ServedHead(BaseModel):

@@ -34,22 +34,24 @@ def export_vectors(
     if suffix not in (".npz", ".parquet"):
         raise ConfigError(f"The 'out' file must end in .npz or .parquet. Got {out.name!r}.")
     data = store.vectors(dataset, layer, fingerprint)
+    note = data.weights_note
     names = data.class_names
     splits = ["" if s is None else s for s in data.splits]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(out) as f:
             if suffix == ".npz":
-                np.savez(
-                    f,
-                    keys=np.array(data.keys),
-                    paths=np.array(data.paths),
-                    labels=data.y,
-                    splits=np.array(splits),
-                    features=data.X,
-                )
+                arrays = {
+                    "keys": np.array(data.keys),
+                    "paths": np.array(data.paths),
+                    "labels": data.y,
+                    "splits": np.array(splits),
+                    "features": data.X,
+                }
+                if note:  # random weights say so wherever their vectors go (a str array)
+                    arrays["weights_note"] = np.array(note)
+                np.savez(f, **arrays)  # type: ignore[arg-type]
             else:
-                note = store.extractors().get(data.fingerprint, {}).get("weights_note")
                 _write_parquet(f, data, names, splits, note)
     except OSError as exc:
         raise StoreError(describe_failure(out, "writing the export", exc)) from exc

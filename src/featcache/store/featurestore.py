@@ -431,6 +431,7 @@ class FeatureStore:
             fingerprint=fp,
             layer=layer,
             dataset=dataset,
+            weights_note=self.extractors().get(fp, {}).get("weights_note"),
         )
 
     # -- perceptual hashes and near-duplicate groups (written by featcache.analysis) --------

@@ -90,7 +90,11 @@ class DatasetChange:
 
 @dataclass(frozen=True)
 class LabelledVectors:
-    """The vectors of a dataset in dataset order; unpacks as ``keys, X, y``."""
+    """The vectors of a dataset in dataset order; unpacks as ``keys, X, y``.
+
+    `weights_note` says when the vectors come from random (demo) weights; `evaluate` and
+    everything written from these vectors carry it.
+    """
 
     keys: list[str]
     X: np.ndarray
@@ -101,6 +105,7 @@ class LabelledVectors:
     fingerprint: str
     layer: str
     dataset: str = ""
+    weights_note: str | None = None
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.keys, self.X, self.y))
