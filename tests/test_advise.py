@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from featcache.analysis.advise import CurvePoint, LayerScore, Rule, advise, decide
+from featcache.analysis.advise import (
+    CurvePoint,
+    LayerScore,
+    Rule,
+    accuracy_interval,
+    advise,
+    decide,
+)
 from featcache.analysis.folds import fold_ids
 from featcache.cli import app
 from featcache.errors import ConfigError
@@ -125,7 +132,7 @@ def test_per_layer_figures_agree_with_plain_scikit_learn(tmp_path: Path) -> None
 
 
 def test_missing_layers_are_named_with_the_extract_command(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "s", per_class=30, classes=3, separation={"fc7": 3.0})
+    store = make_store(tmp_path / "s", per_class=40, classes=3, separation={"fc7": 3.0})
     report = advise(store, "d")
     assert report.missing_layers == ["pool5", "fc6"]
     assert any("--layers pool5" in r and "featcache extract" in r for r in report.reasons)
@@ -161,3 +168,44 @@ def test_rule_and_arguments_are_checked() -> None:
         Rule(similar_kappa=1.5)
     with pytest.raises(ConfigError, match="per-class"):
         Rule(small_per_class=2000)
+
+
+def test_fifteen_rows_are_too_few_to_decide_and_the_next_step_works(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s", per_class=5, classes=3, separation={"fc7": 0.5})
+    path = str(store.path)
+    store.close()
+    runner = CliRunner()
+    result = runner.invoke(app, ["advise", "--store", path, "--dataset", "d", "--layers", "fc7"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "advise: dataset 'd': too few rows to decide" in text and "case 4" not in text
+    assert "too few rows to decide: 13 labelled rows, 4 in the median class" in text
+    assert "advise decides from 100 rows and 10 per class" in text
+    data = json.loads((Path(path) / "reports" / "advise-d" / "advise.json").read_text())
+    assert data["case"] == 0
+    command = next(line for line in text.splitlines() if line.startswith("next: "))[6:]
+    assert command == f"featcache train --store {path} --dataset d --kind softmax"
+    followed = runner.invoke(app, command.split()[1:])  # the suggestion works as printed
+    assert followed.exit_code == 0, followed.output
+    assert "head 'd-softmax' v1 (softmax)" in followed.output
+
+
+def test_an_interval_across_the_threshold_is_not_a_verdict() -> None:
+    curve = [point(0.5, 0.6), point(1.0, 0.62)]
+    # chance 0.25: similar from 62.5%; 62% on 400 rows spans it, on 40,000 rows it does not
+    unsure = decide({"fc7": LayerScore("fc7", 0.62, 0.02, 400)}, curve, 100, 0.25)
+    assert unsure[0] == 0
+    assert any("interval spans the similarity threshold, so cases 3 and 4" in r for r in unsure[1])
+    assert unsure[2] == "featcache train --store STORE --dataset DATASET --kind softmax"
+    assert decide({"fc7": LayerScore("fc7", 0.62, 0.02, 40_000)}, curve, 100, 0.25)[0] == 4
+    low, high = accuracy_interval(0.62, 400)
+    assert 0.57 < low < 0.62 < high < 0.67  # Wilson, 95%
+    assert accuracy_interval(0.5, 100) == pytest.approx((0.4038, 0.5962), abs=1e-3)
+
+
+def test_advise_never_sends_back_to_doctor(tmp_path: Path) -> None:
+    store = make_store(
+        tmp_path / "s", per_class=40, classes=5, separation={"pool5": 0.0, "fc6": 0.0, "fc7": 0.0}
+    )
+    report = advise(store, "d")
+    assert report.case == 4 and "doctor" not in report.next_command

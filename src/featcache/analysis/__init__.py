@@ -8,10 +8,12 @@ Modules: ``folds`` (k-fold fits shared by both), ``neighbours`` (vector and hash
 """
 
 from featcache.analysis.advise import (
+    UNDECIDED,
     AdviseReport,
     CurvePoint,
     LayerScore,
     Rule,
+    accuracy_interval,
     advise,
     decide,
     write_advise,
@@ -51,6 +53,7 @@ from featcache.analysis.sheets import contact_sheet
 
 __all__ = [
     "AGREEMENT",
+    "UNDECIDED",
     "AdviseReport",
     "CurvePoint",
     "DoctorConfig",
@@ -63,6 +66,7 @@ __all__ = [
     "RowPixels",
     "Rule",
     "VectorIndex",
+    "accuracy_interval",
     "advise",
     "agreeing",
     "connected_groups",

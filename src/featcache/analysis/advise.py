@@ -20,6 +20,13 @@ and the next command by the rule below (README, "advise"):
 Case 1 (large, similar): fine-tune. Case 2 (large, dissimilar): retrain the network. Case 3
 (small, similar): train only the last layer. Case 4 (small, dissimilar): transfer does not
 help; design a model. These are the seed's four cases, with its remedies.
+
+**Too few rows to decide** (case 0): under 100 labelled non-test rows or 10 in the median
+class (there a cross-validated accuracy's 95% interval is ±10 points or wider, and the
+learning curve's first point fits on a dozen rows), or when the 95% Wilson interval of the
+best layer's accuracy spans the similarity threshold, so that two cases fit the numbers.
+The next command is then the cheapest step that can work (a new last layer), never one
+that leads back here.
 """
 
 from __future__ import annotations
@@ -38,10 +45,21 @@ from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError, NotFoundError
 from featcache.store.featurestore import FeatureStore
 
-__all__ = ["AdviseReport", "CurvePoint", "LayerScore", "Rule", "advise", "decide", "write_advise"]
+__all__ = [
+    "UNDECIDED",
+    "AdviseReport",
+    "CurvePoint",
+    "LayerScore",
+    "Rule",
+    "accuracy_interval",
+    "advise",
+    "decide",
+    "write_advise",
+]
 
 LAYER_ORDER = ("pool5", "fc6", "fc7")
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+UNDECIDED = "too few rows to decide"
 
 
 @dataclass(frozen=True)
@@ -53,8 +71,18 @@ class Rule:
     large_per_class: int = 1000
     small_per_class: int = 200
     flat_gain: float = 0.01
+    min_rows: int = 100
+    min_per_class: int = 10
+    confidence: float = 0.95
 
     def __post_init__(self) -> None:
+        if self.min_rows < 1 or self.min_per_class < 1:
+            raise ConfigError(
+                f"The 'min_rows' and 'min_per_class' must be >= 1. Got {self.min_rows} and "
+                f"{self.min_per_class}."
+            )
+        if not 0.0 < self.confidence < 1.0:
+            raise ConfigError(f"The 'confidence' must be in (0, 1). Got {self.confidence}.")
         if not 0.0 < self.similar_kappa < 1.0:
             raise ConfigError(f"The 'similar_kappa' must be in (0, 1). Got {self.similar_kappa}.")
         if self.earlier_margin < 0 or self.flat_gain < 0:
@@ -132,8 +160,13 @@ class AdviseReport:
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
+    @property
+    def verdict(self) -> str:
+        """``case N``, or ``too few rows to decide``."""
+        return f"case {self.case}" if self.case else UNDECIDED
+
     def summary(self) -> list[str]:
-        lines = [f"advise: dataset '{self.dataset}': case {self.case}"]
+        lines = [f"advise: dataset '{self.dataset}': {self.verdict}"]
         for name, s in self.layers.items():
             lines.append(f"  {name}: cross-validated accuracy {s.cv_accuracy:.4f} ± {s.cv_std:.4f}")
         curve = ", ".join(f"{p.rows}: {p.accuracy:.4f}" for p in self.learning_curve)
@@ -152,18 +185,28 @@ def decide(
     rule: Rule | None = None,
     store: str = "STORE",
     dataset: str = "DATASET",
+    rows: int | None = None,
 ) -> tuple[int, list[str], str]:
-    """The rule: (case, reasons, next command) from the measured signals."""
+    """The rule: (case, reasons, next command) from the measured signals; case 0 when the
+    rows are too few to decide (see the module docstring).
+
+    `rows` is the number of labelled rows cross-validated (each predicted once, out of
+    fold) [default: the best layer's `rows`].
+    """
     rule = rule or Rule()
     if not layers:
         raise DataError("advise needs at least one cached layer")
     best = _best(layers)
+    rows = best.rows if rows is None else rows
     kappa = (best.cv_accuracy - chance) / max(1e-9, 1.0 - chance)
     similar = kappa >= rule.similar_kappa
+    low, high = accuracy_interval(best.cv_accuracy, rows, rule.confidence)
+    threshold = chance + rule.similar_kappa * (1.0 - chance)
     reasons = [
         f"best layer {best.layer}: {best.cv_accuracy:.1%} against {chance:.1%} by chance "
         f"(closes {kappa:.0%} of the gap to 100%; similar to ImageNet from "
-        f"{rule.similar_kappa:.0%})"
+        f"{rule.similar_kappa:.0%}, i.e. {threshold:.1%}); {rule.confidence:.0%} interval "
+        f"{low:.1%} to {high:.1%} on {rows} rows"
     ]
     earlier: LayerScore | None = None
     top = layers.get("fc7")
@@ -198,6 +241,10 @@ def decide(
             + ("(still rising: more labelled rows would help)" if rising else "(flattened)")
         )
     base = f"featcache train --store {store} --dataset {dataset}"
+    doubt = _doubt(rule, rows, per_class_median, low <= threshold < high, large)
+    if doubt:
+        reasons += doubt
+        return 0, reasons, f"{base} --kind softmax"
     if similar and large:
         case = 1
         command = f"{base} --kind finetune --weights WEIGHTS"
@@ -225,11 +272,50 @@ def decide(
         case = 4
         command = (
             "outside featcache: design a model for this task and collect more labelled data; "
-            "transfer from ImageNet does not help here. First check the labels: featcache doctor "
-            f"--store {store} --dataset {dataset}"
+            "transfer from ImageNet does not help here"
         )
         reasons.append("case 4 (small, not similar): neither transfer nor fine-tuning will do")
+        reasons.append(
+            "wrong labels also make every layer look poor: 'featcache doctor' lists the label "
+            "issues it finds"
+        )
     return case, reasons, command
+
+
+def accuracy_interval(accuracy: float, rows: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy measured on `rows` out-of-fold predictions."""
+    from scipy.stats import binomtest
+
+    if rows < 1:
+        return 0.0, 1.0
+    hits = round(accuracy * rows)
+    found = binomtest(hits, rows).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(found.low), float(found.high)
+
+
+def _doubt(
+    rule: Rule, rows: int, per_class_median: float, spans_threshold: bool, large: bool
+) -> list[str]:
+    """Why the numbers cannot decide the case (nothing when they can)."""
+    said = []
+    if rows < rule.min_rows or per_class_median < rule.min_per_class:
+        said.append(
+            f"{UNDECIDED}: {rows} labelled rows, {per_class_median:g} in the median class "
+            f"(advise decides from {rule.min_rows} rows and {rule.min_per_class} per class: "
+            "below that an accuracy's interval is too wide to tell the cases apart)"
+        )
+    if spans_threshold:
+        cases = "1 and 2" if large else "3 and 4"
+        said.append(
+            f"{UNDECIDED}: the accuracy's {rule.confidence:.0%} interval spans the similarity "
+            f"threshold, so cases {cases} both fit these numbers"
+        )
+    if said:
+        said.append(
+            "meanwhile the cheapest step that can work is a new last layer on the cached "
+            "vectors; label more images, extract them and run advise again to decide"
+        )
+    return said
 
 
 def _layer_data(
@@ -311,7 +397,7 @@ def advise(
     median = float(np.median(counts))
     store_name = str(store.path)
     case, reasons, command = decide(
-        ordered, curve, median, chance, rule=rule, store=store_name, dataset=dataset
+        ordered, curve, median, chance, rule=rule, store=store_name, dataset=dataset, rows=len(y)
     )
     source = store.dataset(dataset).source
     for layer in missing:
@@ -392,7 +478,7 @@ def write_advise(report: AdviseReport, out: str | Path) -> list[Path]:
     right.set_title(f"learning curve on {report.best_layer}")
     note = f"  [{report.weights_note}]" if report.weights_note else ""
     fig.suptitle(
-        f"advise '{report.dataset}': case {report.case} → {report.next_command[:90]}{note}",
+        f"advise '{report.dataset}': {report.verdict} → {report.next_command[:90]}{note}",
         fontsize=9,
     )
     fig.tight_layout()
