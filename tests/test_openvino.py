@@ -90,7 +90,14 @@ def _publish(files: RuntimeFiles, fingerprint: str = "f" * 64) -> Path:
         (folder / "model.xml").write_text("<net/>")
         (folder / "model.bin").write_bytes(bytes(range(256)) * 64)
 
-    return files.publish(fingerprint, "openvino-fc7-float32", write, {"note": "x"}).folder
+    return files.publish(
+        fingerprint,
+        "openvino-fc7-float32",
+        write,
+        {"note": "x"},
+        layers=["fc7"],
+        precision="float32",
+    ).folder
 
 
 def test_runtime_models_are_published_whole_checked_and_collected(tmp_path: Path) -> None:

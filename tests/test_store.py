@@ -115,7 +115,7 @@ def test_verify_finds_corrupt_and_orphan_shards_and_gc_cleans(tmp_path: Path) ->
     store.put_batch(keys_of(2, "j"), {"fc7": vecs(2)}, FP)
     store.add_dataset("d", [DatasetRow("k000", "a", 0)], ["x"])
     shards = sorted((tmp_path / "shards").rglob("*.npy"))
-    orphan = shards[0].with_name("0123.npy")
+    orphan = shards[0].with_name(f"{'ab' * 16}.npy")  # named as featcache names shards
     orphan.write_bytes(shards[0].read_bytes())
     report = store.verify()
     assert not report.ok and "not in the catalog" in report.problems[0]

@@ -12,7 +12,9 @@
     │   └── ImageTooLargeError        more pixels or bytes than allowed (decompression bombs)
     ├── DataError                     a dataset source (folder, CSV, pickle, npz) that is malformed
     ├── StoreError                    the feature store is unreadable, inconsistent or busy
-    │   └── NotFoundError             a dataset, key, vector or head that is not in the store
+    │   ├── NotFoundError             a dataset, key, vector or head that is not in the store
+    │   └── UnsafePathError           a name in the store (catalog, manifest, symlink) that
+    │                                 would lead outside its folder; never opened or deleted
     ├── FingerprintMismatchError      vectors from one extractor handed to a head of another
     ├── HeadError                     a head file that is missing, tampered with or unfitted
     ├── DependencyError               an optional dependency (Ray, ...) is not installed
@@ -37,6 +39,7 @@ __all__ = [
     "ImageTooLargeError",
     "NotFoundError",
     "StoreError",
+    "UnsafePathError",
     "UnsafePickleError",
     "WeightsError",
 ]
@@ -79,6 +82,10 @@ class NotFoundError(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0]) if self.args else ""
+
+
+class UnsafePathError(StoreError):
+    """A file name the store holds would lead outside the store's folder."""
 
 
 class FingerprintMismatchError(FeatcacheError):

@@ -371,7 +371,14 @@ class OpenVINONetwork:
             # float32 weights as they are: fp16 compression would change float32's numbers
             ov.save_model(model, str(folder / _XML), compress_to_fp16=False)
 
-        cache.publish(self.spec.fingerprint, model_name(layers, self.spec.precision), write, meta)
+        cache.publish(
+            self.spec.fingerprint,
+            model_name(layers, self.spec.precision),
+            write,
+            meta,
+            layers=layers,
+            precision=self.spec.precision,
+        )
 
     def _compiled(self, layers: tuple[str, ...]) -> _Compiled:
         with self._lock:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from featcache.errors import ConfigError, NotFoundError, StoreError
+from featcache.errors import ConfigError, HeadError, NotFoundError, StoreError
 from featcache.store import maintenance
 from featcache.store.catalog import Catalog
 from featcache.store.heads import HEADS_FOLDER, HeadFiles
@@ -536,7 +536,9 @@ class FeatureStore:
         self._catalog.add_failures(dataset, failures)
         report = self.path / "failures.csv"
         new = not report.exists()
-        with open(report, "a", newline="", encoding="utf-8") as f:
+        # O_NOFOLLOW: a planted symlink must not make extract append to a file elsewhere
+        fd = os.open(report, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        with open(fd, "a", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             if new:
                 writer.writerow(["time", "dataset", "path", "reason"])
@@ -671,6 +673,13 @@ class FeatureStore:
         runtimes = self._runtimes.audit()
         report.runtime_models = runtimes.models
         report.problems += runtimes.problems
+        for record in self.heads():
+            try:  # the file is resolved inside heads/ and read only if it is a regular file
+                self.head_bytes(record)
+            except HeadError as exc:
+                report.problems.append(str(exc))
+            else:
+                report.heads += 1
         return report
 
     def gc(self, *, grace_seconds: float = 900.0) -> GcReport:

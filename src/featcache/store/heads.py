@@ -14,7 +14,8 @@ import hashlib
 from pathlib import Path
 
 from featcache._io import atomic_write_bytes, describe_failure
-from featcache.errors import HeadError, StoreError
+from featcache.errors import HeadError, StoreError, UnsafePathError
+from featcache.store.paths import contained, featcache_made, open_regular
 
 __all__ = ["HEADS_FOLDER", "HEAD_SUFFIX", "HeadFiles"]
 
@@ -29,7 +30,17 @@ class HeadFiles:
         self.store_dir = store_dir
 
     def path(self, file: str) -> Path:
-        return self.store_dir / file
+        """The head file's path; `UnsafePathError` if `file` (from the catalog) would lead
+        outside ``STORE/heads``."""
+        prefix = f"{HEADS_FOLDER}/"
+        if not file.startswith(prefix):
+            raise UnsafePathError(
+                f"head file {file!r}: not under {HEADS_FOLDER}/; the store may have been "
+                "crafted, so the file is never opened or deleted"
+            )
+        return contained(
+            self.store_dir / HEADS_FOLDER, file[len(prefix) :], "head file", given=file
+        )
 
     def write(self, name: str, payload: bytes) -> tuple[str, str]:
         """Write a head's bytes durably; return (file relative to the store, SHA-256)."""
@@ -45,11 +56,16 @@ class HeadFiles:
 
     def read(self, file: str, sha256: str, label: str) -> bytes:
         """The file's bytes, only if their SHA-256 is `sha256` (`label` names the head)."""
-        path = self.path(file)
         try:
-            payload = path.read_bytes()
+            path = self.path(file)
+            with open(open_regular(path), "rb") as f:
+                payload = f.read()
+        except UnsafePathError as exc:
+            raise HeadError(
+                f"head {label}: {exc} ('featcache heads delete' removes the version)"
+            ) from None
         except OSError as exc:
-            raise HeadError(f"{path}: head file unreadable ({exc})") from exc
+            raise HeadError(f"{self.store_dir / file}: head file unreadable ({exc})") from exc
         digest = hashlib.sha256(payload).hexdigest()
         if digest != sha256:
             raise HeadError(
@@ -60,6 +76,14 @@ class HeadFiles:
         return payload
 
     def delete(self, file: str) -> None:
-        self.path(file).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # the head's folder goes once it is empty
-            self.path(file).parent.rmdir()
+        """Delete a head file featcache wrote; a name leading outside ``STORE/heads``, a
+        symlink or a file featcache would not have named is left alone."""
+        try:
+            path = self.path(file)
+        except UnsafePathError:
+            return
+        if featcache_made(path):
+            path.unlink(missing_ok=True)
+        if path.parent != self.store_dir / HEADS_FOLDER and not path.parent.is_symlink():
+            with contextlib.suppress(OSError):  # the head's folder goes once it is empty
+                path.parent.rmdir()

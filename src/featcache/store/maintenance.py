@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from featcache.errors import StoreError
+from featcache.errors import StoreError, UnsafePathError
 from featcache.store.catalog import Catalog
 from featcache.store.records import GcReport, VerifyReport
 from featcache.store.shards import TMP_PREFIX, ShardFiles
@@ -64,7 +64,7 @@ def verify(catalog: Catalog, shards: ShardFiles, *, repair: bool = False) -> Ver
     for record in catalog.shards():
         registered.add(record.name)
         report.shards += 1
-        path = shards.path(record.name)
+        path = shards.root / record.name  # for messages only: check() resolves it safely
         check = shards.check(record, rehash=True)
         if check.problem is not None:
             damaged[record.id] = check.problem
@@ -114,7 +114,7 @@ def verify(catalog: Catalog, shards: ShardFiles, *, repair: bool = False) -> Ver
     for name, _ in shards.names():
         if name not in registered and name not in report.repaired:
             report.problems.append(
-                f"{shards.path(name)}: shard file not in the catalog (left by an interrupted "
+                f"{shards.root / name}: shard file not in the catalog (left by an interrupted "
                 "run; 'featcache store gc' removes it)"
             )
     return report
@@ -138,10 +138,10 @@ def gc(catalog: Catalog, shards: ShardFiles, *, grace_seconds: float = 900.0) ->
     freed = 0
     removed = 0
     for name in dict.fromkeys(doomed):
-        path = shards.path(name)
         try:
+            path = shards.path(name)
             size = path.stat().st_size
-        except OSError:
+        except (OSError, UnsafePathError):
             continue
         shards.remove(name)
         if not path.exists():

@@ -1,6 +1,7 @@
 """Models converted for other runtimes, cached under ``STORE/runtimes/``, one folder each::
 
-    STORE/runtimes/FP/NAME/manifest.json   the full fingerprint, what it is, each file's SHA-256
+    STORE/runtimes/FP/NAME/manifest.json   the full fingerprint, layers, precision, each file's
+                                           SHA-256 (the exact list: no other file may be there)
     STORE/runtimes/FP/NAME/checked.json    the files' size, mtime, inode when last hashed sound
     STORE/runtimes/FP/NAME/*               the model's files (OpenVINO: model.xml, model.bin)
 
@@ -18,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from featcache._io import (
     rename_folder,
     temporary_name,
 )
-from featcache.errors import ConfigError, StoreError
+from featcache.errors import ConfigError, StoreError, UnsafePathError
+from featcache.store.paths import contained, plain_name
 
 __all__ = ["RUNTIMES_FOLDER", "RuntimeAudit", "RuntimeFiles", "RuntimeModel"]
 
@@ -114,16 +116,53 @@ class RuntimeFiles:
         """
         folder = self.folder(fingerprint, name)
         try:
+            contained(self.root, f"{fingerprint[:16]}/{name}/{MANIFEST}", "runtime model")
             manifest = json.loads((folder / MANIFEST).read_text())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # UnsafePathError is a ValueError too
             raise StoreError(
                 f"{folder / MANIFEST}: unreadable ({exc}); 'featcache store gc' removes the folder"
             ) from exc
-        return RuntimeModel(
-            folder, manifest["fingerprint"], manifest["name"], manifest["files"], manifest["meta"]
-        )
+        return self._bound(folder, fingerprint, name, manifest)
+
+    @staticmethod
+    def _bound(folder: Path, fingerprint: str, name: str, manifest: Any) -> RuntimeModel:
+        """The manifest as a `RuntimeModel`, only if it names this folder's extractor and
+        model and lists plain file names; `StoreError` otherwise (a model copied from
+        another fingerprint's folder, or a crafted manifest)."""
+        where = f"{folder / MANIFEST}"
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+            raise StoreError(f"{where}: not a runtime-model manifest; it is rebuilt on next use")
+        recorded = str(manifest.get("fingerprint"))
+        # `fingerprint` is the full one, or (store verify, reading folder names) its prefix
+        same = recorded == fingerprint if len(fingerprint) > 16 else recorded[:16] == fingerprint
+        if not same or manifest.get("name") != name:
+            raise StoreError(
+                f"{where}: made for extractor {str(manifest.get('fingerprint'))[:16]} "
+                f"({manifest.get('name')}), found in the folder of {fingerprint[:16]} ({name}): "
+                "copied from elsewhere; it is never used, and rebuilt on next use"
+            )
+        meta = manifest.get("meta")
+        if not isinstance(meta, dict):
+            raise StoreError(f"{where}: no metadata; it is rebuilt on next use")
+        layers, precision = manifest.get("layers"), manifest.get("precision")
+        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+            raise StoreError(f"{where}: no list of layers; it is rebuilt on next use")
+        expected = f"{name.split('-', 1)[0]}-{'+'.join(layers)}-{precision}"
+        if expected != name:
+            raise StoreError(
+                f"{where}: records a {expected} model in the folder of {name}; it is never "
+                "used, and rebuilt on next use"
+            )
+        for file in manifest["files"]:
+            try:
+                plain_name(file, "runtime model file")
+            except UnsafePathError as exc:
+                raise StoreError(f"{where}: {exc}") from None
+            if file in (MANIFEST, CHECKED):
+                raise StoreError(f"{where}: lists {file} as a model file")
+        return RuntimeModel(folder, recorded, name, dict(manifest["files"]), meta)
 
     def publish(
         self,
@@ -131,10 +170,21 @@ class RuntimeFiles:
         name: str,
         write: Callable[[Path], None],
         meta: Mapping[str, Any],
+        *,
+        layers: Sequence[str],
+        precision: str,
     ) -> RuntimeModel:
         """Build a model folder with `write(folder)` under a temporary name, record the
         digests, fsync, and rename it into place. If another process published the same
-        folder first, theirs is kept and returned."""
+        folder first, theirs is kept and returned.
+
+        The manifest binds the model to its extractor (full `fingerprint`), `layers` and
+        `precision` (`name` must be ``RUNTIME-LAYER+LAYER-PRECISION``) and to its exact
+        files: a model whose manifest names another extractor, or whose folder holds a
+        file the manifest does not list, is never used."""
+        expected = f"{name.split('-', 1)[0]}-{'+'.join(layers)}-{precision}"
+        if expected != name:
+            raise ConfigError(f"runtime model {name!r}: its layers and precision say {expected}")
         final = self.folder(fingerprint, name)
         staged = temporary_name(final)
         try:
@@ -149,6 +199,8 @@ class RuntimeFiles:
                 "format": _FORMAT,
                 "fingerprint": fingerprint,
                 "name": name,
+                "layers": list(layers),
+                "precision": precision,
                 "files": files,
                 "meta": dict(meta),
                 "created": time.time(),
@@ -177,6 +229,18 @@ class RuntimeFiles:
         last hashed sound is not hashed again (a 244 MB model cost 0.13 s of CPU on every run);
         ``rehash=True`` (``store verify``) always hashes.
         """
+        try:
+            present = {p.name for p in model.folder.iterdir()} - {MANIFEST, CHECKED}
+        except OSError as exc:
+            return [f"{model.folder}: unreadable ({exc})"]
+        extra = sorted(present - set(model.files))
+        if extra:  # a file swapped in beside the listed ones, or dropped from the list
+            return [
+                f"{model.folder / extra[0]}: not in the manifest's file list ({len(extra)} "
+                "such file(s)); the model is not used, and rebuilt on next use"
+            ]
+        if any((model.folder / file).is_symlink() for file in model.files):
+            return [f"{model.folder}: a model file is a symlink; the model is rebuilt"]
         stamps = _stamps(model.folder, model.files)
         if not rehash and stamps is not None and stamps == self._read_stamps(model):
             return []
@@ -208,26 +272,30 @@ class RuntimeFiles:
     def remove(self, folder: Path) -> int:
         """Delete a model folder (a damaged one before it is rebuilt, a stale one); it is
         renamed aside first, so readers never see half of it. Return the bytes freed."""
-        if not folder.exists():
+        if not folder.exists() or folder.is_symlink():
             return 0
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        try:  # only a folder inside runtimes/ (a symlinked parent may lead elsewhere)
+            contained(self.root, folder.relative_to(self.root).as_posix(), "runtime model")
+        except (UnsafePathError, ValueError):
+            return 0
+        size = sum(p.lstat().st_size for p in folder.rglob("*") if not p.is_symlink())
         doomed = temporary_name(folder)
         try:
             rename_folder(folder, doomed)
-        except FileNotFoundError:  # another process removed it first
+        except OSError:  # another process removed it first, or the store is read-only
             return 0
         shutil.rmtree(doomed, ignore_errors=True)
         return size
 
     def folders(self) -> Iterator[tuple[str, Path, float]]:
         """Yield (fingerprint prefix, folder, mtime) for every folder, temporaries too."""
-        if not self.root.exists():
+        if not self.root.is_dir() or self.root.is_symlink():
             return
         for by_fp in sorted(self.root.iterdir()):
-            if not by_fp.is_dir():
+            if not by_fp.is_dir() or by_fp.is_symlink():  # never follow a symlink out
                 continue
             for folder in sorted(by_fp.iterdir()):
-                if folder.is_dir():
+                if folder.is_dir() and not folder.is_symlink():
                     yield by_fp.name, folder, folder.stat().st_mtime
 
     @staticmethod

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from featcache._io import TMP_PREFIX, atomic_write, describe_failure, file_sha256
-from featcache.errors import StoreError
+from featcache.errors import StoreError, UnsafePathError
+from featcache.store.paths import contained, featcache_made
 from featcache.store.records import ShardInfo, ShardRecord
 
 __all__ = ["SHARDS_FOLDER", "TMP_PREFIX", "ShardCheck", "ShardFiles"]
@@ -67,7 +70,9 @@ class ShardFiles:
         return cls(Path(store_dir) / SHARDS_FOLDER)
 
     def path(self, name: str) -> Path:
-        return self.root / name
+        """The shard's path; `UnsafePathError` if `name` (from the catalog) would lead
+        outside the shard folder."""
+        return contained(self.root, name, "shard")
 
     def write(
         self, fingerprint: str, layer: str, matrix: np.ndarray, *, prefix: str = ""
@@ -117,11 +122,16 @@ class ShardFiles:
         The file is hashed when `rehash` is set, when its mtime differs from the recorded
         one, or when no checksum is recorded; otherwise the size check is all it costs.
         """
-        path = self.path(record.name)
+        try:
+            path = self.path(record.name)
+        except UnsafePathError as exc:
+            return ShardCheck(str(exc))
         try:
             st = path.stat()
         except OSError as exc:
             return ShardCheck(f"{path}: shard file is missing ({exc.strerror or exc})")
+        if not stat.S_ISREG(st.st_mode):
+            return ShardCheck(f"{path}: not a regular file (a device, FIFO or socket); refused")
         if record.bytes is not None and st.st_size != record.bytes:
             return ShardCheck(
                 f"{path}: shard is {st.st_size} bytes, {record.bytes} were written (truncated "
@@ -146,15 +156,29 @@ class ShardFiles:
         return ShardCheck(None, digest, st.st_size, st.st_mtime_ns)
 
     def remove(self, name: str) -> None:
+        """Delete a shard file featcache wrote; a name leading outside the folder, a symlink
+        or a file featcache would not have named is left alone."""
+        try:
+            path = self.path(name)
+        except UnsafePathError:
+            return
+        if not featcache_made(path):
+            return
         with contextlib.suppress(OSError):  # a read-only folder: verify and gc report it
-            self.path(name).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
 
     def names(self) -> Iterator[tuple[str, float]]:
-        """Yield (relative name, mtime) of every file under the shard root, temporaries too."""
-        if not self.root.exists():
+        """Yield (relative name, mtime) of every ``.npy`` file under the shard root,
+        temporaries too; symlinked folders are not entered, symlinks not listed."""
+        if not self.root.is_dir() or self.root.is_symlink():
             return
-        for path in self.root.rglob("*.npy"):
-            try:
-                yield path.relative_to(self.root).as_posix(), path.stat().st_mtime
-            except FileNotFoundError:  # removed meanwhile (another process's rename or gc)
-                continue
+        for folder, dirs, files in os.walk(self.root):  # never follows symlinked folders
+            for file in files:
+                path = Path(folder) / file
+                if not file.endswith(".npy") or path.is_symlink():
+                    continue
+                try:
+                    yield path.relative_to(self.root).as_posix(), path.lstat().st_mtime
+                except FileNotFoundError:  # removed meanwhile (another process's rename or gc)
+                    continue
+            dirs[:] = [d for d in dirs if not (Path(folder) / d).is_symlink()]

@@ -1,0 +1,86 @@
+"""Containment: every file name a store holds is resolved inside the store before use.
+
+A store is data from whoever made it, and its catalog and manifests name files (shards,
+heads, runtime models). A name is used only if it is a relative name without ``..`` whose
+resolved path (symlinks followed) lies inside the folder it belongs to; anything else is
+`UnsafePathError`, reported by ``store verify`` as damage and never opened, written or
+deleted. `featcache_made` tells the files featcache writes from anything else, so that
+only those are ever deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path, PurePosixPath
+
+from featcache._io import TMP_PREFIX
+from featcache.errors import UnsafePathError
+
+__all__ = ["contained", "featcache_made", "open_regular", "plain_name"]
+
+# What featcache names its files: hex digests and uuids, maybe a run's prefix, maybe a
+# temporary's ".tmp-PID-RANDOM-" before it.
+_MADE = re.compile(
+    rf"^(?:{re.escape(TMP_PREFIX)}\d+-[0-9a-f]{{12}}-)?[A-Za-z0-9_.-]*[0-9a-f]{{16,32}}"
+    r"\.(?:npy|safetensors|joblib)$"
+)
+
+
+def plain_name(name: str, what: str) -> str:
+    """`name` if it is one path component (no ``/``, ``..``, NUL or leading dot)."""
+    if not name or "/" in name or "\\" in name or "\x00" in name or name in (".", ".."):
+        raise UnsafePathError(f"{what} {name!r}: not a plain file name; refused")
+    return name
+
+
+def contained(root: Path, name: str, what: str, *, given: str | None = None) -> Path:
+    """``root / name``, only if `name` is relative, has no ``..`` and, resolved (symlinks
+    followed), stays inside `root`; `UnsafePathError` naming `what` and `given` (the name
+    as the store holds it, default `name`) otherwise."""
+    pure = PurePosixPath(name)
+    if (
+        not name
+        or "\x00" in name
+        or "\\" in name
+        or pure.is_absolute()
+        or ".." in pure.parts
+        or Path(name).is_absolute()
+    ):
+        raise UnsafePathError(
+            f"{what} {given or name!r}: not a relative name inside {root}; the store may "
+            "have been crafted or damaged, so the file is never opened or deleted"
+        )
+    path = root / name
+    real_root = root.resolve()
+    real = path.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise UnsafePathError(
+            f"{what} {path}: leads outside {root} (to {real}, through a symlink); the store "
+            "may have been crafted, so the file is never opened or deleted"
+        )
+    return path
+
+
+def featcache_made(path: Path) -> bool:
+    """True for a regular file (not a symlink) named as featcache names its files."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) and _MADE.match(path.name) is not None
+
+
+def open_regular(path: Path) -> int:
+    """An O_RDONLY descriptor of `path`, only if it is a regular file (a device, FIFO or
+    socket under a store name is refused without blocking: O_NONBLOCK, then fstat)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafePathError(f"{path}: not a regular file; refused")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
