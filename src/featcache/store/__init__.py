@@ -17,6 +17,7 @@ from featcache.store.names import (
     validate_dataset_name,
     validate_head_name,
 )
+from featcache.store.paths import contained, featcache_made, open_regular, plain_name
 from featcache.store.records import (
     DatasetChange,
     DatasetInfo,
@@ -63,12 +64,16 @@ __all__ = [
     "ShardRecord",
     "VectorRow",
     "VerifyReport",
+    "contained",
     "create_or_migrate",
     "dedupe_rows",
     "export_vectors",
+    "featcache_made",
     "gc",
     "info",
     "normalize_split",
+    "open_regular",
+    "plain_name",
     "schema_version",
     "validate_dataset_name",
     "validate_head_name",
