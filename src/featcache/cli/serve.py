@@ -28,6 +28,11 @@ def serve(
     allowed_host: list[str] = typer.Option(
         [], help="Host name accepted without a token besides loopback ones, repeatable."
     ),
+    allowed_origin: list[str] = typer.Option(
+        [],
+        help="Web page origin (https://app.example) whose requests are accepted, repeatable; "
+        "other foreign Origin headers get 403.",
+    ),
     top_k: int = typer.Option(5, help="Classes per answer."),
     max_request_mb: float = typer.Option(32.0, help="Largest request body, in MB."),
     max_upload_mb: float = typer.Option(10.0, help="Largest accepted upload, in MB."),
@@ -72,6 +77,7 @@ def serve(
         max_pixels=max_pixels,
         max_request_pixels=max_request_pixels,
         allowed_hosts=tuple(allowed_host),
+        allowed_origins=tuple(allowed_origin),
         access_log=not quiet,
         answer_cache_size=answer_cache,
         runtime=runtime,

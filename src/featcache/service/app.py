@@ -139,13 +139,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.paths = paths
     if config.token is not None:
         declare_bearer(app, OPEN_PATHS)
-    common = (400, 401, 405, 413, 500, 503) if config.token else (400, 405, 413, 500, 503)
+    refusals = (400, 401, 403) if config.token else (400, 403)
+    common = (*refusals, 405, 413, 500, 503)
 
     app.add_middleware(
         Guard,
         routes=app.router.routes,
         token=config.token,
         allowed_hosts=config.allowed_hosts,
+        allowed_origins=config.allowed_origins,
         max_body=config.max_request_bytes,
         metrics=metrics,
         access_log=config.access_log,
@@ -189,7 +191,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         found: dict[str, Answer] = {}
         missing = []
         for key in keys:
-            answer = cache.get(key, live.digest)
+            answer = cache.get(key, live.identity)
             if answer is None:
                 missing.append(key)
             else:
@@ -200,7 +202,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             found.update(fresh)
             if follower.live is live:  # not a head that was swapped out meanwhile
                 for answer in fresh.values():
-                    cache.put(answer, live.digest)
+                    cache.put(answer, live.identity)
         return found, from_cache
 
     async def paths_for(keys: list[str]) -> dict[str, str]:
@@ -377,6 +379,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         responses=response_docs(*common),
     )
     async def healthz() -> Response:
+        if follower.gone is not None:
+            return error_response(
+                503, "head_unavailable", follower.gone, status="unavailable", reason=follower.gone
+            )
         reason = problems.get("refresh")
         if reason is None:
             try:

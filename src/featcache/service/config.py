@@ -21,7 +21,9 @@ class ServiceConfig:
     """What the service serves and its limits.
 
     `head` is a head name or a `HeadSpec` string (``NAME@promoted``, ``NAME@3``). Without a
-    `token`, only loopback Host names and `allowed_hosts` are accepted (DNS rebinding).
+    `token`, only loopback Host names and `allowed_hosts` are accepted (DNS rebinding). A
+    request with an ``Origin`` header (from a web page) is accepted only if that origin's
+    host is one of those, or the origin is in `allowed_origins` (``https://app.example``).
     """
 
     store: Path
@@ -36,6 +38,7 @@ class ServiceConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_request_pixels: int = DEFAULT_MAX_PIXELS
     allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
     access_log: bool = True
     answer_cache_size: int = 50_000
     head_refresh_seconds: float = 2.0
@@ -71,6 +74,13 @@ class ServiceConfig:
         for host in self.allowed_hosts:
             if not host or "/" in host or host != host.strip():
                 raise ConfigError(f"The 'allowed_hosts' must be host names. Got {host!r}.")
+        for origin in self.allowed_origins:
+            scheme, sep, rest = origin.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+                raise ConfigError(
+                    f"The 'allowed_origins' must be origins like https://app.example[:port]. "
+                    f"Got {origin!r}."
+                )
         if self.runtime is not None:
             check_runtime(self.runtime)
         HeadSpec.parse(self.head)

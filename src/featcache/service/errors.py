@@ -103,6 +103,7 @@ def status_of(exc: FeatcacheError) -> tuple[int, str, str]:
 _DESCRIPTIONS = {
     400: "Bad request (e.g. a Host name not allowed without a token)",
     401: "Missing or wrong bearer token",
+    403: "A request from a web page of another origin (Origin header not allowed)",
     404: "Not found",
     405: "Method not allowed (see the Allow header)",
     409: "Unseen images and no weights to extract them",

@@ -10,10 +10,12 @@ limit plus one buffer is read and nothing larger is spooled.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -59,6 +61,7 @@ class Guard:
         routes: Sequence[BaseRoute],
         token: str | None,
         allowed_hosts: Sequence[str],
+        allowed_origins: Sequence[str] = (),
         max_body: int,
         metrics: Metrics,
         access_log: bool,
@@ -67,6 +70,7 @@ class Guard:
         self.routes = routes
         self.expected = f"Bearer {token}".encode() if token is not None else None
         self.hosts = frozenset(h.lower() for h in (*LOOPBACK_HOSTS, *allowed_hosts))
+        self.origins = frozenset(o.lower().rstrip("/") for o in allowed_origins)
         self.max_body = max_body
         self.metrics = metrics
         self.access_log = access_log
@@ -140,6 +144,7 @@ class Guard:
 
     def _refusal(self, scope: Scope) -> Any:
         host = authorization = length = b""
+        origin: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"host":
                 host = value
@@ -147,6 +152,16 @@ class Guard:
                 authorization = value
             elif name == b"content-length":
                 length = value
+            elif name == b"origin":
+                origin = value
+        if origin is not None and not self._origin_allowed(origin.decode("latin-1")):
+            # A page of another site (a cross-site form POST): it may not use this server.
+            return error_response(
+                403,
+                "origin_not_allowed",
+                "requests from a web page of another origin are refused; start the server "
+                "with --allowed-origin ORIGIN to let that page use it",
+            )
         if self.expected is None:
             if host and not self._host_allowed(host.decode("latin-1")):
                 return error_response(
@@ -174,9 +189,31 @@ class Guard:
         return path in OPEN_PATHS or path.startswith(OPEN_PREFIX)
 
     def _host_allowed(self, host: str) -> bool:
-        name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
-        name = name.lower()
-        return name in self.hosts or name.startswith("127.")
+        """A Host header naming exactly a loopback address (``localhost``, an IPv4 literal in
+        127.0.0.0/8, ``::1``) or an allowed host; ``127.0.0.1.evil.example`` is not one."""
+        if host.startswith("["):
+            end = host.find("]")
+            rest = host[end + 1 :]
+            if end < 0 or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+                return False
+            name = host[1:end]
+        else:
+            name, _, port = host.partition(":")
+            if port and not port.isdigit():
+                return False
+        return _allowed_name(name.lower(), self.hosts)
+
+    def _origin_allowed(self, origin: str) -> bool:
+        if origin.lower().rstrip("/") in self.origins:
+            return True
+        try:
+            parts = urlsplit(origin)
+            name = parts.hostname
+            parts.port  # noqa: B018 (a malformed port raises here)
+        except ValueError:
+            return False
+        ok_scheme = parts.scheme in ("http", "https") and not parts.path.strip("/")
+        return ok_scheme and name is not None and _allowed_name(name.lower(), self.hosts)
 
     def _route(self, scope: Scope, path: str, root_path: str) -> str:
         """The route template the request went to (or would have), else `UNMATCHED`."""
@@ -191,6 +228,16 @@ class Guard:
                     break
         template = getattr(route, "path", None)
         return template if isinstance(template, str) and template else UNMATCHED
+
+
+def _allowed_name(name: str, hosts: frozenset[str]) -> bool:
+    if name in hosts:
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return address.is_loopback  # 127.0.0.0/8 and ::1, as literals only
 
 
 def _too_large(limit: int, what: str) -> Any:
