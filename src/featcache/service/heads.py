@@ -22,7 +22,7 @@ from featcache.service.config import HeadSpec
 from featcache.service.errors import ApiError
 from featcache.store.featurestore import FeatureStore, HeadRecord
 
-__all__ = ["HeadFollower", "LiveHead", "identity_of"]
+__all__ = ["HeadFollower", "LiveHead"]
 
 log = logging.getLogger("featcache.service")
 
