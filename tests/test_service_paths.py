@@ -108,7 +108,7 @@ def test_lru_answers_show_the_path_the_store_holds_now(
             )
         again = _path_within(c, keys[4], "new/4.png")
         many = c.post("/v1/predict/keys", json={"keys": [keys[4]]}).json()
-        assert c.app.state.answers.get(keys[4], c.app.state.follower.live.digest) is not None  # type: ignore[attr-defined]
+        assert c.app.state.answers.get(keys[4], c.app.state.follower.live.identity) is not None  # type: ignore[attr-defined]
         with FeatureStore(path) as store:
             store.add_dataset("signs", [DatasetRow(keys[0], "0.png", 0)], CLASSES)
         gone = _path_within(c, keys[4], None)
