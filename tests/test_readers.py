@@ -33,7 +33,7 @@ def test_split_folders_become_splits(tmp_path: Path) -> None:
 
 
 def test_empty_folder_is_explained(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no class subfolders"):
+    with pytest.raises(DataError, match=r"no images; expected ROOT/image.png \(unlabelled\)"):
         open_source(tmp_path)
 
 
@@ -103,13 +103,56 @@ def test_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
 
 def test_pickle_with_wrong_arrays(tmp_path: Path) -> None:
     with open(tmp_path / "train.p", "wb") as f:
-        pickle.dump({"features": np.zeros((2, 4, 4, 3), np.float32), "labels": [0, 1]}, f)
-    with pytest.raises(DataError, match="images must be uint8"):
+        features = np.linspace(-1, 1, 2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+        pickle.dump({"features": features, "labels": [0, 1]}, f)
+    said = (
+        r"images are float32 in \[-1, 1\]; featcache reads 0-255 or, for floats, 0-1. "
+        r"Rescale them, e.g. images = \(images - images.min\(\)\)"
+    )
+    with pytest.raises(DataError, match=said):
         open_source(tmp_path / "train.p")
     with open(tmp_path / "t2.p", "wb") as f:
         pickle.dump({"features": np.zeros((2, 4, 4, 3), np.uint8), "labels": np.array([0])}, f)
-    with pytest.raises(DataError, match="labels must be 2 integers"):
+    with pytest.raises(DataError, match=r"2 images but labels of shape \(1,\); give one per image"):
         open_source(tmp_path / "t2.p")
+
+
+def test_float_images_and_string_labels_are_accepted(tmp_path: Path) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 4, 4, 3)).astype(np.uint8)
+    np.savez(tmp_path / "unit.npz", images=pixels / 255.0, labels=np.array(["cat", "ant", "cat"]))
+    np.savez(tmp_path / "byte.npz", images=pixels.astype(np.float32), labels=[2.0, 0.0, 2.0])
+    unit, byte = open_source(tmp_path / "unit.npz"), open_source(tmp_path / "byte.npz")
+    assert unit.class_names == ["ant", "cat"] and [i.label for i in unit.items] == [1, 0, 1]
+    assert [i.label for i in byte.items] == [2, 0, 2] and byte.class_names == ["0", "1", "2"]
+    for source in (unit, byte):  # the same pixels, so the same keys as the uint8 images
+        assert (source.items[1].rgb() == pixels[1]).all()
+    assert unit.items[0].key() == byte.items[0].key()
+    assert "float64 in [0, 1], scaled by 255" in unit.description
+    assert "float32 in [0, 255], rounded to uint8" in byte.description
+    names = tmp_path / "names.csv"
+    names.write_text("ClassId,SignName\n0,dog\n1,cat\n2,ant\n")
+    named = open_source(tmp_path / "unit.npz", class_names_file=names)
+    assert [i.label for i in named.items] == [1, 2, 1]
+    names.write_text("ClassId,SignName\n0,dog\n1,cow\n")
+    with pytest.raises(
+        DataError, match="label 'cat' \\(row 0\\) is not a class of the class-names file"
+    ):
+        open_source(tmp_path / "unit.npz", class_names_file=names)
+    np.savez(tmp_path / "half.npz", images=pixels, labels=[0.5, 1.0, 2.0])
+    with pytest.raises(DataError, match="label 0.5 at row 0 is not a whole number"):
+        open_source(tmp_path / "half.npz")
+    np.savez(tmp_path / "bare.npz", images=pixels)
+    bare = open_source(tmp_path / "bare.npz")
+    assert [i.label for i in bare.items] == [None] * 3 and bare.class_names == []
+
+
+def test_a_flat_folder_is_unlabelled(tmp_path: Path) -> None:
+    for i, path in enumerate(write_images(tmp_path / "x", 3)):
+        (tmp_path / "flat").mkdir(exist_ok=True)
+        path.rename(tmp_path / "flat" / f"p{i}.png")
+    source = open_source(tmp_path / "flat")
+    assert source.class_names == [] and [i.label for i in source.items] == [None] * 3
+    assert source.description.endswith("(unlabelled)")
 
 
 def test_npz_and_grayscale_arrays(tmp_path: Path) -> None:

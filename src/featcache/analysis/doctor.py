@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,8 @@ class DoctorReport:
     val_carved: bool = False  # `val` is the part of train that `train` would hold out
     timings: dict[str, float] = field(default_factory=dict)
     hashes_computed: int = 0
+    labelled_rows: int | None = None  # None: not counted (every row taken as labelled)
+    unlabelled_next: str = ""  # the next command when no row has a label
 
     def as_json(self) -> dict[str, Any]:
         """doctor.json: the keys the issue fixes, then extras (counts, timings)."""
@@ -177,14 +180,19 @@ class DoctorReport:
                     f"  leakage {name}: {share:.1%} ({self.leaked_rows[split]} of "
                     f"{self.split_rows[split]} rows are in a group with an earlier part's row)"
                 )
-        lines.append(f"  label issues: {len(self.label_issues)} flagged (cleanlab)")
+        if self.labelled_rows == 0:
+            lines.append("  label issues: not checked (the dataset is unlabelled)")
+        else:
+            lines.append(f"  label issues: {len(self.label_issues)} flagged (cleanlab)")
         for r in self.label_issues.head(3).to_dict("records"):
             lines.append(f"    {r['path']}: given {r['given']}, suggested {r['suggested']}")
         lines.append(f"  outliers: {len(self.outliers)} listed, most unusual first")
         for r in self.outliers.head(3).to_dict("records"):
             lines.append(f"    {r['path']}: score {r['score']:.3f}")
         leaky = any(v > 0 for v in self.leakage.values() if not math.isnan(v))
-        if leaky:
+        if self.labelled_rows == 0 and self.unlabelled_next:
+            lines.append(f"next: {self.unlabelled_next}")
+        elif leaky:
             lines.append(
                 f"next: featcache train --store {store} --dataset {self.dataset} "
                 f"--layer {self.layer} --split-groups   (copies stay on one side of the "
@@ -368,6 +376,8 @@ def doctor(
         val_carved=bool(carved_rows.any()),
         timings=timings,
         hashes_computed=found.hashes_computed,
+        labelled_rows=int((data.y >= 0).sum()),
+        unlabelled_next="" if (data.y >= 0).any() else _unlabelled_next(store, data),
     )
     if out is not None:
         t = time.perf_counter()
@@ -375,6 +385,27 @@ def doctor(
         timings["write"] = time.perf_counter() - t
     timings["total"] = sum(timings.values())
     return report
+
+
+def _unlabelled_next(store: FeatureStore, data: LabelledVectors) -> str:
+    """What works on an unlabelled dataset: predict with a head trained on the same vectors,
+    or else export the vectors (to label them, or cluster them, elsewhere)."""
+    heads = [
+        r
+        for r in store.heads()
+        if r.meta.get("fingerprint") == data.fingerprint and r.meta.get("layer") == data.layer
+    ]
+    if heads:
+        folder = os.path.commonpath([os.path.dirname(p) or "." for p in data.paths])
+        return (
+            f"featcache predict --store {store.path} --head {heads[-1].name} {folder}   "
+            "(a head trained on these vectors answers every image from the cache)"
+        )
+    return (
+        f"featcache export --store {store.path} --dataset {data.dataset} --layer {data.layer} "
+        f"--out {data.dataset}.parquet   (unlabelled: to train, put the images in one "
+        "subfolder per class and extract again)"
+    )
 
 
 def _percentile(values: np.ndarray) -> np.ndarray:

@@ -95,6 +95,14 @@ def train_head(
     labelled = data.y >= 0
     train = labelled & (splits == "train")
     held = labelled & (splits == "val")
+    if not labelled.any():
+        raise DataError(
+            f"dataset '{dataset}' is unlabelled ({store.dataset(dataset).source}): training "
+            "needs a label per image. Put the images in one subfolder per class "
+            "(FOLDER/CLASS/image.png) or list them in a CSV manifest (path,label), and "
+            "extract again (cached images cost only hashing). Unlabelled, the dataset "
+            "still works with predict, doctor (duplicates, outliers) and export"
+        )
     if train.sum() == 0:
         raise DataError(f"dataset '{dataset}' has no labelled training rows")
     if len(np.unique(data.y[train])) < 2:
