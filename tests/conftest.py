@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +169,20 @@ def narrow_backbones(monkeypatch: pytest.MonkeyPatch) -> int:
     monkeypatch.setattr(vgg16, "LAYER_SHAPES", vgg16.vgg16_layer_shapes(NARROW))
     monkeypatch.setattr(resnet50, "LAYER_SHAPES", resnet50.resnet50_layer_shapes(NARROW))
     return NARROW
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[str]:
+    """A PostgreSQL server on 127.0.0.1 for the session (see tests/servers.py)."""
+    from servers import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_catalog(postgres_admin: str) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    from servers import new_database
+
+    return new_database(postgres_admin)

@@ -51,8 +51,28 @@ def _options(
         is_eager=True,
         help="Print the version and exit.",
     ),
+    catalog: str | None = typer.Option(
+        None,
+        "--catalog",
+        envvar="FEATCACHE_CATALOG",
+        help="The stores' catalog on PostgreSQL (postgresql://USER@HOST:PORT/DB) instead of "
+        "catalog.sqlite in the store's folder; also FEATCACHE_CATALOG.",
+        show_default=False,
+    ),
 ) -> None:
     """Extract frozen AlexNet features once, cache them by image content, train heads fast."""
+    if catalog:
+        from featcache.store.location import CATALOG_ENV, server_catalog
+
+        # Every store this command opens, and every process it starts (serve's workers,
+        # Ray's), reads the catalog from the environment.
+        from featcache.cli._shared import usage_error
+        from featcache.errors import ConfigError
+
+        try:
+            os.environ[CATALOG_ENV] = server_catalog(catalog) or ""
+        except ConfigError as exc:
+            usage_error(str(exc).replace("the 'catalog'", "--catalog"))
 
 
 for command in (extract, export, train, evaluate, predict, serve, demo, doctor, advise):

@@ -12,6 +12,10 @@ migrates them.
 Writes take SQLite's write lock up front (``BEGIN IMMEDIATE``), so processes that share a
 store queue instead of failing half-way. A catalog opened read-only (``mode=ro``, or
 ``immutable=1`` when its folder cannot be written) answers every query and refuses writes.
+
+The same catalog lives on PostgreSQL when it is given as a ``postgresql://`` URL: the
+statements here are written once, in SQL both accept, and `featcache.store.catalog_postgres`
+holds what differs (placeholders, column types, the write lock).
 """
 
 from __future__ import annotations
@@ -29,6 +33,12 @@ from urllib.parse import quote
 
 from featcache._io import describe_failure
 from featcache.errors import NotFoundError, StoreError
+from featcache.store.catalog_postgres import (
+    POSTGRES_TABLES,
+    PostgresConnection,
+    is_postgres_url,
+    redact_url,
+)
 from featcache.store.records import (
     DatasetChange,
     DatasetInfo,
@@ -60,11 +70,26 @@ class Catalog:
     `StoreError` saying the store is read-only.
     """
 
-    def __init__(self, path: Path, *, timeout: float = 60.0, read_only: bool = False) -> None:
-        self.path = path
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        timeout: float = 60.0,
+        read_only: bool = False,
+        create: bool = True,
+        store: str | None = None,
+    ) -> None:
         self.read_only = read_only
         self._lock = threading.RLock()
         self.migrated_from: int | None = None
+        self._db: Any = None  # a sqlite3.Connection, or a PostgresConnection
+        self._errors: tuple[type[Exception], ...] = (sqlite3.DatabaseError,)
+        if is_postgres_url(path):
+            self.path: Path | str = redact_url(str(path))
+            self._open_postgres(str(path), timeout, create=create, store=store)
+            return
+        path = Path(path)
+        self.path = path
         try:
             if read_only:
                 self._db = self._open_read_only(timeout)
@@ -78,7 +103,40 @@ class Catalog:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a usable featcache catalog ({exc})") from exc
 
+    def _open_postgres(self, url: str, timeout: float, *, create: bool, store: str | None) -> None:
+        """Connect to a catalog on PostgreSQL; create its tables (unless read-only or not
+        `create`) and check that it is `store`'s catalog (one catalog belongs to one store)."""
+        pg = PostgresConnection(url, timeout=timeout, read_only=self.read_only)
+        self._errors = pg.errors
+        self._db = pg
+        try:
+            exists = pg.has_table("meta")
+            if not exists and (self.read_only or not create):
+                raise NotFoundError(
+                    f"{self.path}: no featcache catalog in this database; create the store "
+                    "first (featcache extract ... --catalog URL)"
+                )
+            if not self.read_only:
+                with self.transaction() as db:
+                    create_or_migrate(db, self.path, tables=POSTGRES_TABLES)
+                    if store is not None:
+                        db.execute(
+                            "INSERT INTO meta VALUES('store', ?) ON CONFLICT DO NOTHING", (store,)
+                        )
+            self._check_schema(self._db)
+            owner = self.query("SELECT value FROM meta WHERE key='store'")
+        except BaseException:
+            pg.close()
+            raise
+        if store is not None and owner and owner[0][0] != store:
+            pg.close()
+            raise StoreError(
+                f"{self.path}: this catalog belongs to the store {owner[0][0]}, not {store}; "
+                "give each store its own database (or schema: ?options=-csearch_path%3DNAME)"
+            )
+
     def _open_read_only(self, timeout: float) -> sqlite3.Connection:
+        assert isinstance(self.path, Path)  # the SQLite branch of __init__
         uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
         last: sqlite3.OperationalError | None = None
         # mode=ro needs the WAL index (-shm) to exist or be creatable; immutable=1 does not.
@@ -98,7 +156,7 @@ class Catalog:
                 last = exc
         raise StoreError(f"{self.path}: cannot open the catalog read-only ({last})") from last
 
-    def _check_schema(self, db: sqlite3.Connection) -> None:
+    def _check_schema(self, db: Any) -> None:
         found = schema_version(db, self.path)
         if found != SCHEMA_VERSION:
             raise StoreError(
@@ -128,7 +186,7 @@ class Catalog:
             self._db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Any]:
         """One write transaction holding SQLite's write lock from its start.
 
         A failure rolls back what the transaction did and raises `StoreError` with the cause
@@ -142,7 +200,7 @@ class Catalog:
                 )
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.DatabaseError as exc:
+            except self._errors as exc:
                 raise StoreError(
                     describe_failure(self.path, "locking the catalog for writing", exc)
                 ) from exc
@@ -151,7 +209,7 @@ class Catalog:
                 self._db.execute("COMMIT")
             except BaseException as exc:
                 self._rollback()
-                if isinstance(exc, sqlite3.DatabaseError):
+                if isinstance(exc, self._errors):
                     raise StoreError(
                         describe_failure(self.path, "writing the catalog", exc)
                     ) from exc
@@ -161,14 +219,14 @@ class Catalog:
         # SQLite may already have rolled back (a full disk does); then there is nothing to undo.
         if self._db.in_transaction:
             # the error that led here is the one to report, not a failed rollback
-            with contextlib.suppress(sqlite3.DatabaseError):
+            with contextlib.suppress(*self._errors):
                 self._db.execute("ROLLBACK")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
-                return self._db.execute(sql, params).fetchall()
-            except sqlite3.DatabaseError as exc:
+                return list(self._db.execute(sql, params).fetchall())
+            except self._errors as exc:
                 raise StoreError(f"{self.path}: query failed ({exc})") from exc
 
     # -- extractors -------------------------------------------------------------------------
@@ -176,7 +234,7 @@ class Catalog:
     def register_extractor(self, fingerprint: str, spec: dict[str, Any]) -> None:
         with self.transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO extractors VALUES(?, ?, ?)",
+                "INSERT INTO extractors VALUES(?, ?, ?) ON CONFLICT DO NOTHING",
                 (fingerprint, json.dumps(spec, sort_keys=True), time.time()),
             )
 
@@ -228,7 +286,7 @@ class Catalog:
         with self.transaction() as db:
             shard_id = db.execute(
                 "INSERT INTO shards(name, fingerprint, layer, dtype, rows, dim, created, sha256, "
-                "bytes, mtime_ns) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "bytes, mtime_ns) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     shard.name,
                     shard.fingerprint,
@@ -241,16 +299,16 @@ class Catalog:
                     shard.bytes,
                     shard.mtime_ns,
                 ),
-            ).lastrowid
+            ).fetchone()[0]
             before = db.total_changes
             db.executemany(
-                "INSERT OR IGNORE INTO vectors VALUES(?, ?, ?, ?, ?)",
+                "INSERT INTO vectors VALUES(?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [
                     (key, shard.fingerprint, shard.layer, shard_id, row)
                     for row, key in enumerate(keys)
                 ],
             )
-            added = db.total_changes - before
+            added = int(db.total_changes - before)
             if added == 0:
                 db.execute("DELETE FROM shards WHERE id=?", (shard_id,))
         return added
@@ -296,7 +354,7 @@ class Catalog:
             before = db.total_changes
             for shard_id in shard_ids:
                 db.execute("DELETE FROM vectors WHERE shard_id=?", (shard_id,))
-            dropped = db.total_changes - before
+            dropped = int(db.total_changes - before)
             db.executemany("DELETE FROM shards WHERE id=?", [(i,) for i in shard_ids])
         return dropped
 
@@ -312,7 +370,7 @@ class Catalog:
         with self.transaction() as db:
             before = db.total_changes
             db.execute("DELETE FROM vectors WHERE shard_id NOT IN (SELECT id FROM shards)")
-            return db.total_changes - before
+            return int(db.total_changes - before)
 
     def drop_unused_vectors(self, older_than: float) -> tuple[int, list[str]]:
         """Delete vectors of keys no dataset lists (in shards older than `older_than`).
@@ -512,7 +570,9 @@ class Catalog:
     ) -> None:
         with self.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO file_digests VALUES(?, ?, ?, ?, ?)",
+                "INSERT INTO file_digests VALUES(?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                "size=excluded.size, mtime_ns=excluded.mtime_ns, inode=excluded.inode, "
+                "sha256=excluded.sha256",
                 (path, size, mtime_ns, inode, sha256),
             )
 
@@ -521,13 +581,12 @@ class Catalog:
     def add_head(self, name: str, file: str, sha256: str, meta: dict[str, Any]) -> int:
         """Register a head file under a version `name` never had before; return it."""
         with self.transaction() as db:
-            version = 1 + int(
-                db.execute(
-                    "SELECT MAX(COALESCE((SELECT last FROM head_versions WHERE name=?), 0), "
-                    "COALESCE((SELECT MAX(version) FROM heads WHERE name=?), 0))",
-                    (name, name),
-                ).fetchone()[0]
-            )
+            last, newest = db.execute(
+                "SELECT COALESCE((SELECT last FROM head_versions WHERE name=?), 0), "
+                "COALESCE((SELECT MAX(version) FROM heads WHERE name=?), 0)",
+                (name, name),
+            ).fetchone()
+            version = 1 + max(int(last), int(newest))
             db.execute(
                 "INSERT INTO head_versions VALUES(?, ?) ON CONFLICT(name) DO UPDATE SET "
                 "last=excluded.last",
@@ -585,9 +644,7 @@ class Catalog:
 
     def promoted_head(self, name: str) -> int | None:
         # a store opened read-only may predate the table (made by any writable open)
-        if not self.query(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='head_promotions'"
-        ):
+        if not self._has_table("head_promotions"):
             return None
         found = self.query(
             "SELECT p.version FROM head_promotions p JOIN heads h "
@@ -602,7 +659,8 @@ class Catalog:
     def put_image_hashes(self, kind: str, hashes: Iterable[tuple[str, bytes]]) -> None:
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO image_hashes VALUES(?, ?, ?)",
+                "INSERT INTO image_hashes VALUES(?, ?, ?) ON CONFLICT(key, kind) DO UPDATE SET "
+                "hash=excluded.hash",
                 ((key, kind, value) for key, value in hashes),
             )
 

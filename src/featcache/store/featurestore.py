@@ -29,6 +29,7 @@ from featcache.errors import ConfigError, HeadError, NotFoundError, StoreError
 from featcache.store import maintenance
 from featcache.store.catalog import Catalog
 from featcache.store.heads import HEADS_FOLDER, HeadFiles
+from featcache.store.location import server_catalog
 from featcache.store.names import (
     HeadSpec,
     normalize_split,
@@ -71,16 +72,56 @@ class FeatureStore:
 
     `read_only`: None (default) opens read-only exactly when the user may not write the
     store; True never writes (nothing is created or migrated); False requires write access.
+
+    `catalog`: a ``postgresql://`` URL puts the catalog on that server instead of
+    ``catalog.sqlite`` in the folder (default: the ``FEATCACHE_CATALOG`` environment variable,
+    else SQLite). One catalog belongs to one store: it records the store it was made for.
     """
 
     def __init__(
-        self, path: str | Path, *, create: bool = True, read_only: bool | None = None
+        self,
+        path: str | Path,
+        *,
+        create: bool = True,
+        read_only: bool | None = None,
+        catalog: str | None = None,
     ) -> None:
         self.path = Path(path)
-        catalog = self.path / CATALOG_FILE
         self._shards = ShardFiles(self.path / SHARDS_FOLDER)
         self._heads = HeadFiles(self.path)
         self._runtimes = RuntimeFiles.in_store(self.path)
+        server = server_catalog(catalog)
+        if server is not None:
+            self._catalog = self._open_server_catalog(server, create=create, read_only=read_only)
+        else:
+            self._catalog = self._open_local_catalog(create=create, read_only=read_only)
+        self._maps: dict[str, np.ndarray] = {}
+        self._intact_ids: set[int] = set()  # shards checked by this instance
+        self._check_lock = threading.Lock()
+        #: Problems with shards this instance found (and, when writable, dropped) while
+        #: looking keys up; their images are then computed again by the next extraction.
+        self.repairs: list[str] = []
+        if self._catalog.migrated_from is not None:
+            self._record_missing_checksums()
+
+    def _open_server_catalog(self, url: str, *, create: bool, read_only: bool | None) -> Catalog:
+        """The catalog on a database server; the store's files stay under `path`."""
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"{self.path}: exists and is not a directory")
+        if create and not read_only:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{self.path}: cannot create the store ({exc})") from exc
+        if read_only is None:
+            read_only = self.path.exists() and not os.access(self.path, os.W_OK)
+        return Catalog(
+            url, read_only=read_only, create=create, store=str(self.path.resolve())
+        )
+
+    def _open_local_catalog(self, *, create: bool, read_only: bool | None) -> Catalog:
+        """The SQLite catalog in the store's folder (created with the folder if missing)."""
+        catalog = self.path / CATALOG_FILE
         if catalog.exists() and catalog.stat().st_size == 0:
             self._refuse_empty_catalog(catalog)
         if not catalog.exists():
@@ -100,15 +141,7 @@ class FeatureStore:
                 f"{self.path}: the store is read-only for this user and this command writes "
                 "to it; run it as a user who may write the store's folder"
             )
-        self._catalog = Catalog(catalog, read_only=read_only)
-        self._maps: dict[str, np.ndarray] = {}
-        self._intact_ids: set[int] = set()  # shards checked by this instance
-        self._check_lock = threading.Lock()
-        #: Problems with shards this instance found (and, when writable, dropped) while
-        #: looking keys up; their images are then computed again by the next extraction.
-        self.repairs: list[str] = []
-        if self._catalog.migrated_from is not None:
-            self._record_missing_checksums()
+        return Catalog(catalog, read_only=read_only)
 
     def _refuse_empty_catalog(self, catalog: Path) -> None:
         # A zero-byte catalog beside shards or heads is a lost catalog, not a new store:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from featcache.errors import StoreError
 
@@ -59,7 +60,7 @@ CREATE TABLE IF NOT EXISTS dataset_groups(
 _ROW_IDENTITY = "CREATE UNIQUE INDEX IF NOT EXISTS dataset_rows_path ON dataset_rows(dataset, path)"
 
 
-def schema_version(db: sqlite3.Connection, path: Path) -> int | None:
+def schema_version(db: Any, path: Path | str) -> int | None:
     """The schema version a catalog records (None if it records none)."""
     try:
         found = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
@@ -70,11 +71,15 @@ def schema_version(db: sqlite3.Connection, path: Path) -> int | None:
     return None if found is None else int(found[0])
 
 
-def create_or_migrate(db: sqlite3.Connection, path: Path) -> int | None:
+def create_or_migrate(db: Any, path: Path | str, *, tables: str = "") -> int | None:
     """Create the tables of a new catalog or bring an old one up to date, inside the caller's
-    transaction; return the version migrated from (None if none was needed)."""
+    transaction; return the version migrated from (None if none was needed).
+
+    `tables` is the dialect's own definition of the same tables (PostgreSQL's types); SQLite's
+    is the default. `db` is a `sqlite3.Connection` or a connection offering its methods.
+    """
     # statement by statement: executescript() would commit the open transaction
-    for statement in filter(str.strip, _TABLES.split(";")):
+    for statement in filter(str.strip, (tables or _TABLES).split(";")):
         db.execute(statement)
     found = schema_version(db, path)
     migrated = None
@@ -89,7 +94,7 @@ def create_or_migrate(db: sqlite3.Connection, path: Path) -> int | None:
     return migrated
 
 
-def _migrate_from_1(db: sqlite3.Connection) -> None:
+def _migrate_from_1(db: Any) -> None:
     """Version 1 had no shard checksums, reused head versions and duplicated rows."""
     for column in ("sha256 TEXT", "bytes INTEGER", "mtime_ns INTEGER"):
         db.execute(f"ALTER TABLE shards ADD COLUMN {column}")
@@ -100,7 +105,7 @@ def _migrate_from_1(db: sqlite3.Connection) -> None:
     db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
 
-def dedupe_rows(db: sqlite3.Connection) -> int:
+def dedupe_rows(db: Any) -> int:
     """Keep one row per (dataset, path): the first position, with the newest values."""
     groups = db.execute(
         "SELECT dataset, path, MIN(idx), MAX(idx) FROM dataset_rows "
