@@ -62,13 +62,12 @@ def _options(
 ) -> None:
     """Extract frozen AlexNet features once, cache them by image content, train heads fast."""
     if catalog:
+        from featcache.cli._shared import usage_error
+        from featcache.errors import ConfigError
         from featcache.store.location import CATALOG_ENV, server_catalog
 
         # Every store this command opens, and every process it starts (serve's workers,
         # Ray's), reads the catalog from the environment.
-        from featcache.cli._shared import usage_error
-        from featcache.errors import ConfigError
-
         try:
             os.environ[CATALOG_ENV] = server_catalog(catalog) or ""
         except ConfigError as exc:
