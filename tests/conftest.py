@@ -186,3 +186,33 @@ def pg_catalog(postgres_admin: str) -> str:
     from servers import new_database
 
     return new_database(postgres_admin)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 for the session (see tests/servers.py)."""
+    from servers import s3_server
+
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket on the session's S3 server; its URL. The AWS variables point s3fs at
+    the server (as a user's would at theirs) and the block cache goes under tmp_path."""
+    import uuid
+
+    import fsspec
+
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FEATCACHE_CACHE": str(tmp_path / "cache"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    name = f"fc-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3").mkdir(name)
+    return f"s3://{name}/store"

@@ -27,6 +27,15 @@ import numpy as np
 
 from featcache.errors import ConfigError, HeadError, NotFoundError, StoreError
 from featcache.store import maintenance
+from featcache.store.bucket import (
+    BlockCache,
+    BucketFiles,
+    BucketHeadFiles,
+    BucketShardFiles,
+    cache_folder,
+    is_url,
+    store_url,
+)
 from featcache.store.catalog import Catalog
 from featcache.store.heads import HEADS_FOLDER, HeadFiles
 from featcache.store.location import server_catalog
@@ -86,12 +95,32 @@ class FeatureStore:
         read_only: bool | None = None,
         catalog: str | None = None,
     ) -> None:
-        self.path = Path(path)
-        self._shards = ShardFiles(self.path / SHARDS_FOLDER)
-        self._heads = HeadFiles(self.path)
-        self._runtimes = RuntimeFiles.in_store(self.path)
+        #: Where the store is: its folder, or its URL on object storage.
+        self.location = store_url(path) or str(Path(path))
         server = server_catalog(catalog)
-        if server is not None:
+        if is_url(path):
+            # Objects on a bucket; this host keeps a block cache and its converted runtime
+            # models in a local folder (`path`).
+            files = BucketFiles(self.location)
+            self.path = cache_folder(self.location)
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._shards: ShardFiles = BucketShardFiles(files, BlockCache(self.path / "blocks"))
+            self._heads: HeadFiles = BucketHeadFiles(files)
+        else:
+            self.path = Path(path)
+            self._shards = ShardFiles(self.path / SHARDS_FOLDER)
+            self._heads = HeadFiles(self.path)
+        self._runtimes = RuntimeFiles.in_store(self.path)
+        if is_url(path):
+            if server is None:
+                raise ConfigError(
+                    f"{self.location}: a store on object storage keeps its catalog on a "
+                    "server; give --catalog postgresql://... (or FEATCACHE_CATALOG)"
+                )
+            self._catalog = Catalog(
+                server, read_only=bool(read_only), create=create, store=self.location
+            )
+        elif server is not None:
             self._catalog = self._open_server_catalog(server, create=create, read_only=read_only)
         else:
             self._catalog = self._open_local_catalog(create=create, read_only=read_only)
@@ -186,7 +215,7 @@ class FeatureStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"FeatureStore({str(self.path)!r})"
+        return f"FeatureStore({self.location!r})"
 
     # -- extractors -------------------------------------------------------------------------
 
@@ -315,12 +344,11 @@ class FeatureStore:
         matrix = self._shards.open(name)
         if matrix.shape[0] != len(keys):
             raise StoreError(
-                f"{self._shards.path(name)}: {matrix.shape[0]} rows for {len(keys)} keys"
+                f"{self._shards.where(name)}: {matrix.shape[0]} rows for {len(keys)} keys"
             )
         dtype, dim = str(matrix.dtype), int(matrix.shape[1])
         del matrix  # release the memory map before a possible delete
-        path = self._shards.path(name)
-        st = path.stat()
+        size, mtime_ns = self._shards.stat(name)
         record = ShardRecord(
             id=0,
             name=name,
@@ -330,8 +358,8 @@ class FeatureStore:
             rows=len(keys),
             dim=dim,
             sha256=sha256 or self._shards.sha256(name),
-            bytes=st.st_size,
-            mtime_ns=st.st_mtime_ns,
+            bytes=size,
+            mtime_ns=mtime_ns,
         )
         try:
             new = self._catalog.register_shard(record, list(keys))
@@ -388,18 +416,18 @@ class FeatureStore:
         for name, positions in by_shard.items():
             matrix = self._map(name)
             if matrix.shape[1] != dim:
-                raise StoreError(f"{self._shards.path(name)}: width {matrix.shape[1]} != {dim}")
+                raise StoreError(f"{self._shards.where(name)}: width {matrix.shape[1]} != {dim}")
             rows = np.fromiter((places[i][1] for i in positions), dtype=np.intp)
             if rows.max() >= matrix.shape[0]:
                 raise StoreError(
-                    f"{self._shards.path(name)}: a vector points past its {matrix.shape[0]} rows; "
+                    f"{self._shards.where(name)}: a vector points past its {matrix.shape[0]} rows; "
                     "run 'featcache store verify --repair', then extract again"
                 )
             block = np.asarray(matrix[rows], dtype=np.float32)
             if not np.isfinite(block).all():
                 bad = sorted({int(r) for r in rows[~np.isfinite(block).all(axis=1)]})
                 raise StoreError(
-                    f"{self._shards.path(name)}: NaN or infinite values in row(s) {bad[:5]}; "
+                    f"{self._shards.where(name)}: NaN or infinite values in row(s) {bad[:5]}; "
                     "run 'featcache store verify --repair', then extract again"
                 )
             out[positions] = block

@@ -139,12 +139,13 @@ def gc(catalog: Catalog, shards: ShardFiles, *, grace_seconds: float = 900.0) ->
     removed = 0
     for name in dict.fromkeys(doomed):
         try:
-            path = shards.path(name)
-            size = path.stat().st_size
-        except (OSError, UnsafePathError):
+            size = shards.stat(name)[0]
+        except (StoreError, UnsafePathError):
             continue
         shards.remove(name)
-        if not path.exists():
+        try:
+            shards.stat(name)
+        except StoreError:  # gone
             freed += size
             removed += 1
     return GcReport(files_removed=removed, vectors_removed=dropped, bytes_freed=freed)

@@ -74,6 +74,18 @@ class ShardFiles:
         outside the shard folder."""
         return contained(self.root, name, "shard")
 
+    def where(self, name: str) -> str:
+        """Where the shard is, for messages (a path here, a URL for a bucket)."""
+        return str(self.root / name)
+
+    def stat(self, name: str) -> tuple[int, int]:
+        """(size, mtime in ns) of a shard file; `StoreError` naming it if it is missing."""
+        try:
+            st = self.path(name).stat()
+        except OSError as exc:
+            raise StoreError(f"{self.root / name}: shard file is missing ({exc})") from exc
+        return st.st_size, st.st_mtime_ns
+
     def write(
         self, fingerprint: str, layer: str, matrix: np.ndarray, *, prefix: str = ""
     ) -> ShardInfo:
