@@ -1,13 +1,35 @@
-"""The feature store: a SQLite catalog and memory-mapped vector shards in one directory.
+"""The feature store: a catalog (SQLite, or PostgreSQL) and vector shards in one directory
+or under one object-storage URL.
 
 `FeatureStore` is the API; the other names are its parts (catalog, shard and head files,
 maintenance, name rules, records), exported so that every public name has one home here.
 """
 
+from featcache.store.bucket import (
+    BLOCK_BYTES,
+    CACHE_BYTES_ENV,
+    CACHE_DIR_ENV,
+    BlockCache,
+    BucketFiles,
+    BucketHeadFiles,
+    BucketShardFiles,
+    RangeMatrix,
+    cache_folder,
+    is_url,
+    store_url,
+)
 from featcache.store.catalog import Catalog
+from featcache.store.catalog_postgres import (
+    POSTGRES_SCHEMES,
+    POSTGRES_TABLES,
+    PostgresConnection,
+    is_postgres_url,
+    redact_url,
+)
 from featcache.store.export import export_vectors
 from featcache.store.featurestore import CATALOG_FILE, STORAGE_DTYPES, FeatureStore
 from featcache.store.heads import HEAD_SUFFIX, HEADS_FOLDER, HeadFiles
+from featcache.store.location import CATALOG_ENV, server_catalog
 from featcache.store.maintenance import gc, info, verify
 from featcache.store.names import (
     NAME_RULE,
@@ -35,16 +57,26 @@ from featcache.store.schema import SCHEMA_VERSION, create_or_migrate, dedupe_row
 from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardCheck, ShardFiles
 
 __all__ = [
+    "BLOCK_BYTES",
+    "CACHE_BYTES_ENV",
+    "CACHE_DIR_ENV",
+    "CATALOG_ENV",
     "CATALOG_FILE",
     "HEADS_FOLDER",
     "HEAD_SUFFIX",
     "NAME_RULE",
+    "POSTGRES_SCHEMES",
+    "POSTGRES_TABLES",
     "RUNTIMES_FOLDER",
     "SCHEMA_VERSION",
     "SHARDS_FOLDER",
     "SPLITS",
     "STORAGE_DTYPES",
     "TMP_PREFIX",
+    "BlockCache",
+    "BucketFiles",
+    "BucketHeadFiles",
+    "BucketShardFiles",
     "Catalog",
     "DatasetChange",
     "DatasetInfo",
@@ -55,6 +87,8 @@ __all__ = [
     "HeadRecord",
     "HeadSpec",
     "LabelledVectors",
+    "PostgresConnection",
+    "RangeMatrix",
     "RuntimeAudit",
     "RuntimeFiles",
     "RuntimeModel",
@@ -64,6 +98,7 @@ __all__ = [
     "ShardRecord",
     "VectorRow",
     "VerifyReport",
+    "cache_folder",
     "contained",
     "create_or_migrate",
     "dedupe_rows",
@@ -71,10 +106,15 @@ __all__ = [
     "featcache_made",
     "gc",
     "info",
+    "is_postgres_url",
+    "is_url",
     "normalize_split",
     "open_regular",
     "plain_name",
+    "redact_url",
     "schema_version",
+    "server_catalog",
+    "store_url",
     "validate_dataset_name",
     "validate_head_name",
     "verify",
