@@ -13,7 +13,13 @@ from featcache.classifier.evaluate import (
     report_values,
     write_report,
 )
-from featcache.classifier.finetune import LAYER_SETS, FineTuneHead, PretrainedWeights, RowSource
+from featcache.classifier.finetune import (
+    LAYER_SETS,
+    Epoch,
+    FineTuneHead,
+    PretrainedWeights,
+    RowSource,
+)
 from featcache.classifier.heads import (
     HEADS,
     LogRegHead,
@@ -58,6 +64,7 @@ __all__ = [
     "HEAD_KINDS",
     "KINDS",
     "LAYER_SETS",
+    "Epoch",
     "Evaluation",
     "FineTuneHead",
     "HeadState",

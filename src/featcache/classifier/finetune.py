@@ -19,10 +19,10 @@ imports TensorFlow.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Protocol
 
@@ -34,7 +34,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, valida
 
 from featcache.classifier.headstate import StatefulHead
 
-__all__ = ["LAYER_SETS", "FineTuneHead", "PretrainedWeights", "RowSource"]
+__all__ = ["LAYER_SETS", "Epoch", "FineTuneHead", "PretrainedWeights", "RowSource"]
 
 #: What `layers` may say: the layers trained, and the cached layer they start from.
 LAYER_SETS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -45,6 +45,19 @@ _MIN_STEPS = 8  # optimizer steps per epoch, at least (small sets get smaller ba
 _PREDICT_BATCH = 1024
 _ROW_BLOCK = 32
 _STANDARDISE_ROWS = 1024  # rows sampled to measure the scale of each layer's input
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One finished epoch of `FineTuneHead.fit`, as Keras's ``fit`` reports it: the mean
+    training loss, the held-out accuracy (None without early stopping's held-out rows) and
+    the epoch's training seconds."""
+
+    epoch: int  # 1-based
+    epochs: int  # at most this many
+    loss: float
+    val_accuracy: float | None
+    seconds: float
 
 
 class PretrainedWeights(Protocol):
@@ -213,11 +226,19 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
 
     # -- fit --------------------------------------------------------------------------------
 
-    def fit(self, X: Any, y: Any, pretrained: PretrainedWeights | None = None) -> FineTuneHead:
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        pretrained: PretrainedWeights | None = None,
+        *,
+        on_epoch: Callable[[Epoch], None] | None = None,
+    ) -> FineTuneHead:
         """Fit on (n_samples, n_features) vectors and labels; return self.
 
         `pretrained` holds fc6 and fc7 as the extractor's weights file has them; it is
-        required with ``init="pretrained"`` and ignored with ``init="random"``.
+        required with ``init="pretrained"`` and ignored with ``init="random"``. `on_epoch`
+        hears of every finished epoch (loss, held-out accuracy, seconds): progress.
         """
         self._validate_params()
         rows, y = self._rows(X, reset=True, y=y)
@@ -263,6 +284,16 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
                 self.loss_curve_.append(total / len(train_idx))
                 self.epoch_seconds_.append(time.perf_counter() - started)
                 if not n_val:
+                    if on_epoch is not None:
+                        on_epoch(
+                            Epoch(
+                                epoch + 1,
+                                self.epochs,
+                                self.loss_curve_[-1],
+                                None,
+                                self.epoch_seconds_[-1],
+                            )
+                        )
                     continue
                 val_batches = [
                     val_idx[i : i + _PREDICT_BATCH] for i in range(0, n_val, _PREDICT_BATCH)
@@ -275,6 +306,16 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
                     losses -= float(np.sum(np.log(p[np.arange(len(yv)), yv] + 1e-12)))
                     hits += int(np.sum(p.argmax(axis=1) == yv))
                 self.validation_scores_.append(hits / n_val)
+                if on_epoch is not None:
+                    on_epoch(
+                        Epoch(
+                            epoch + 1,
+                            self.epochs,
+                            self.loss_curve_[-1],
+                            hits / n_val,
+                            self.epoch_seconds_[-1],
+                        )
+                    )
                 if losses / n_val < best[0] - 1e-4:
                     best, stale = (losses / n_val, trainer.weights(), epoch + 1), 0
                 else:
@@ -461,8 +502,9 @@ class _Trainer:
         sample: np.ndarray,
         seed: int,
     ) -> None:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
+        from featcache._tf import import_tensorflow
+
+        tf = import_tensorflow()  # its start-up lines (oneDNN, cuInit) captured, not shown
 
         compute = tf.bfloat16 if head.precision == "bf16" else tf.float32
         new_lr = float(head.learning_rate)

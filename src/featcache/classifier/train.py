@@ -6,13 +6,13 @@ Reads vectors from the store only; only the ``finetune`` head imports TensorFlow
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from featcache.classifier.finetune import LAYER_SETS, FineTuneHead, PretrainedWeights
+from featcache.classifier.finetune import LAYER_SETS, Epoch, FineTuneHead, PretrainedWeights
 from featcache.classifier.heads import (
     HEADS,
     LogRegHead,
@@ -55,6 +55,7 @@ def train_head(
     fingerprint: str | None = None,
     groups: Mapping[str, int] | None = None,
     weights: PretrainedWeights | None = None,
+    on_epoch: Callable[[Epoch], None] | None = None,
 ) -> TrainResult:
     """Train a `head` ("softmax", "logreg" or "finetune") on `dataset`, register it as `name`.
 
@@ -65,7 +66,8 @@ def train_head(
     Rows split as `featcache.classifier.splits` says; the head is judged on the ``val``
     rows (accuracy, top-5 accuracy). Retraining under the same name adds a version.
     `groups` (key → near-duplicate group, as `featcache doctor` records them) keeps each
-    group on one side of the carved held-out split.
+    group on one side of the carved held-out split. `on_epoch` hears of each finished
+    "finetune" epoch (the other heads fit in one go).
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"The 'val_fraction' must be in [0, 1). Got {val_fraction}.")
@@ -88,6 +90,8 @@ def train_head(
         data = lazy_vectors(store, dataset, layer, fingerprint)
         if estimator.init == "pretrained":
             fit_params["pretrained"] = check_pretrained(store, data.fingerprint, weights)
+        if on_epoch is not None:
+            fit_params["on_epoch"] = on_epoch
     else:
         data = store.vectors(dataset, layer, fingerprint)
     timings["read_vectors"] = time.perf_counter() - t

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -33,8 +34,10 @@ __all__ = [
     "progress_bar",
     "progress_line",
     "reports_errors",
+    "show_tf_logs",
     "store_option",
     "usage_error",
+    "verbose_option",
     "which_store",
 ]
 
@@ -95,6 +98,20 @@ def usage_error(text: str) -> NoReturn:
     """Bad usage found after parsing: one line on stderr and exit code 2, as click does."""
     err.print(f"[red]usage error:[/red] {escape(text)}", markup=True)
     raise typer.Exit(EXIT_USAGE)
+
+
+VERBOSE_HELP = "Show TensorFlow's own log lines (oneDNN, CUDA probing), hidden by default."
+
+
+def verbose_option() -> Any:
+    """``--verbose``: TensorFlow's start-up and device lines are shown, not captured."""
+    return typer.Option(False, "--verbose", help=VERBOSE_HELP)
+
+
+def show_tf_logs(verbose: bool) -> None:
+    """Before TensorFlow loads: let its log lines through (featcache._tf reads this)."""
+    if verbose:
+        os.environ["FEATCACHE_TF_LOGS"] = "1"
 
 
 def store_option(help: str = "Feature store directory.") -> Any:

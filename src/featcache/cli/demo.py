@@ -6,15 +6,17 @@ from pathlib import Path
 
 import typer
 
-from featcache.cli._shared import out, progress_bar, reports_errors
+from featcache.cli._shared import out, progress_bar, reports_errors, show_tf_logs, verbose_option
 
 
 @reports_errors
 def demo(
     out_dir: Path = typer.Option(Path("featcache-demo"), "--out", help="Where to put it all."),
     limit: int | None = typer.Option(None, help="Use only the first N digits (quick look)."),
+    verbose: bool = verbose_option(),
 ) -> None:
     """The whole job on the bundled digits sample with RANDOM demo weights."""
+    show_tf_logs(verbose)
     from featcache.demo import run_demo
 
     with progress_bar("extracting") as update:

@@ -16,6 +16,7 @@ from featcache.cli._shared import (
     out,
     progress_bar,
     reports_errors,
+    show_tf_logs,
 )
 
 if TYPE_CHECKING:
@@ -83,13 +84,16 @@ def extract(
     ),
     ray_timeout: float = typer.Option(30.0, help="Ray: seconds allowed for connecting."),
     verbose: bool = typer.Option(
-        False, help="Ray: show Ray's own messages instead of writing them to STORE/logs/."
+        False,
+        help="Show TensorFlow's own log lines, and Ray's messages instead of writing them to "
+        "STORE/logs/.",
     ),
     max_pixels: int = typer.Option(50_000_000, help="Refuse larger images (decompression bombs)."),
     strict: bool = typer.Option(False, help="Exit 3 if any image failed."),
     profile_time: bool = typer.Option(False, help="Print where the time went."),
 ) -> None:
     """Run the frozen network over DATA once; cached images cost only hashing."""
+    show_tf_logs(verbose)
     from featcache.extractor.pipeline import ExtractConfig
     from featcache.extractor.pipeline import extract as run_extract
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import typer
@@ -17,10 +17,15 @@ from featcache.cli._shared import (
     note,
     out,
     reports_errors,
+    show_tf_logs,
     store_option,
     usage_error,
+    verbose_option,
     which_store,
 )
+
+if TYPE_CHECKING:
+    from featcache.classifier.finetune import Epoch
 
 heads_app = typer.Typer(
     rich_markup_mode=None,
@@ -80,12 +85,14 @@ def train(
     weights: Path | None = typer.Option(
         None, help="finetune: the weights file the vectors were extracted with."
     ),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Fit a head on cached vectors, evaluate it, register a new version."""
     from featcache.classifier.train import KINDS, train_head
     from featcache.errors import ConfigError
     from featcache.store import FeatureStore
 
+    show_tf_logs(verbose)
     if legacy_kind is not None:
         err.print("note: in train, --head is now --kind (--head names a head in every command)")
         kind = legacy_kind
@@ -109,6 +116,8 @@ def train(
                 )
             copies = len(groups) - len(set(groups.values()))
             out.print(f"near-duplicate groups: {copies} image(s) held together with another")
+        if kind == "finetune":
+            err.print("finetune: TensorFlow loads first (seconds), then a line per epoch")
         result = train_head(
             fs,
             dataset,
@@ -120,6 +129,7 @@ def train(
             fingerprint=fingerprint,
             groups=groups,
             weights=pretrained,
+            on_epoch=_print_epoch if kind == "finetune" else None,
         )
     record, metrics = result.record, result.metrics
     out.print(
@@ -136,6 +146,14 @@ def train(
     else:
         out.print(f"  no held-out rows: {metrics['no_held_out']}")
     note(record.meta.get("weights_note"))
+
+
+def _print_epoch(epoch: Epoch) -> None:
+    """One line per epoch, as Keras's ``fit`` prints them."""
+    held = "" if epoch.val_accuracy is None else f" - val_accuracy: {epoch.val_accuracy:.4f}"
+    err.print(
+        f"Epoch {epoch.epoch}/{epoch.epochs} - {epoch.seconds:.1f}s - loss: {epoch.loss:.4f}" + held
+    )
 
 
 @reports_errors
@@ -196,8 +214,10 @@ def predict(
     runtime: str | None = typer.Option(
         None, help="tensorflow or openvino, to extract [default: what the head's vectors need]."
     ),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Top-k classes per image: cached images need no TensorFlow; new ones are extracted."""
+    show_tf_logs(verbose)
     from featcache.predictor import Predictor
     from featcache.store import FeatureStore
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from featcache.cli._shared import err, reports_errors
+from featcache.cli._shared import err, reports_errors, show_tf_logs, verbose_option
 
 
 @reports_errors
@@ -48,8 +48,10 @@ def serve(
     runtime: str | None = typer.Option(
         None, help="tensorflow or openvino, to extract [default: what the head's vectors need]."
     ),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Serve predictions over HTTP (OpenAPI docs at /docs)."""
+    show_tf_logs(verbose)
     import os
     import socket
 
