@@ -3,11 +3,20 @@ ETA from a measured rate, advise and doctor stages; TensorFlow's own lines only 
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from conftest import CountingNetwork, write_images
 from featcache.classifier.finetune import Epoch, FineTuneHead
 from featcache.cli.heads import _print_epoch
+from featcache.extractor.pipeline import ExtractConfig, extract
+from featcache.extractor.weights import Weights
+from featcache.progress import auto_progress
+
+STUB = Weights(Path("stub-alexnet.npy"), {}, "ab" * 32, "RANDOM stub weights for tests")
 
 
 @pytest.mark.slow  # TensorFlow loads: about 10 s
@@ -31,3 +40,56 @@ def test_epoch_line_reads_like_keras(capsys: pytest.CaptureFixture[str]) -> None
         "Epoch 3/10 - 12.3s - loss: 0.4521 - val_accuracy: 0.8750",
         "Epoch 1/2 - 0.5s - loss: 1.0000",
     ]
+
+
+def test_auto_progress_off_a_terminal_counts_the_rate_from_the_first_batch() -> None:
+    now = [100.0]
+    stream = io.StringIO()
+    with auto_progress("extracting", stream=stream, clock=lambda: now[0]) as update:
+        # the first batch lands after 40 s of start-up (TensorFlow, the graph)
+        for t, done in ((140.0, 64), (151.0, 128), (162.0, 192), (173.0, 256)):
+            now[0] = t
+            update(done, 1000)
+    assert stream.getvalue().splitlines() == [
+        "extracting: 64/1000 images (6%), - img/s, ETA after the next batch",
+        "extracting: 128/1000 images (13%), 5.8 img/s, ETA 0:02:30",
+        "extracting: 192/1000 images (19%), 5.8 img/s, ETA 0:02:19",
+        "extracting: 256/1000 images (26%), 5.8 img/s, ETA 0:02:08",
+    ]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_auto_progress_on_a_terminal_is_a_tqdm_bar_opened_at_the_first_batch() -> None:
+    stream = Terminal()
+    with auto_progress("extracting", stream=stream) as update:
+        update(64, 200)
+        update(200, 200)
+    shown = stream.getvalue()
+    assert "extracting" in shown and "200/200" in shown and "64/200" in shown
+
+
+def test_extract_shows_progress_unasked_and_none_silences_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import featcache.progress
+
+    monkeypatch.setattr(featcache.progress, "PROGRESS_SECONDS", 0.0)
+    write_images(tmp_path / "imgs", 6)
+    config = ExtractConfig(batch_size=2)
+    extract(tmp_path / "imgs", STUB, tmp_path / "s", config=config, network_factory=CountingNetwork)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "extracting: 2/6 images (33%), - img/s, ETA after the next batch"
+    assert lines[-1].startswith("extracting: 6/6 images (100%), ")
+    extract(
+        tmp_path / "imgs",
+        STUB,
+        tmp_path / "t",
+        config=config,
+        network_factory=CountingNetwork,
+        progress=None,
+    )
+    assert capsys.readouterr().err == ""

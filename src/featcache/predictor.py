@@ -238,6 +238,7 @@ class Predictor:
                 config=config,
                 network_factory=networks,
                 weights_sha256=spec["weights_sha256"],
+                progress=None,  # a service's requests: no bar
             )
         if report.fingerprint != head.fingerprint:
             raise FeatcacheError(

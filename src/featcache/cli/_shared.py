@@ -15,10 +15,11 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from typer.models import OptionInfo
 
 from featcache.errors import ConfigError, FeatcacheError
+from featcache.progress import PROGRESS_SECONDS, Rate, progress_line
 
 __all__ = [
     "EXIT_ERROR",
@@ -45,7 +46,6 @@ out = Console(highlight=False, soft_wrap=True, markup=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 EXIT_ERROR, EXIT_USAGE, EXIT_STRICT, EXIT_INTERRUPTED = 1, 2, 3, 130
-PROGRESS_SECONDS = 10.0  # at most one progress line this often when stderr is not a terminal
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -144,19 +144,6 @@ def note(text: str | None) -> None:
         out.print(f"[bold yellow]note:[/bold yellow] {escape(text)}", markup=True)
 
 
-def progress_line(label: str, done: int, total: int, rate: float, unit: str = "images") -> str:
-    """One line of progress: done/total, rate per second and the time left."""
-    share = f" ({100 * done / total:.0f}%)" if total else ""
-    if rate > 0 and total >= done > 0:
-        left = round((total - done) / rate)
-        eta = f"ETA {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
-    else:
-        eta = "ETA unknown"
-    per = "img" if unit == "images" else unit
-    count = f"{done}/{total}" if total else str(done)
-    return f"{label}: {count} {unit}{share}, {rate:.1f} {per}/s, {eta}"
-
-
 @contextmanager
 def progress_bar(
     label: str,
@@ -170,22 +157,16 @@ def progress_bar(
     On a terminal, a bar (images/s, ETA); otherwise (a log file, a pipe) a plain line at most
     every `every` seconds, so long runs show they are alive without flooding the log.
     """
+    rate = Rate(clock)
     if not err.is_terminal:
-        opened = clock()
-        last = [opened]
-        # The rate counts from the first report on (start-up is not throughput), or from the
-        # start while there has been only one.
-        first: list[tuple[float, int]] = []
+        last = [clock()]
 
         def log(done: int, total: int) -> None:
+            measured = rate.update(done)
             now = clock()
-            if not first:
-                first.append((now, done))
             if now - last[0] >= every:
                 last[0] = now
-                since, done_then = first[0] if done > first[0][1] else (opened, 0)
-                rate = (done - done_then) / (now - since) if now > since else 0.0
-                err.print(progress_line(label, done, total, rate, unit))
+                err.print(progress_line(label, done, total, measured, unit))
 
         yield log
         return
@@ -194,19 +175,18 @@ def progress_bar(
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
     )
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(label, total=None, rate="")
-        started: list[float] = []
+        per = "img" if unit == "images" else unit
 
         def update(done: int, total: int) -> None:
-
-            now = time.perf_counter()
-            if not started:
-                started.append(now)
-            elapsed = now - started[0]
-            rate = f"{done / elapsed:.1f} img/s" if elapsed > 0 else ""
-            bar.update(task, completed=done, total=total, rate=rate)
+            measured = rate.update(done)
+            if measured is None:
+                text = "measuring the rate..."
+            else:
+                left = round((total - done) / measured) if total >= done else 0
+                text = f"{measured:.1f} {per}/s, ETA {left // 60}:{left % 60:02d}"
+            bar.update(task, completed=done, total=total or None, rate=text)
 
         yield update

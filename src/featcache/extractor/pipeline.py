@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from featcache.data import open_source
 from featcache.data.source import ImageItem, ImageSource
@@ -78,7 +78,7 @@ def extract(
     dataset: str | None = None,
     split: str | None = None,
     append: bool = False,
-    progress: Progress | None = None,
+    progress: Progress | Literal["auto"] | None = "auto",
     network_factory: NetworkFactory | Runtime | None = None,
     engine: str | None = None,
     ray_address: str | None = None,
@@ -99,6 +99,10 @@ def extract(
     stem: ``"signs"`` for ``signs/``, ``"train"`` for ``train.p``). Names and splits are
     checked before any work.
 
+    `progress` hears ``(done, total)`` images after each batch; ``"auto"`` (the default)
+    shows a tqdm bar (a widget in Jupyter) on a terminal, or a line every 10 s otherwise,
+    with a rate and ETA measured from the first batch on; None shows nothing.
+
     `network_factory` replaces the TensorFlow network (tests pass a fake one), or is a whole
     `Runtime` (the predictor's keeps its networks between calls). `weights_sha256`, when the
     caller knows it (a head's extractor records it), saves hashing a weights file path: the
@@ -110,6 +114,26 @@ def extract(
     so a cluster that cannot be used leaves no store behind; `on_ray_event` hears of workers
     started, retries, batches given up and nodes lost, and ``report.ray`` sums them up.
     """
+    if progress == "auto":  # a notebook's or script's call: show progress unasked
+        from featcache.progress import auto_progress
+
+        with auto_progress("extracting") as shown:
+            return extract(
+                source,
+                weights,
+                store,
+                config=config,
+                engine=engine,
+                ray_address=ray_address,
+                class_names_file=class_names_file,
+                dataset=dataset,
+                split=split,
+                append=append,
+                progress=shown,
+                network_factory=network_factory,
+                on_ray_event=on_ray_event,
+                weights_sha256=weights_sha256,
+            )
     config = config or ExtractConfig()
     if engine is not None or ray_address is not None:
         config = replace(

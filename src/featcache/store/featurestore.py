@@ -144,9 +144,7 @@ class FeatureStore:
                 raise StoreError(f"{self.path}: cannot create the store ({exc})") from exc
         if read_only is None:
             read_only = self.path.exists() and not os.access(self.path, os.W_OK)
-        return Catalog(
-            url, read_only=read_only, create=create, store=str(self.path.resolve())
-        )
+        return Catalog(url, read_only=read_only, create=create, store=str(self.path.resolve()))
 
     def _open_local_catalog(self, *, create: bool, read_only: bool | None) -> Catalog:
         """The SQLite catalog in the store's folder (created with the folder if missing)."""
