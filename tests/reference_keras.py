@@ -23,15 +23,15 @@ import numpy as np
 EPS = 1.001e-5
 
 
-def read_h5(path: Path) -> dict[str, list[np.ndarray]]:
-    """{layer: [arrays in weight_names order]} as float64."""
+def read_h5(path: Path, dtype: type = np.float64) -> dict[str, list[np.ndarray]]:
+    """{layer: [arrays in weight_names order]} as `dtype` (float32 for the full networks)."""
     out: dict[str, list[np.ndarray]] = {}
     with h5py.File(path, "r") as f:
         for layer in f:
             names = [
                 n.decode() if isinstance(n, bytes) else n for n in f[layer].attrs["weight_names"]
             ]
-            out[layer] = [np.asarray(f[layer][n], dtype=np.float64) for n in names]
+            out[layer] = [np.asarray(f[layer][n], dtype=dtype) for n in names]
     return out
 
 
@@ -42,7 +42,7 @@ def conv(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, stride: int, pad: 
         x = np.pad(x, ((pad, pad), (pad, pad), (0, 0)))
     h = (x.shape[0] - k) // stride + 1
     w = (x.shape[1] - k) // stride + 1
-    cols = np.empty((h, w, k, k, x.shape[2]))
+    cols = np.empty((h, w, k, k, x.shape[2]), x.dtype)
     for dy in range(k):
         for dx in range(k):
             cols[:, :, dy, dx, :] = x[dy : dy + stride * h : stride, dx : dx + stride * w : stride]
@@ -52,7 +52,7 @@ def conv(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, stride: int, pad: 
 def max_pool(x: np.ndarray, k: int, s: int) -> np.ndarray:
     h = (x.shape[0] - k) // s + 1
     w = (x.shape[1] - k) // s + 1
-    out = np.full((h, w, x.shape[2]), -np.inf)
+    out = np.full((h, w, x.shape[2]), -np.inf, x.dtype)
     for dy in range(k):
         for dx in range(k):
             out = np.maximum(out, x[dy : dy + s * h : s, dx : dx + s * w : s])
@@ -63,10 +63,10 @@ def relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0)
 
 
-def vgg16(path: Path, image: np.ndarray) -> dict[str, np.ndarray]:
+def vgg16(path: Path, image: np.ndarray, dtype: type = np.float64) -> dict[str, np.ndarray]:
     """block5_pool, fc1, fc2 of one preprocessed (224, 224, 3) image."""
-    p = read_h5(path)
-    h = image.astype(np.float64)
+    p = read_h5(path, dtype)
+    h = image.astype(dtype)
     for block, convs in enumerate((2, 2, 3, 3, 3), start=1):
         for i in range(1, convs + 1):
             out = conv(h, *p[f"block{block}_conv{i}"], stride=1, pad=1)
@@ -90,10 +90,10 @@ def _conv_bn(
     return (y - mean) / np.sqrt(variance + EPS) * gamma + beta
 
 
-def resnet50(path: Path, image: np.ndarray) -> dict[str, np.ndarray]:
+def resnet50(path: Path, image: np.ndarray, dtype: type = np.float64) -> dict[str, np.ndarray]:
     """conv4_block6_out, conv5_block3_out (flattened) and avg_pool of one (S, S, 3) image."""
-    p = read_h5(path)
-    x = np.pad(image.astype(np.float64), ((3, 3), (3, 3), (0, 0)))
+    p = read_h5(path, dtype)
+    x = np.pad(image.astype(dtype), ((3, 3), (3, 3), (0, 0)))
     x = relu(_conv_bn(p, x, "conv1", stride=2))
     x = max_pool(np.pad(x, ((1, 1), (1, 1), (0, 0))), 3, 2)
     out = {}

@@ -30,6 +30,12 @@ def _write_demo(path: Path, seed: int = 0) -> Path:
     return write_demo_weights(path, seed)
 
 
+def _shapes() -> Mapping[str, tuple[int, ...]]:
+    from featcache.extractor import weights
+
+    return weights.LAYER_SHAPES
+
+
 def _build(weights: Mapping[str, tuple[Any, Any]], profile: str, precision: str) -> Any:
     from featcache.extractor.alexnet import AlexNet
 
@@ -50,6 +56,7 @@ ALEXNET: Final = register_backbone(
         read_weights=_read,
         write_demo_weights=_write_demo,
         build_tensorflow=_build,
+        weight_shapes=_shapes,
         graph_stem="alexnet",
         gmacs=0.724,
         description="AlexNet (bvlc_alexnet, caffe-tensorflow), 227x227, 61M parameters",

@@ -60,8 +60,9 @@ class Backbone:
       published and its size; `read_weights` reads and checks one (every layer's shape),
       `write_demo_weights(path, seed)` writes seeded random weights in the same layout.
     - `build_tensorflow(layers, profile, precision)`: the TensorFlow network (imports
-      TensorFlow when called); `graph_stem`: the name of its traced graph shipped for
-      OpenVINO (`featcache.extractor.graphdef`).
+      TensorFlow when called); `weight_shapes()`: each loaded layer's W shape (its b has
+      the last dimension's length), enough to trace the graph; `graph_stem`: the name of
+      its traced graphs shipped for OpenVINO (`featcache.extractor.graphdef`).
     - `gmacs`: billions of multiply-adds for one image through the whole network.
     - `storage_float16`: layers stored as float16 by ``dtype="auto"`` (large maps).
     """
@@ -78,6 +79,7 @@ class Backbone:
     read_weights: Callable[[Path], Weights]
     write_demo_weights: Callable[[Path, int], Path]
     build_tensorflow: TensorFlowBuilder
+    weight_shapes: Callable[[], Mapping[str, tuple[int, ...]]]
     graph_stem: str
     gmacs: float
     description: str

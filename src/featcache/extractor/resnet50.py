@@ -202,6 +202,7 @@ RESNET50: Final = register_backbone(
         read_weights=read_resnet50_weights,
         write_demo_weights=write_resnet50_demo_weights,
         build_tensorflow=_build,
+        weight_shapes=lambda: LAYER_SHAPES,
         graph_stem="resnet50",
         gmacs=3.86,
         description="ResNet50 (keras.applications, v1), 224x224, 25.6M parameters",

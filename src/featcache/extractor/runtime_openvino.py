@@ -36,12 +36,12 @@ from typing import Any, Final
 
 import numpy as np
 
-from featcache.errors import ConfigError, DependencyError, FeatcacheError, StoreError
-from featcache.extractor.alexnet import LAYER_DIMS, LAYERS, check_batch, check_layers
+from featcache.errors import ConfigError, DependencyError, FeatcacheError, StoreError, WeightsError
 from featcache.extractor.fingerprint import ExtractorSpec
 from featcache.extractor.graphdef import shipped_graph
 from featcache.extractor.network import Network, Runtime, WeightsSource
-from featcache.extractor.preprocess import INPUT_SIZE
+from featcache.extractor.registry import DEFAULT_BACKBONE, backbone_named
+from featcache.extractor.tfgraph import check_square_batch
 from featcache.extractor.weights import Weights
 from featcache.store import FeatureStore, RuntimeFiles, RuntimeModel
 
@@ -50,6 +50,7 @@ __all__ = [
     "REQUEST_BATCH",
     "OpenVINONetwork",
     "convert_alexnet",
+    "convert_network",
     "find_converted",
     "has_bf16",
     "model_name",
@@ -90,15 +91,13 @@ def has_bf16(core: Any) -> bool:
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def model_name(layers: Sequence[str], precision: str) -> str:
+def model_name(layers: Sequence[str], precision: str, backbone: str = DEFAULT_BACKBONE) -> str:
     """The runtime-cache folder name of a converted model: ``openvino-fc7-bf16``."""
-    wanted = set(check_layers(layers))
-    return "openvino-" + "+".join(name for name in LAYERS if name in wanted) + f"-{precision}"
+    return "openvino-" + "+".join(_canonical(layers, backbone)) + f"-{precision}"
 
 
-def _canonical(layers: Sequence[str]) -> tuple[str, ...]:
-    wanted = set(check_layers(layers))
-    return tuple(name for name in LAYERS if name in wanted)
+def _canonical(layers: Sequence[str], backbone: str = DEFAULT_BACKBONE) -> tuple[str, ...]:
+    return backbone_named(backbone).canonical(layers)
 
 
 def find_converted(
@@ -109,8 +108,8 @@ def find_converted(
 
     Raises `StoreError` when the exact model's manifest is unreadable.
     """
-    wanted = _canonical(layers)
-    exact = cache.find(spec.fingerprint, model_name(wanted, spec.precision))
+    wanted = _canonical(layers, spec.network)
+    exact = cache.find(spec.fingerprint, model_name(wanted, spec.precision, spec.network))
     if exact is not None:
         return exact
     for prefix, folder, _ in cache.folders():
@@ -132,10 +131,17 @@ def find_converted(
 
 
 def convert_alexnet(weights: Weights, profile: str, layers: Sequence[str]) -> Any:
-    """Convert featcache's AlexNet (float32, `layers` out) to an ``openvino.Model``.
+    """`convert_network` for AlexNet (its first name, kept for callers)."""
+    return convert_network(weights, profile, layers)
 
-    The graph is `AlexNet.export_function`'s, traced once and shipped (`graphdef`), so no
-    TensorFlow is imported: ``openvino.convert_model`` reads the GraphDef file by itself
+
+def convert_network(weights: Weights, profile: str, layers: Sequence[str]) -> Any:
+    """Convert featcache's network for `weights`' backbone (float32, `layers` out) to an
+    ``openvino.Model``.
+
+    The graph is the TensorFlow network's ``export_function``, traced once and shipped
+    (`graphdef`), so no TensorFlow is imported: ``openvino.convert_model`` reads the GraphDef
+    file by itself
     (0.2 s, where importing TensorFlow and tracing took 2.5 s). Its inputs after the batch
     are the weights, bound here as constants sharing the arrays' memory until the model is
     saved (the converter took 5.6 s on a graph holding the 244 MB as constants, 1.1 s
@@ -145,8 +151,8 @@ def convert_alexnet(weights: Weights, profile: str, layers: Sequence[str]) -> An
     ov = require_openvino()
     from openvino import opset13
 
-    wanted = _canonical(layers)
-    graph = shipped_graph(profile)
+    wanted = _canonical(layers, weights.network)
+    graph = shipped_graph(profile, backbone=weights.network)
     model = ov.convert_model(str(graph.path))
     by_name = {p.get_friendly_name().split(":")[0]: p for p in model.get_parameters()}
     for layer, part in graph.inputs:
@@ -211,13 +217,19 @@ class _Compiled:
         if missing:
             raise FeatcacheError(f"the OpenVINO model has no output {missing}")
         self.outputs = {name: found[name] for name in layers}
+        # Each layer's vector length, from the compiled (static) shapes: narrow test
+        # networks have other lengths than the registry's.
+        self.dims = {
+            name: int(compiled.outputs[found[name]].get_partial_shape()[1].get_length())
+            for name in layers
+        }
         requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.queue = ov.AsyncInferQueue(compiled, max(1, requests))
         self.queue.set_callback(_collect)
 
     def run(self, batch: np.ndarray, chunk: int) -> dict[str, np.ndarray]:
         n = len(batch)
-        results = {name: np.empty((n, LAYER_DIMS[name]), np.float32) for name in self.layers}
+        results = {name: np.empty((n, self.dims[name]), np.float32) for name in self.layers}
         errors: list[BaseException] = []
         padded: list[np.ndarray] = []  # kept alive until the queue is done with them
         for start in range(0, n, chunk):
@@ -274,6 +286,7 @@ class OpenVINONetwork:
                 "--precision float32, or --runtime tensorflow (which emulates bf16)."
             )
         self.spec = spec
+        self.backbone = backbone_named(spec.network)
         self.cache = cache
         self.request_batch = request_batch
         self.threads = threads
@@ -298,20 +311,25 @@ class OpenVINONetwork:
         return config
 
     def _load_weights(self) -> Weights:
-        if isinstance(self._weights, Weights):
-            return self._weights
-        self._weights = self._weights()
+        if not isinstance(self._weights, Weights):
+            self._weights = self._weights()
+        if self._weights.network != self.spec.network:
+            raise WeightsError(
+                f"{self._weights.path}: {self._weights.network} weights, but the extractor "
+                f"is a {self.spec.network}"
+            )
         return self._weights
 
     def _compile(self, model: Any, layers: tuple[str, ...]) -> _Compiled:
-        model.reshape([self.request_batch, INPUT_SIZE, INPUT_SIZE, 3])
+        size = self.backbone.input_size
+        model.reshape([self.request_batch, size, size, 3])
         return _Compiled(self._ov, self._core.compile_model(model, "CPU", self.config), layers)
 
     def _find(self, cache: RuntimeFiles, layers: tuple[str, ...]) -> RuntimeModel | None:
         try:
             return find_converted(cache, self.spec, layers)
         except StoreError as exc:  # an unreadable manifest: convert again
-            name = model_name(layers, self.spec.precision)
+            name = model_name(layers, self.spec.precision, self.spec.network)
             self._discard(cache, cache.folder(self.spec.fingerprint, name), [str(exc)])
             return None
 
@@ -347,9 +365,9 @@ class OpenVINONetwork:
                 f"{self.spec.weights_sha256[:12]}..."
             )
         start = time.perf_counter()
-        model = convert_alexnet(weights, self.spec.profile, layers)
+        model = convert_network(weights, self.spec.profile, layers)
         self.conversions.append(layers)
-        graph = shipped_graph(self.spec.profile)
+        graph = shipped_graph(self.spec.profile, backbone=self.spec.network)
         meta = {
             "runtime": "openvino",
             "openvino": self._ov.__version__,
@@ -373,7 +391,7 @@ class OpenVINONetwork:
 
         cache.publish(
             self.spec.fingerprint,
-            model_name(layers, self.spec.precision),
+            model_name(layers, self.spec.precision, self.spec.network),
             write,
             meta,
             layers=layers,
@@ -397,7 +415,8 @@ class OpenVINONetwork:
                     if self.cache is not None:
                         # Written while the first batches run (serialising, hashing and
                         # fsyncing 244 MB); `close` waits for it.
-                        model.reshape([-1, INPUT_SIZE, INPUT_SIZE, 3])
+                        size = self.backbone.input_size
+                        model.reshape([-1, size, size, 3])
                         self._saving.append(
                             self._saver.submit(self._publish, self.cache, model, layers, meta)
                         )
@@ -416,7 +435,7 @@ class OpenVINONetwork:
         converted when missing or damaged) without compiling it; return its entry."""
         if self.cache is None:
             raise ConfigError("ensure_converted needs a runtime-model cache (a store)")
-        wanted = _canonical(layers)
+        wanted = _canonical(layers, self.spec.network)
         with self._lock:
             entry = self._find(self.cache, wanted)
             if entry is not None:
@@ -433,13 +452,13 @@ class OpenVINONetwork:
 
     def prepare(self, layers: Sequence[str] = ("fc7",)) -> None:
         """Find or convert, then compile, the model for `layers` now rather than on first use."""
-        self._compiled(_canonical(layers))
+        self._compiled(_canonical(layers, self.spec.network))
 
     def forward(self, batch: np.ndarray, layers: Sequence[str] = ("fc7",)) -> dict[str, np.ndarray]:
-        """Run a (N, 227, 227, 3) float32 batch; return ``{layer: (N, dim) float32}``."""
-        wanted = check_layers(layers)
-        check_batch(batch)
-        compiled = self._compiled(_canonical(wanted))
+        """Run a (N, S, S, 3) float32 batch; return ``{layer: (N, dim) float32}``."""
+        wanted = self.backbone.check_layers(layers)
+        check_square_batch(batch, self.backbone.input_size)
+        compiled = self._compiled(_canonical(wanted, self.spec.network))
         inputs = np.ascontiguousarray(batch, dtype=np.float32)
         with self._lock:  # one batch at a time through the queue (its results are shared)
             results = compiled.run(inputs, self.request_batch)
@@ -454,7 +473,7 @@ def openvino_runtime(store: FeatureStore | None, layers: Sequence[str] = ("fc7",
     """
     # An absolute path: Ray's workers get this runtime pickled and run elsewhere.
     cache = None if store is None else RuntimeFiles(store.runtime_models.root.resolve())
-    wanted = _canonical(layers)
+    wanted = tuple(layers)  # checked against the backbone of the spec each network is for
 
     def build(weights: WeightsSource, spec: ExtractorSpec) -> Network:
         network = OpenVINONetwork(spec, weights, cache)

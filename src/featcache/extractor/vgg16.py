@@ -131,6 +131,7 @@ VGG16: Final = register_backbone(
         read_weights=read_vgg16_weights,
         write_demo_weights=write_vgg16_demo_weights,
         build_tensorflow=_build,
+        weight_shapes=lambda: LAYER_SHAPES,
         graph_stem="vgg16",
         gmacs=15.47,
         description="VGG16 (keras.applications), 224x224, 138M parameters",
