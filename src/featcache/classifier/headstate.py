@@ -192,7 +192,9 @@ def encode_head(state: HeadState) -> bytes:
 
 def is_legacy_pickle(payload: bytes) -> bool:
     """True for a head file written by featcache before heads were data (a joblib pickle)."""
-    return payload[:1] == b"\x80"  # pickle protocols 2 to 5 open with PROTO
+    # Pickle protocols 2 to 5 open with PROTO (0x80); a safetensors file opens with its
+    # header's length (little-endian: 0x80 whenever length % 256 == 128), then "{" at byte 8.
+    return payload[:1] == b"\x80" and payload[8:9] != b"{"
 
 
 def decode_head(payload: bytes, source: str) -> HeadState:
