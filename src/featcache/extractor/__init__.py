@@ -96,6 +96,7 @@ _EXPORTS = {
     "PERFORMANCE_HINT": "featcache.extractor.runtime_openvino",
     "REQUEST_BATCH": "featcache.extractor.runtime_openvino",
     "convert_alexnet": "featcache.extractor.runtime_openvino",
+    "convert_network": "featcache.extractor.runtime_openvino",
     "find_converted": "featcache.extractor.runtime_openvino",
     "has_bf16": "featcache.extractor.runtime_openvino",
     "model_name": "featcache.extractor.runtime_openvino",
