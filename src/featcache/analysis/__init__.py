@@ -2,7 +2,8 @@
 and `advise` (which of the seed's four transfer-learning cases applies).
 
 Modules: ``folds`` (k-fold fits shared by both), ``neighbours`` (vector and hash search),
-``duplicates`` (near-duplicate pairs and groups), ``pixels`` (source pixels of a row),
+``duplicates`` (near-duplicate pairs and groups), ``labels`` (label issues and
+cleanlab Datalab's findings), ``pixels`` (source pixels of a row),
 ``sheets`` (contact sheets), ``doctor``, ``advise``. (Imported eagerly, as in
 ``featcache.classifier``: ``featcache.analysis.doctor`` is then always the function.)
 """
@@ -41,6 +42,12 @@ from featcache.analysis.folds import (
     out_of_fold_proba,
     subset_fraction,
 )
+from featcache.analysis.labels import (
+    LabelFindings,
+    burst_aware_folds,
+    label_findings,
+    source_order,
+)
 from featcache.analysis.neighbours import (
     Neighbours,
     VectorIndex,
@@ -59,6 +66,7 @@ __all__ = [
     "DoctorConfig",
     "DoctorReport",
     "FoldScores",
+    "LabelFindings",
     "LayerScore",
     "NearDuplicateConfig",
     "NearPairs",
@@ -69,6 +77,7 @@ __all__ = [
     "accuracy_interval",
     "advise",
     "agreeing",
+    "burst_aware_folds",
     "connected_groups",
     "contact_sheet",
     "cross_validate",
@@ -77,10 +86,12 @@ __all__ = [
     "fold_ids",
     "hash_candidates",
     "hash_similarity",
+    "label_findings",
     "near_duplicate_groups",
     "near_duplicate_pairs",
     "one_blas_thread",
     "out_of_fold_proba",
+    "source_order",
     "subset_fraction",
     "vector_neighbours",
     "write_advise",

@@ -25,7 +25,8 @@ from featcache.analysis.duplicates import (
     connected_groups,
     near_duplicate_pairs,
 )
-from featcache.analysis.folds import fold_ids, one_blas_thread, out_of_fold_proba
+from featcache.analysis.folds import one_blas_thread
+from featcache.analysis.labels import label_findings
 from featcache.analysis.pixels import RowPixels
 from featcache.classifier.splits import effective_splits
 from featcache.data.phash import HASH_BYTES, HASH_KIND, image_hash
@@ -86,6 +87,9 @@ class DoctorReport:
     weights_note: str | None
     search_exact: bool
     val_carved: bool = False  # `val` is the part of train that `train` would hold out
+    datalab: dict[str, Any] = field(default_factory=dict)  # cleanlab Datalab's other findings
+    bursts: int = 0  # groups holding most of a class, split across the label folds
+    skipped: list[str] = field(default_factory=list)  # checks not run, and why
     timings: dict[str, float] = field(default_factory=dict)
     hashes_computed: int = 0
     labelled_rows: int | None = None  # None: not counted (every row taken as labelled)
@@ -121,12 +125,18 @@ class DoctorReport:
                 "given": r["given"],
                 "suggested": r["suggested"],
                 "score": round(float(r["score"]), 6),
+                "flagged": bool(r["flagged"]),
                 "split": r["split"],
             }
             for r in self.label_issues.to_dict("records")
         ]
         outliers = [
-            {"path": r["path"], "score": round(float(r["score"]), 6), "split": r["split"]}
+            {
+                "path": r["path"],
+                "score": round(float(r["score"]), 6),
+                "datalab_score": _json_float(r["datalab_score"]),
+                "split": r["split"],
+            }
             for r in self.outliers.to_dict("records")
         ]
         return {
@@ -145,6 +155,9 @@ class DoctorReport:
             "groups_with_copies": self.groups_with_copies,
             "search_exact": self.search_exact,
             "hashes_computed": self.hashes_computed,
+            "datalab": self.datalab,
+            "bursts_split_across_folds": self.bursts,
+            "skipped": self.skipped,
             "weights_note": self.weights_note,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -183,10 +196,22 @@ class DoctorReport:
         if self.labelled_rows == 0:
             lines.append("  label issues: not checked (the dataset is unlabelled)")
         else:
-            lines.append(f"  label issues: {len(self.label_issues)} flagged (cleanlab)")
+            flagged = int(self.label_issues["flagged"].sum()) if len(self.label_issues) else 0
+            lines.append(
+                f"  label issues: {flagged} flagged by cleanlab Datalab; all "
+                f"{len(self.label_issues)} labelled rows ranked, most suspicious first"
+            )
         for r in self.label_issues.head(3).to_dict("records"):
             lines.append(f"    {r['path']}: given {r['given']}, suggested {r['suggested']}")
-        lines.append(f"  outliers: {len(self.outliers)} listed, most unusual first")
+        if self.bursts:
+            lines.append(
+                f"  {self.bursts} group(s) holding most of a class (bursts) split across the "
+                "label folds, so a head that saw the class scores them"
+            )
+        lines += _datalab_lines(self.datalab)
+        for note in self.skipped:
+            lines.append(f"  skipped: {note}")
+        lines.append(f"  outliers: {len(self.outliers)} ranked, most unusual first")
         for r in self.outliers.head(3).to_dict("records"):
             lines.append(f"    {r['path']}: score {r['score']:.3f}")
         leaky = any(v > 0 for v in self.leakage.values() if not math.isnan(v))
@@ -204,6 +229,25 @@ class DoctorReport:
                 "(which transfer-learning case this dataset is in)"
             )
         return lines
+
+
+def _datalab_lines(found: dict[str, Any]) -> list[str]:
+    """Datalab's class-imbalance, non-IID and underperforming-group verdicts, one line each."""
+    if not found:
+        return []
+    imbalance, order, weak = (
+        found["class_imbalance"],
+        found["non_iid"],
+        found["underperforming_group"],
+    )
+    return [
+        f"  class imbalance: {'FLAGGED' if imbalance['flagged'] else 'no'} (rarest class "
+        f"'{imbalance['rarest_class']}', {imbalance['share']:.1%} of labelled rows)",
+        f"  non-IID order: {'FLAGGED' if order['flagged'] else 'no'} (p-value "
+        f"{order['p_value']}, on the {order['order']})",
+        "  underperforming group: "
+        + (f"FLAGGED, {len(weak['rows'])} row(s)" if weak["flagged"] else "no"),
+    ]
 
 
 def _json_float(value: Any) -> float | None:
@@ -334,15 +378,18 @@ def doctor(
     timings["groups_leakage"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    issues = _label_issues(data, groups, config.folds)
+    found_labels = label_findings(
+        data.X, data.y, data.keys, data.paths, data.splits, data.class_names, groups,
+        config.folds, config.outlier_neighbours,
+    )  # fmt: skip
+    issues = found_labels.label_issues
     timings["label_issues"] = time.perf_counter() - t
 
     t = time.perf_counter()
     with one_blas_thread():
         knn, centroid = _outlier_scores(pairs, data.y[first], config.outlier_neighbours)
     key_score = _either(knn, centroid)
-    listed = max(50, int(np.ceil(config.outlier_share * len(key_score))))
-    order = np.argsort(-key_score, kind="stable")[:listed]
+    order = np.argsort(-key_score, kind="stable")  # a full ranking
     rows = first[order]
     outliers = pd.DataFrame(
         {
@@ -352,6 +399,7 @@ def doctor(
             "score": key_score[order],
             "knn_distance": knn[order],
             "centroid_distance": np.nan if centroid is None else centroid[order],
+            "datalab_score": [found_labels.outlier_score.get(data.keys[i], np.nan) for i in rows],
             "key": [data.keys[i] for i in rows],
         }
     )
@@ -374,6 +422,9 @@ def doctor(
         weights_note=spec.get("weights_note"),
         search_exact=pairs.neighbours_exact,
         val_carved=bool(carved_rows.any()),
+        datalab=found_labels.datalab,
+        bursts=found_labels.bursts,
+        skipped=found_labels.skipped,
         timings=timings,
         hashes_computed=found.hashes_computed,
         labelled_rows=int((data.y >= 0).sum()),
@@ -549,44 +600,6 @@ def _near_table(
             ["leaks", "grouped", "similarity"], ascending=False, kind="stable"
         ).reset_index(drop=True)
     return table
-
-
-def _label_issues(data: LabelledVectors, groups: dict[str, int], folds: int) -> pd.DataFrame:
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
-
-    columns = ["path", "split", "given", "suggested", "score", "key"]
-    labelled = np.flatnonzero(data.y >= 0)
-    present, y = np.unique(data.y[labelled], return_inverse=True)
-    if len(present) < 2 or len(labelled) < 2 * folds:
-        return pd.DataFrame(columns=columns)
-    keys = [data.keys[i] for i in labelled]
-    fold = fold_ids(keys, folds, groups)
-    X = data.X[labelled]
-    proba = out_of_fold_proba(X, y, fold)
-    proba = np.clip(proba, 1e-12, None)
-    proba /= proba.sum(axis=1, keepdims=True)
-    flagged = find_label_issues(y, proba, filter_by="prune_by_noise_rate")
-    quality = get_label_quality_scores(y, proba, method="self_confidence")
-    rows = np.flatnonzero(flagged)
-    rows = rows[np.argsort(quality[rows], kind="stable")]
-    names = data.class_names
-
-    def name(index: int) -> str:
-        label = int(present[index])
-        return names[label] if label < len(names) else str(label)
-
-    return pd.DataFrame(
-        {
-            "path": [data.paths[labelled[r]] for r in rows],
-            "split": [data.splits[labelled[r]] for r in rows],
-            "given": [name(int(y[r])) for r in rows],
-            "suggested": [name(int(np.argmax(proba[r]))) for r in rows],
-            "score": 1.0 - quality[rows],
-            "key": [keys[r] for r in rows],
-        },
-        columns=columns,
-    )
 
 
 def write_doctor(report: DoctorReport, out: str | Path, *, top: int = 24) -> list[Path]:
