@@ -93,3 +93,28 @@ def test_extract_shows_progress_unasked_and_none_silences_it(
         progress=None,
     )
     assert capsys.readouterr().err == ""
+
+
+def test_advise_and_doctor_name_their_stages(tmp_path: Path) -> None:
+    from featcache.analysis.advise import advise
+    from featcache.analysis.doctor import doctor
+    from test_advise import make_store
+
+    store = make_store(tmp_path / "s", per_class=40, classes=3, separation={"fc7": 3.0})
+    heard: list[str] = []
+    advise(store, "d", layers=["fc7"], on_stage=heard.append)
+    assert heard == [
+        "fc7: reading the vectors, 5-fold cross-validation",
+        "learning curve on fc7 (3 more fractions)",
+    ]
+    write_images(tmp_path / "imgs", 12)
+    extract(tmp_path / "imgs", STUB, store, network_factory=CountingNetwork, progress=None)
+    heard.clear()
+    doctor(store, "imgs", on_stage=heard.append, out=tmp_path / "report")
+    assert heard == [
+        "reading the vectors",
+        "pixel hashes and near-duplicates",
+        "label issues (cleanlab, out-of-fold heads)",
+        "outliers",
+        "writing the report and contact sheets",
+    ]

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,12 +337,15 @@ def advise(
     fingerprint: str | None = None,
     rule: Rule | None = None,
     out: str | Path | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> AdviseReport:
     """Measure the signals on `dataset`'s cached `layers` and decide the case.
 
     Rows of the ``test`` split are never used. Folds follow the image key's hash, and keep
-    near-duplicate groups together when `featcache doctor` has recorded them.
+    near-duplicate groups together when `featcache doctor` has recorded them. `on_stage`
+    hears the name of each stage as it starts (progress).
     """
+    stage = on_stage or (lambda _: None)
     if not layers:
         raise ConfigError("The 'layers' must name at least one layer (pool5, fc6, fc7).")
     if not isinstance(store, FeatureStore):
@@ -353,6 +356,7 @@ def advise(
     cached: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]] = {}
     missing: list[str] = []
     for layer in dict.fromkeys(layers):
+        stage(f"{layer}: reading the vectors, {folds}-fold cross-validation")
         t = time.perf_counter()
         found = _layer_data(store, dataset, layer, fingerprint)
         if found is None:
@@ -383,6 +387,7 @@ def advise(
     best = _best(ordered).layer
     X, y, fold, kept = cached[best]
     cached.clear()  # the other layers' vectors can go
+    stage(f"learning curve on {best} ({len(FRACTIONS) - 1} more fractions)")
     t = time.perf_counter()
     subset = subset_fraction(kept)
     # The full fraction is the layer's cross-validation itself: not fitted again.

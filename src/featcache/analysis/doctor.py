@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,21 +339,26 @@ def doctor(
     fingerprint: str | None = None,
     config: DoctorConfig | None = None,
     out: str | Path | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> DoctorReport:
     """Examine `dataset`'s cached `layer` vectors; with `out`, also write the report files.
 
-    Records the near-duplicate groups in the store (``FeatureStore.groups``).
+    Records the near-duplicate groups in the store (``FeatureStore.groups``). `on_stage`
+    hears the name of each stage as it starts (progress).
     """
+    stage = on_stage or (lambda _: None)
     config = config or DoctorConfig()
     if not isinstance(store, FeatureStore):
         store = FeatureStore(store, create=False)
     timings: dict[str, float] = {}
+    stage("reading the vectors")
     t = time.perf_counter()
     data = store.vectors(dataset, layer, fingerprint)
     timings["read_vectors"] = time.perf_counter() - t
     if len(data.keys) < 3:
         raise DataError(f"dataset '{dataset}' has {len(data.keys)} row(s); doctor needs 3 or more")
 
+    stage("pixel hashes and near-duplicates")
     found = _find_groups(store, dataset, data, config.near, timings)
     key_list, first, inverse, pairs = found.keys, found.first, found.inverse, found.pairs
     key_group, groups = found.key_group, found.groups
@@ -377,6 +383,7 @@ def doctor(
     near = _near_table(data, pairs, inverse, splits, parts, config.near.review)
     timings["groups_leakage"] = time.perf_counter() - t
 
+    stage("label issues (cleanlab, out-of-fold heads)")
     t = time.perf_counter()
     found_labels = label_findings(
         data.X, data.y, data.keys, data.paths, data.splits, data.class_names, groups,
@@ -385,6 +392,7 @@ def doctor(
     issues = found_labels.label_issues
     timings["label_issues"] = time.perf_counter() - t
 
+    stage("outliers")
     t = time.perf_counter()
     with one_blas_thread():
         knn, centroid = _outlier_scores(pairs, data.y[first], config.outlier_neighbours)
@@ -430,6 +438,7 @@ def doctor(
         labelled_rows=int((data.y >= 0).sum()),
         unlabelled_next="" if (data.y >= 0).any() else _unlabelled_next(store, data),
     )
+    stage("writing the report and contact sheets")
     if out is not None:
         t = time.perf_counter()
         write_doctor(report, out, top=config.top)

@@ -36,6 +36,7 @@ __all__ = [
     "progress_line",
     "reports_errors",
     "show_tf_logs",
+    "stage_printer",
     "store_option",
     "usage_error",
     "verbose_option",
@@ -101,6 +102,16 @@ def usage_error(text: str) -> NoReturn:
 
 
 VERBOSE_HELP = "Show TensorFlow's own log lines (oneDNN, CUDA probing), hidden by default."
+
+
+def stage_printer(command: str) -> Callable[[str], None]:
+    """A line on stderr as each stage of a long command starts, with the time so far."""
+    started = time.monotonic()
+
+    def say(stage: str) -> None:
+        err.print(f"{command}: {stage} ({time.monotonic() - started:.1f}s)")
+
+    return say
 
 
 def verbose_option() -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from featcache.cli._shared import note, out, reports_errors
+from featcache.cli._shared import note, out, reports_errors, stage_printer
 
 __all__ = ["advise", "doctor"]
 
@@ -38,6 +38,7 @@ def doctor(
             fingerprint=fingerprint,
             config=DoctorConfig(folds=folds, top=top),
             out=folder,
+            on_stage=stage_printer("doctor"),
         )
     for line in report.summary(store):
         out.print(line)
@@ -68,7 +69,13 @@ def advise(
     names = [name.strip() for name in layers.split(",") if name.strip()]
     with FeatureStore(store, create=False) as fs:
         report = run_advise(
-            fs, dataset, layers=names, folds=folds, fingerprint=fingerprint, out=folder
+            fs,
+            dataset,
+            layers=names,
+            folds=folds,
+            fingerprint=fingerprint,
+            out=folder,
+            on_stage=stage_printer("advise"),
         )
     for line in report.summary():
         out.print(line)

@@ -1,0 +1,98 @@
+"""Every command the CLI suggests works as printed: each is taken from the output and run.
+
+(Also run where they are made: `heads promote` in test_cli_naming.py, advise's next step on
+too few rows in test_advise.py, doctor's next steps on unlabelled data in test_unlabelled.py,
+the deprecated positional store's new form in test_cli_naming.py.)"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from featcache.cli import app
+from featcache.store import DatasetRow, FeatureStore
+from service_fakes import png
+
+pytestmark = pytest.mark.slow  # doctor and advise twice: about 15 s
+CLASSES = ("stop", "yield", "priority")
+runner = CliRunner()
+
+
+def cli(*args: str | Path) -> tuple[int, str]:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code, result.output
+
+
+def suggested(text: str, pattern: str) -> list[str]:
+    """The words of the first `featcache ...` command in `text` matching `pattern`."""
+    found = re.search(pattern, text)
+    assert found is not None, text
+    words = shlex.split(found.group(1))
+    assert words[0] == "featcache", words
+    return words[1:]
+
+
+def build(root: Path) -> Path:
+    """Datasets 'signs' (with a test row copying a train image: leakage) and 'clean' (the
+    same without it); 120 real PNGs, random 16-d 'fc7' vectors by class."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 16)).astype(np.float32) * 3
+    keys, rows, vectors = [], [], []
+    for i in range(120):
+        data = png(i)
+        path = root / "data" / CLASSES[i % 3] / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        keys.append(hashlib.sha256(data).hexdigest())
+        vectors.append(centres[i % 3] + rng.standard_normal(16).astype(np.float32))
+        rows.append(DatasetRow(keys[-1], str(path), i % 3, "test" if i % 5 == 0 else "train"))
+    copy = root / "data" / "copy-of-001.png"
+    copy.write_bytes((root / "data" / CLASSES[1] / "001.png").read_bytes())
+    with FeatureStore(root / "store") as store:
+        store.register_extractor("d" * 64, {"profile": "caffe", "weights_note": "RANDOM"})
+        store.put_batch(keys, {"fc7": np.maximum(np.array(vectors), 0)}, "d" * 64)
+        store.add_dataset("clean", rows, list(CLASSES))
+        store.add_dataset("signs", [*rows, DatasetRow(keys[1], str(copy), 1, "test")], CLASSES)
+    return root / "store"
+
+
+def test_every_suggestion_runs_as_printed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = build(tmp_path)
+
+    code, text = cli("predict", "--store", store, "--head", "signs-softmax", tmp_path / "data")
+    assert code == 1
+    train = suggested(text, r"train one with '([^']+)'")
+    assert "DATASET" in train  # the one placeholder: which dataset is the user's to say
+    code, text = cli(*[w.replace("DATASET", "signs") for w in train])
+    assert code == 0 and "head 'signs-softmax' v1" in text
+    code, text = cli("predict", "--store", store, "--head", "signs-softmax", tmp_path / "data")
+    assert code == 0 and text.count("(cached)") == 121
+
+    code, text = cli("evaluate", "--store", store, "--head", "signs-softmax", "--dataset", "signs")
+    assert code == 0
+    doctor = suggested(text, r"\(clean accuracy: run '([^']+)'\)")
+    code, text = cli(*doctor)
+    assert code == 0 and "leakage test:" in text
+    retrain = suggested(text, r"next: (featcache [^(]+?)\s{2,}\(")
+    assert "--split-groups" in retrain
+    code, text = cli(*retrain)
+    assert code == 0 and "near-duplicate groups:" in text
+
+    code, text = cli("doctor", "--store", store, "--dataset", "clean")
+    assert code == 0
+    advise = suggested(text, r"next: (featcache [^(]+?)\s{2,}\(")
+    assert advise[0] == "advise"
+    code, text = cli(*advise)
+    assert code == 0
+    following = suggested(text, r"next: (featcache .+)")
+    assert following[0] == "train"  # advise and doctor never send back and forth
+    code, text = cli(*following)
+    assert code == 0 and "head 'clean-softmax' v1" in text
