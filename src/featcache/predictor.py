@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from featcache.classifier.persist import LoadedHead, Prediction, load_head
 from featcache.data.decode import DEFAULT_MAX_PIXELS
-from featcache.data.source import IMAGE_SUFFIXES, ImageItem, ImageSource
+from featcache.data.source import DEFAULT_MAX_FILE_BYTES, IMAGE_SUFFIXES, ImageItem, ImageSource
 from featcache.errors import ConfigError, DataError, FeatcacheError, ImageError, WeightsError
 from featcache.extractor.fingerprint import check_runtime
-from featcache.store.featurestore import FeatureStore
+from featcache.store.featurestore import DatasetRow, FeatureStore
 from featcache.store.names import HeadSpec
 
 if TYPE_CHECKING:  # the extractor's modules are imported only to extract
@@ -34,7 +34,11 @@ if TYPE_CHECKING:  # the extractor's modules are imported only to extract
     from featcache.extractor.network import Network, Runtime, WeightsSource
     from featcache.extractor.weights import Weights
 
-__all__ = ["ImageResult", "Predictor", "list_images"]
+__all__ = ["UPLOADS_DATASET", "ImageResult", "Predictor", "list_images"]
+
+#: The dataset that records every image extracted to answer it (served uploads, and
+#: images ``featcache predict --weights`` extracted), so gc keeps their vectors.
+UPLOADS_DATASET = "uploads"
 
 
 @dataclass
@@ -86,6 +90,7 @@ class Predictor:
         version: int | None = None,
         top_k: int = 5,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         refresh_seconds: float = 2.0,
         runtime: str | None = None,
     ) -> None:
@@ -99,6 +104,9 @@ class Predictor:
         self.head_name = self.head_spec.name
         self.top_k = top_k
         self.max_pixels = max_pixels
+        if max_file_bytes < 1:
+            raise ConfigError(f"The 'max_file_bytes' must be >= 1. Got {max_file_bytes}.")
+        self.max_file_bytes = max_file_bytes
         self._refresh_seconds = refresh_seconds
         self._weights_path = Path(weights) if weights is not None else None
         self._head = load_head(store, self.head_spec)
@@ -202,7 +210,8 @@ class Predictor:
         `top_k` overrides the predictor's own for this call.
         """
         return self.predict_items(
-            [ImageItem(str(p), file=p) for p in list_images(paths)], top_k=top_k
+            [ImageItem(str(p), file=p, max_bytes=self.max_file_bytes) for p in list_images(paths)],
+            top_k=top_k,
         )
 
     def _top_k(self, top_k: int | None) -> int:
@@ -239,6 +248,7 @@ class Predictor:
                 network_factory=networks,
                 weights_sha256=spec["weights_sha256"],
                 progress=None,  # a service's requests: no bar
+                record_failures=False,
             )
         if report.fingerprint != head.fingerprint:
             raise FeatcacheError(
@@ -246,7 +256,22 @@ class Predictor:
                 f"'{head.name}' expects {head.fingerprint[:12]}"
             )
         by_path = dict(report.failures)
+        self._record_uploads([item for item in items if item.path not in by_path], head)
         return {item.key(): by_path[item.path] for item in items if item.path in by_path}
+
+    def _record_uploads(self, items: list[ImageItem], head: LoadedHead) -> None:
+        """Keep the images just extracted for an answer as rows of the ``uploads`` dataset
+        (path: time, head and file name; no label), so `gc` keeps their vectors and a user
+        can label and add them later. One row per image: a known image is not extracted
+        again."""
+        if not items:
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        rows = [
+            DatasetRow(item.key(), f"{stamp} {head.name}@{head.version} {item.path}", None)
+            for item in items
+        ]
+        self.store.add_dataset(UPLOADS_DATASET, rows, append=True, source="served uploads")
 
     def _why_unseen(self, item: ImageItem) -> str:
         """Why an unseen image gets no answer without weights: undecodable, or just new."""

@@ -89,6 +89,9 @@ def extract(
         "STORE/logs/.",
     ),
     max_pixels: int = typer.Option(50_000_000, help="Refuse larger images (decompression bombs)."),
+    max_file_mb: float = typer.Option(
+        256.0, help="Larger input files are that file's failure, refused before reading."
+    ),
     strict: bool = typer.Option(False, help="Exit 3 if any image failed."),
     profile_time: bool = typer.Option(False, help="Print where the time went."),
 ) -> None:
@@ -107,6 +110,7 @@ def extract(
         dtype=dtype,
         workers=workers,
         max_pixels=max_pixels,
+        max_file_bytes=max(1, int(max_file_mb * 1024 * 1024)),
         engine=engine,
         ray_address=ray_address,
         ray_max_retries=ray_max_retries,

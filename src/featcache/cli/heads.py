@@ -215,6 +215,9 @@ def predict(
         None, help="tensorflow or openvino, to extract [default: what the head's vectors need]."
     ),
     verbose: bool = verbose_option(),
+    max_file_mb: float = typer.Option(
+        256.0, help="Larger input files are that file's failure, refused before reading."
+    ),
 ) -> None:
     """Top-k classes per image: cached images need no TensorFlow; new ones are extracted."""
     show_tf_logs(verbose)
@@ -223,7 +226,13 @@ def predict(
 
     with FeatureStore(store, create=False) as fs:
         predictor = Predictor(
-            fs, head, weights=weights, version=version, top_k=top_k, runtime=runtime
+            fs,
+            head,
+            weights=weights,
+            version=version,
+            top_k=top_k,
+            runtime=runtime,
+            max_file_bytes=max(1, int(max_file_mb * 1024 * 1024)),
         )
         results = predictor.predict(images)
         weights_note = predictor.head.meta.get("weights_note")

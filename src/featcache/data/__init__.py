@@ -27,10 +27,19 @@ from featcache.data.phash import (
     image_hashes,
 )
 from featcache.data.sample import write_digits_folder
-from featcache.data.source import IMAGE_SUFFIXES, ImageItem, ImageSource, array_key, bytes_key
+from featcache.data.source import (
+    DEFAULT_MAX_FILE_BYTES,
+    IMAGE_SUFFIXES,
+    ImageItem,
+    ImageSource,
+    array_key,
+    bytes_key,
+    read_bounded,
+)
 from featcache.errors import DataError
 
 __all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
     "DEFAULT_MAX_PIXELS",
     "FORMATS",
     "HASH_BITS",
@@ -53,6 +62,7 @@ __all__ = [
     "image_size",
     "open_source",
     "read_arrays",
+    "read_bounded",
     "read_class_names",
     "read_folder",
     "read_manifest",

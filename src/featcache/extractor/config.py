@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from featcache.data.decode import DEFAULT_MAX_PIXELS
+from featcache.data.source import DEFAULT_MAX_FILE_BYTES
 from featcache.errors import ConfigError
 from featcache.extractor.alexnet import PRECISIONS
 from featcache.extractor.fingerprint import ExtractorSpec, check_runtime
@@ -72,6 +73,7 @@ class ExtractConfig:
     dtype: str = "auto"
     workers: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     engine: str = "local"
     ray_address: str | None = None
     ray_max_retries: int = 3
@@ -102,6 +104,7 @@ class ExtractConfig:
         _one_of("dtype", self.dtype, ("auto", *STORAGE_DTYPES))
         _positive_int("workers", self.workers)
         _positive_int("max_pixels", self.max_pixels)
+        _positive_int("max_file_bytes", self.max_file_bytes)
         _one_of("engine", self.engine, ENGINES)
         if self.ray_address is not None and self.engine != "ray":
             raise ConfigError(

@@ -84,6 +84,7 @@ def extract(
     ray_address: str | None = None,
     on_ray_event: Callable[[PoolEvent], None] | None = None,
     weights_sha256: str | None = None,
+    record_failures: bool = True,
 ) -> ExtractReport:
     """Extract `source` into `store` (or, with ``store=None``, into the returned report).
 
@@ -113,6 +114,8 @@ def extract(
     directory (a shared path on a cluster) for this process to register. It connects first,
     so a cluster that cannot be used leaves no store behind; `on_ray_event` hears of workers
     started, retries, batches given up and nodes lost, and ``report.ray`` sums them up.
+    `record_failures` False keeps failures out of the store (in the report only): the
+    service's uploads, where any client could otherwise grow the store without bound.
     """
     if progress == "auto":  # a notebook's or script's call: show progress unasked
         from featcache.progress import auto_progress
@@ -178,6 +181,7 @@ def extract(
             session=session,
             on_ray_event=on_ray_event,
             weights_sha256=weights_sha256,
+            record_failures=record_failures,
         )
     finally:
         if session is not None:
@@ -199,6 +203,7 @@ def _extract(
     session: RaySession | None,
     on_ray_event: Callable[[PoolEvent], None] | None,
     weights_sha256: str | None,
+    record_failures: bool,
 ) -> ExtractReport:
     start = time.perf_counter()
     clock = Clock()
@@ -209,6 +214,9 @@ def _extract(
         if dataset is None and store is not None:
             dataset, named_by_default = _default_dataset_name(source), True
         source = open_source(source, class_names_file=class_names_file)
+    if any(item.max_bytes != config.max_file_bytes for item in source.items):
+        bounded = [replace(item, max_bytes=config.max_file_bytes) for item in source.items]
+        source = replace(source, items=bounded)
     for item in source.items:
         normalize_split(item.split, where=item.path)  # a bad split stops before any work
     if not isinstance(weights, Weights) and not Path(weights).is_file():
@@ -259,7 +267,8 @@ def _extract(
     failed_paths = {path for path, _ in failures}
     rows_changed: DatasetChange | None = None
     if store is not None:
-        store.record_failures(dataset, failures)
+        if record_failures:  # the service counts its uploads' failures instead
+            store.record_failures(dataset, failures)
         if dataset is not None:
             with clock("dataset"):
                 stored = {k for k, item in unique.items() if item.path not in failed_paths}

@@ -316,6 +316,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         count(len(keys) - len(unseen), len(unseen), from_cache)
         if unseen:
             await extract_unseen(unseen)
+        for upload in uploads:
+            if upload.status >= 400:
+                metrics.upload_failures.labels(str(upload.status)).inc()
         status, body = answer_body(uploads)
         if status == 200:
             body = _with_note(body, follower.live.head.meta.get("weights_note"))

@@ -55,6 +55,13 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.upload_failures = Counter(
+            "featcache_upload_failures",
+            "Uploaded files refused (too large, undecodable, ...), by status; counted here, "
+            "never written to the store",
+            ["status"],
+            registry=r,
+        )
         self.head_swaps = Counter(
             "featcache_head_swaps", "Times the served head changed", registry=r
         )

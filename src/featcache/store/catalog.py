@@ -542,12 +542,22 @@ class Catalog:
     # -- failures ---------------------------------------------------------------------------
 
     def add_failures(self, dataset: str | None, failures: Sequence[tuple[str, str]]) -> None:
+        """Record why each path failed, replacing what an earlier run recorded for it: one
+        row per (dataset, path)."""
         now = time.time()
         with self.transaction() as db:
+            db.executemany(
+                "DELETE FROM failures WHERE dataset IS ? AND path=?",
+                [(dataset, path) for path, _ in failures],
+            )
             db.executemany(
                 "INSERT INTO failures(dataset, path, reason, time) VALUES(?, ?, ?, ?)",
                 [(dataset, path, reason, now) for path, reason in failures],
             )
+
+    def failure_rows(self) -> list[tuple[float, str | None, str, str]]:
+        """(time, dataset, path, reason) of every recorded failure, oldest first."""
+        return self.query("SELECT time, dataset, path, reason FROM failures ORDER BY id")
 
     def failures(self, dataset: str | None = None) -> list[tuple[str, str]]:
         if dataset is None:

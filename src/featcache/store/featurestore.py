@@ -15,6 +15,7 @@ A store the user may only read is opened read-only and answers every read.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from featcache._io import atomic_write_bytes
 from featcache.errors import ConfigError, HeadError, NotFoundError, StoreError
 from featcache.store import maintenance
 from featcache.store.bucket import (
@@ -589,20 +591,20 @@ class FeatureStore:
     # -- failures ---------------------------------------------------------------------------
 
     def record_failures(self, dataset: str | None, failures: Sequence[tuple[str, str]]) -> None:
-        """Keep (path, reason) of images that could not be extracted, also in failures.csv."""
+        """Keep (path, reason) of images that could not be extracted, one row per path (a
+        failure recorded again replaces the earlier one), also in failures.csv."""
         if not failures:
             return
         self._catalog.add_failures(dataset, failures)
-        report = self.path / "failures.csv"
-        new = not report.exists()
-        # O_NOFOLLOW: a planted symlink must not make extract append to a file elsewhere
-        fd = os.open(report, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        with open(fd, "a", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["time", "dataset", "path", "reason"])
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-            writer.writerows([stamp, dataset or "", path, reason] for path, reason in failures)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["time", "dataset", "path", "reason"])
+        for when, name, path, reason in self._catalog.failure_rows():
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when))
+            writer.writerow([stamp, name or "", path, reason])
+        # written whole and renamed: a planted symlink named failures.csv is replaced, never
+        # written through
+        atomic_write_bytes(self.path / "failures.csv", buffer.getvalue().encode())
 
     def failures(self, dataset: str | None = None) -> list[tuple[str, str]]:
         return self._catalog.failures(dataset)
