@@ -205,3 +205,25 @@ def test_a_runtime_model_belongs_to_its_fingerprint_and_its_exact_files(tmp_path
         (folder / "manifest.json").write_text(json.dumps({**manifest, **change}))
         with pytest.raises(StoreError, match="rebuilt on next use|not a plain file name"):
             files.find(ours, "openvino-fc7-float32")
+
+
+def test_gc_and_verify_handle_temporaries_left_by_killed_commands(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path / "s")
+    store.add_head("h", b"payload", {})
+    folder = tmp_path / "s" / "heads" / "h"
+    old = folder / f".tmp-4242-0123456789ab-{'ab' * 8}.safetensors"  # a killed train's
+    old.write_bytes(b"x" * 1000)
+    os.utime(old, (time.time() - 10**4, time.time() - 10**4))
+    young = tmp_path / "s" / ".tmp-4243-0123456789ab-failures.csv"  # a command running now
+    young.write_bytes(b"y")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / ".tmp-1-0123456789ab-x").write_bytes(b"z")
+    os.utime(outside / ".tmp-1-0123456789ab-x", (0, 0))
+    (tmp_path / "s" / "reports").symlink_to(outside)  # never followed
+    problems = store.verify().problems
+    assert sum("temporary file" in p for p in problems) == 2
+    assert any(str(old) in p for p in problems) and any(str(young) in p for p in problems)
+    report = store.gc(grace_seconds=900)
+    assert not old.exists() and young.exists() and (outside / ".tmp-1-0123456789ab-x").exists()
+    assert report.files_removed == 1 and report.bytes_freed >= 1000

@@ -10,6 +10,7 @@ One module per group of commands; this one assembles them into the ``featcache``
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
@@ -81,6 +82,14 @@ app.add_typer(store_app, name="store")
 app.add_typer(heads_app, name="heads")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so the same cleanup runs."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signum}")
+
+
 def main() -> None:
     """Entry point of the ``featcache`` script."""
     # TensorFlow imports all of Keras 3 at start-up (about 2 s here) unless it is told to use
@@ -91,6 +100,10 @@ def main() -> None:
 
     if importlib.util.find_spec("tf_keras") is None:
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    # SIGTERM (kill, a container stopping, a job scheduler) ends a command the way Ctrl-C
+    # does: temporary files are removed, what is stored is said. `serve` replaces this with
+    # uvicorn's graceful shutdown.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except SystemExit as done:

@@ -734,6 +734,11 @@ class FeatureStore:
         runtimes = self._runtimes.audit()
         report.runtime_models = runtimes.models
         report.problems += runtimes.problems
+        report.problems += [
+            f"{path}: temporary file (being written, or left by a killed command; 'featcache "
+            "store gc' removes it once older than --grace)"
+            for path in maintenance.stale_temporaries(self.path, time.time() + 1)
+        ]
         for record in self.heads():
             try:  # the file is resolved inside heads/ and read only if it is a regular file
                 self.head_bytes(record)
@@ -758,8 +763,19 @@ class FeatureStore:
         # is younger than the grace period).
         live = {fingerprint for fingerprint, _, _ in self._catalog.vector_counts()}
         models, freed = self._runtimes.collect(live, time.time() - grace_seconds)
+        files = 0
+        for path in maintenance.stale_temporaries(self.path, time.time() - grace_seconds):
+            try:
+                size = path.lstat().st_size
+                path.unlink()
+            except OSError:
+                continue
+            files, freed = files + 1, freed + size
         return replace(
-            report, bytes_freed=report.bytes_freed + freed, runtime_models_removed=models
+            report,
+            files_removed=report.files_removed + files,
+            bytes_freed=report.bytes_freed + freed,
+            runtime_models_removed=models,
         )
 
 

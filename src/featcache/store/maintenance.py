@@ -7,6 +7,8 @@ These read the catalog and the shard files directly; `FeatureStore.info`, `.veri
 from __future__ import annotations
 
 import os
+import re
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,36 @@ import numpy as np
 from featcache.errors import StoreError, UnsafePathError
 from featcache.store.catalog import Catalog
 from featcache.store.records import GcReport, VerifyReport
-from featcache.store.shards import TMP_PREFIX, ShardFiles
+from featcache.store.runtime_files import RUNTIMES_FOLDER
+from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardFiles
 
-__all__ = ["gc", "info", "verify"]
+__all__ = ["gc", "info", "stale_temporaries", "verify"]
+
+# A temporary file of `featcache._io.atomic_write`: ".tmp-PID-RANDOM-<final name>".
+_TEMPORARY = re.compile(rf"^{re.escape(TMP_PREFIX)}\d+-[0-9a-f]{{12}}-.+")
+
+
+def stale_temporaries(store_dir: Path, cutoff: float) -> list[Path]:
+    """Temporary files of featcache's atomic writes anywhere in the store (heads,
+    failures.csv, reports...) older than `cutoff`: left by a process that was killed.
+    Symlinks are neither listed nor followed; shard temporaries are gc's shard sweep's and
+    runtime-model folders the runtime cache's."""
+    found = []
+    skip = {store_dir / SHARDS_FOLDER, store_dir / RUNTIMES_FOLDER}
+    for folder, dirs, files in os.walk(store_dir):  # never follows symlinked folders
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if here / d not in skip and not (here / d).is_symlink()]
+        for file in files:
+            path = here / file
+            if not _TEMPORARY.match(file):
+                continue
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                found.append(path)
+    return sorted(found)
 
 
 def info(path: Path, catalog: Catalog) -> dict[str, Any]:
