@@ -741,11 +741,18 @@ class FeatureStore:
         ]
         for record in self.heads():
             try:  # the file is resolved inside heads/ and read only if it is a regular file
-                self.head_bytes(record)
+                payload = self.head_bytes(record)
             except HeadError as exc:
                 report.problems.append(str(exc))
-            else:
-                report.heads += 1
+                continue
+            if payload[:1] == b"\x80":  # a pickle's PROTO opcode: never loaded
+                report.problems.append(
+                    f"head '{record.name}' v{record.version} ({self.path / record.file}): an old "
+                    "pickled head, refused by every command; if you trust this store, 'featcache "
+                    f"heads upgrade --store {self.path}' converts it"
+                )
+                continue
+            report.heads += 1
         return report
 
     def gc(self, *, grace_seconds: float = 900.0) -> GcReport:
