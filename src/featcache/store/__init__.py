@@ -30,7 +30,7 @@ from featcache.store.export import export_vectors
 from featcache.store.featurestore import CATALOG_FILE, STORAGE_DTYPES, FeatureStore
 from featcache.store.heads import HEAD_SUFFIX, HEADS_FOLDER, HeadFiles
 from featcache.store.location import CATALOG_ENV, server_catalog
-from featcache.store.maintenance import gc, info, verify
+from featcache.store.maintenance import gc, info, stale_temporaries, verify
 from featcache.store.names import (
     NAME_RULE,
     SPLITS,
@@ -114,6 +114,7 @@ __all__ = [
     "redact_url",
     "schema_version",
     "server_catalog",
+    "stale_temporaries",
     "store_url",
     "validate_dataset_name",
     "validate_head_name",
