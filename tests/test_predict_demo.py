@@ -142,3 +142,30 @@ def test_demo_command_prints_next_commands_that_work(tmp_path: Path) -> None:
     result = runner.invoke(app, args)  # the printed command, as given, answers an unseen image
     assert result.exit_code == 0, result.output
     assert f"Image 0: {unseen} (extracted)" in result.output
+
+
+def test_the_demos_suggested_commands_work_as_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    import featcache.service.runner
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["demo", "--out", "d", "--limit", "60"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    predict = next(line for line in lines if line.startswith("next: featcache predict"))
+    words = predict.split()[2:]
+    assert words[-1] == "IMAGE..."
+    image = sorted(Path("d/digits/test").rglob("*.png"))[0]
+    done = runner.invoke(app, [*words[:-1], str(image)])
+    assert done.exit_code == 0 and f"{image} (cached)" in done.output
+    serve = next(line for line in lines if line.strip().startswith("featcache serve"))
+    monkeypatch.setattr(featcache.service.runner, "run", lambda *a, **k: None)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    served = runner.invoke(app, [*serve.split()[1:], "--port", str(port)])
+    assert served.exit_code == 0 and "serving head 'digits-softmax' v1" in served.output
