@@ -91,7 +91,16 @@ def test_finetune_refuses_vectors_of_another_weights_file(tmp_path: Path) -> Non
         train_head(store, "toy", head="finetune", weights=tiny_weights("b" * 64))
     with pytest.raises(ConfigError, match=r"pass it \(--weights W\)"):
         train_head(store, "toy", head="finetune")
-    with pytest.raises(ConfigError, match="trains on 'pool5' vectors. Got layer 'fc7'"):
+    with pytest.raises(ConfigError, match="cut='pool5' trains on 'pool5' vectors. Got layer 'fc7'"):
+        train_head(
+            store,
+            "toy",
+            head="finetune",
+            layer="fc7",
+            params={"cut": "pool5"},
+            weights=tiny_weights("a" * 64),
+        )
+    with pytest.raises(ConfigError, match=r"'cut' parameter of FineTuneHead must be a str among"):
         train_head(store, "toy", head="finetune", layer="fc7", weights=tiny_weights("a" * 64))
     with pytest.raises(ConfigError, match="'precision' parameter of FineTuneHead"):
         train_head(store, "toy", head="finetune", params={"precision": "fp8"})
@@ -160,7 +169,7 @@ def test_zero_epochs_reproduce_the_extractors_fc7(weights: Weights, tmp_path: Pa
     scale = np.abs(out["fc7"]).max()
     assert np.abs(fc7 - out["fc7"]).max() <= 1e-4 * scale
     np.testing.assert_allclose(head.coefs_[0], weights.layers["fc6"][0], rtol=1e-6, atol=1e-9)
-    upper = FineTuneHead(layers="fc7,fc8", epochs=0).fit(out["fc6"], y, pretrained=weights)
+    upper = FineTuneHead(cut="fc6", epochs=0).fit(out["fc6"], y, pretrained=weights)
     assert np.abs(upper.activations(out["fc6"], "fc7") - out["fc7"]).max() <= 1e-4 * scale
     with pytest.raises(ValueError, match="'fc6' takes 9216 inputs but X has 4096"):
         FineTuneHead(epochs=0).fit(out["fc6"], y, pretrained=weights)
@@ -219,6 +228,10 @@ def test_train_show_predict_and_serve_round_trip(weights_path: Path, tmp_path: P
     )
     assert trained.exit_code == 0, trained.output
     assert "[pool5]" in trained.output and "RANDOM" in trained.output.upper()
+    # 9 training rows: none left to hold out inside the fine-tune, and it says so
+    assert "Epoch 0/2 (frozen start + linear probe) - " in trained.output
+    assert "Epoch 1/2 - " in trained.output and " - loss: " in trained.output
+    assert "no held-out rows, so the last epoch is kept and no gain is measured" in trained.output
     shown = json.loads(cli.invoke(app, ["heads", "show", "--store", str(store), "ft"]).output)
     assert shown["head"] == "finetune" and shown["layer"] == "pool5"
     assert 210e6 < shown["file_bytes"] < 230e6  # fc6 and fc7 in float32

@@ -27,18 +27,23 @@ def test_finetune_reports_every_epoch() -> None:
     seen: list[Epoch] = []
     head = FineTuneHead(init="random", hidden_units=8, epochs=4, patience=10, random_state=0)
     head.fit(X, y, on_epoch=seen.append)
-    assert [e.epoch for e in seen] == [1, 2, 3, 4] and all(e.epochs == 4 for e in seen)
-    assert [e.loss for e in seen] == head.loss_curve_
+    # epoch 0 is the frozen start (pretrained layers and the linear probe)
+    assert [e.epoch for e in seen] == [0, 1, 2, 3, 4] and all(e.epochs == 4 for e in seen)
+    assert seen[0].loss is None and [e.loss for e in seen[1:]] == head.loss_curve_
     assert [e.val_accuracy for e in seen] == head.validation_scores_
-    assert [e.seconds for e in seen] == head.epoch_seconds_
+    assert [e.val_loss for e in seen] == head.validation_losses_
+    assert [e.seconds for e in seen[1:]] == head.epoch_seconds_
 
 
 def test_epoch_line_reads_like_keras(capsys: pytest.CaptureFixture[str]) -> None:
     _print_epoch(Epoch(3, 10, 0.45214, 0.875, 12.34))
     _print_epoch(Epoch(1, 2, 1.0, None, 0.5))
+    _print_epoch(Epoch(0, 10, None, 0.9, 3.21, val_loss=0.31, kept=True))
     assert capsys.readouterr().err.splitlines() == [
         "Epoch 3/10 - 12.3s - loss: 0.4521 - val_accuracy: 0.8750",
         "Epoch 1/2 - 0.5s - loss: 1.0000",
+        "Epoch 0/10 (frozen start + linear probe) - 3.2s - val_loss: 0.3100 - "
+        "val_accuracy: 0.9000 *",
     ]
 
 

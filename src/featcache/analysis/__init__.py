@@ -4,8 +4,9 @@ and `advise` (which of the seed's four transfer-learning cases applies).
 Modules: ``folds`` (k-fold fits shared by both), ``neighbours`` (vector and hash search),
 ``duplicates`` (near-duplicate pairs and groups), ``labels`` (label issues and
 cleanlab Datalab's findings), ``pixels`` (source pixels of a row),
-``sheets`` (contact sheets), ``doctor``, ``advise``. (Imported eagerly, as in
-``featcache.classifier``: ``featcache.analysis.doctor`` is then always the function.)
+``sheets`` (contact sheets), ``doctor``, ``advise``, ``cut`` (advise's fine-tune cut).
+(Imported eagerly, as in ``featcache.classifier``: ``featcache.analysis.doctor`` is then
+always the function.)
 """
 
 from featcache.analysis.advise import (
@@ -19,6 +20,7 @@ from featcache.analysis.advise import (
     decide,
     write_advise,
 )
+from featcache.analysis.cut import LADDER, cut_commands, recommend_cut
 from featcache.analysis.doctor import (
     DoctorConfig,
     DoctorReport,
@@ -60,6 +62,7 @@ from featcache.analysis.sheets import contact_sheet
 
 __all__ = [
     "AGREEMENT",
+    "LADDER",
     "UNDECIDED",
     "AdviseReport",
     "CurvePoint",
@@ -81,6 +84,7 @@ __all__ = [
     "connected_groups",
     "contact_sheet",
     "cross_validate",
+    "cut_commands",
     "decide",
     "doctor",
     "fold_ids",
@@ -91,6 +95,7 @@ __all__ = [
     "near_duplicate_pairs",
     "one_blas_thread",
     "out_of_fold_proba",
+    "recommend_cut",
     "source_order",
     "subset_fraction",
     "vector_neighbours",

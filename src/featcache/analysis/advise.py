@@ -32,6 +32,7 @@ that leads back here.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from featcache.analysis.cut import LADDER, cut_commands, recommend_cut
 from featcache.analysis.folds import cross_validate, fold_ids, subset_fraction
 from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError, NotFoundError
@@ -129,6 +131,8 @@ class AdviseReport:
     missing_layers: list[str]
     weights_note: str | None
     timings: dict[str, float] = field(default_factory=dict)
+    cut: str | None = None  # cases 1 and 2: the cached layer to fine-tune from
+    commands: list[str] = field(default_factory=list)  # the next commands, in order
 
     def as_json(self) -> dict[str, Any]:
         """advise.json: the keys the issue fixes, then extras."""
@@ -157,6 +161,8 @@ class AdviseReport:
             "chance": round(self.chance, 6),
             "missing_layers": self.missing_layers,
             "weights_note": self.weights_note,
+            "cut": self.cut,
+            "commands": self.commands,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -172,7 +178,7 @@ class AdviseReport:
         curve = ", ".join(f"{p.rows}: {p.accuracy:.4f}" for p in self.learning_curve)
         lines.append(f"  learning curve on {self.best_layer} (training rows: accuracy): {curve}")
         lines += [f"  - {reason}" for reason in self.reasons]
-        lines.append(f"next: {self.next_command}")
+        lines += [f"next: {command}" for command in self.commands or [self.next_command]]
         return lines
 
 
@@ -245,10 +251,17 @@ def decide(
     if doubt:
         reasons += doubt
         return 0, reasons, f"{base} --kind softmax"
-    if similar and large:
-        case = 1
-        command = f"{base} --kind finetune --weights WEIGHTS"
-        reasons.append("case 1 (large, similar): fine-tune fc6, fc7 and a new fc8 on cached pool5")
+    if large:
+        case = 1 if similar else 2
+        cut = recommend_cut(similar, earlier_layer=earlier is not None, flattened=not rising)
+        command = cut_commands(cut, store=store, dataset=dataset, source=None, cached=True)[0]
+        what = "similar): fine-tune" if similar else "not similar): retrain the top of the network:"
+        reasons.append(
+            f"case {case} (large, {what} {LADDER[cut]} from the cached {cut}"
+            + (", one cut deeper as an earlier layer beats fc7" if earlier is not None else "")
+            + (", one cut deeper as the learning curve has flattened" if not rising else "")
+            + " (featcache.analysis.cut)"
+        )
     elif similar:
         case = 3
         if earlier is not None:
@@ -261,13 +274,6 @@ def decide(
             reasons.append(
                 "case 3 (small, similar): freeze everything, train only a new last layer"
             )
-    elif large:
-        case = 2
-        command = (
-            "outside featcache: train the network on your data from scratch (or fine-tune all of "
-            "it); frozen ImageNet features do not fit this task, and there is data enough"
-        )
-        reasons.append("case 2 (large, not similar): retrain the network")
     else:
         case = 4
         command = (
@@ -405,6 +411,17 @@ def advise(
         ordered, curve, median, chance, rule=rule, store=store_name, dataset=dataset, rows=len(y)
     )
     source = store.dataset(dataset).source
+    from_cut = re.search(r"--from (\S+)", command)
+    cut = from_cut.group(1) if from_cut else None
+    commands = [command]
+    if cut is not None:
+        # the cut of the extractor measured here, for every row of the dataset
+        keys = [row.key for row in store.dataset_rows(dataset)]
+        measured = store.resolve_fingerprint(dataset, best, fingerprint)
+        have_cut = len(store.has(keys, measured, cut)) == len(set(keys))
+        commands = cut_commands(
+            cut, store=store_name, dataset=dataset, source=source, cached=have_cut
+        )
     for layer in missing:
         reasons.append(
             f"{layer} is not cached; to measure it: featcache extract SOURCE --store {store_name} "
@@ -429,6 +446,8 @@ def advise(
         missing_layers=missing,
         weights_note=next((n for n in notes if n), None),
         timings=timings,
+        cut=cut,
+        commands=commands,
     )
     if out is not None:
         write_advise(report, out)

@@ -5,6 +5,7 @@ Reads vectors from the store only; never imports the extractor or TensorFlow. (I
 eagerly: ``featcache.classifier.evaluate`` is then always the function, never the module.)
 """
 
+from featcache.classifier.cuts import Stage, conv2d, max_pool, run_stages, stages_above
 from featcache.classifier.evaluate import (
     Evaluation,
     clean_accuracy,
@@ -14,7 +15,7 @@ from featcache.classifier.evaluate import (
     write_report,
 )
 from featcache.classifier.finetune import (
-    LAYER_SETS,
+    CUTS,
     Epoch,
     FineTuneHead,
     PretrainedWeights,
@@ -53,17 +54,18 @@ from featcache.classifier.train import (
     KINDS,
     TrainResult,
     check_pretrained,
+    finetune_summary,
     make_finetune_head,
     train_head,
 )
 from featcache.classifier.upgrade import UpgradedHead, legacy_heads, upgrade_heads
 
 __all__ = [
+    "CUTS",
     "FORMAT_VERSION",
     "HEADS",
     "HEAD_KINDS",
     "KINDS",
-    "LAYER_SETS",
     "Epoch",
     "Evaluation",
     "FineTuneHead",
@@ -75,6 +77,7 @@ __all__ = [
     "PretrainedWeights",
     "RowSource",
     "SoftmaxHead",
+    "Stage",
     "StatefulHead",
     "StoredRows",
     "TrainResult",
@@ -82,12 +85,14 @@ __all__ = [
     "build_estimator",
     "check_pretrained",
     "clean_accuracy",
+    "conv2d",
     "decode_head",
     "describe_training",
     "effective_splits",
     "encode_head",
     "evaluate",
     "evaluate_head",
+    "finetune_summary",
     "group_anchors",
     "head_file_bytes",
     "is_legacy_pickle",
@@ -97,9 +102,12 @@ __all__ = [
     "load_head",
     "make_finetune_head",
     "make_head",
+    "max_pool",
     "parse_head_file",
     "report_values",
+    "run_stages",
     "save_head",
+    "stages_above",
     "top_k",
     "train_head",
     "training_digest",

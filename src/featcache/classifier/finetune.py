@@ -1,20 +1,23 @@
-"""`FineTuneHead`: keep training AlexNet's fc6 and fc7, and a new fc8, on cached pool5 vectors.
+"""`FineTuneHead`: keep training AlexNet above a cached cut, and never end worse than frozen.
 
 The seed's case 1 (a large set, a similar task): start from the trained network and keep
-training its top. conv1 to conv5 do not change when only the top trains, so their output
-(pool5: 6x6x256 flattened in H, W, C order, 9,216 values) is read from the store instead of
-being recomputed in every epoch::
+training its top. The layers below the cut do not change, so their output (the cut: pool5,
+or conv5, conv4, conv3, pool2 for deeper fine-tunes, or fc6) is read from the store instead
+of being recomputed in every epoch (`featcache.classifier.cuts` lists the cuts)::
 
-    pool5 (9216) → fc6 (4096, ReLU, dropout) → fc7 (4096, ReLU, dropout) → fc8 (classes)
+    pool5 (9216) → fc6 (4096, ReLU) → fc7 (4096, ReLU) → fc8 (classes)      cut="pool5"
+    conv4 (13x13x384) → conv5 → pool5 → fc6 → fc7 → fc8                      cut="conv4"
 
-``layers="fc7,fc8"`` starts one layer higher, from cached fc6 vectors. fc6 and fc7 start
-from the extractor's own weights (`fit(..., pretrained=weights)`); fc8 is new.
+Linear probing, then fine-tuning (Kumar et al. 2022): the new fc8 is first fitted on the
+frozen network's fc7 by a `SoftmaxHead` (the frozen head's solution), and only then does
+every layer train, the pretrained ones at a lower learning rate. The epoch kept is the one
+with the lowest loss on held-out rows, and epoch 0 (the frozen network with its probe) is a
+candidate: fine-tuning that does not beat the frozen start on held-out rows is not kept.
+``random_state`` defaults to 0, so the same command gives the same head.
 
-Training runs in TensorFlow (imported by `fit` only): AdamW, a smaller learning rate for the
-pretrained layers, dropout, early stopping on held-out rows keeping the best epoch, float32
-or bf16 (bf16 products, float32 master weights and loss). X may be a `StoredRows`, read
-batch by batch from the store's memory-mapped shards. Prediction is NumPy float32 and never
-imports TensorFlow.
+Training runs in TensorFlow (`featcache.classifier._finetune_tf`, imported by `fit` only). X
+may be a `StoredRows`, read batch by batch from the store's memory-mapped shards. Prediction
+is NumPy float32 and never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -32,32 +35,27 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
+from featcache.classifier.cuts import (
+    CUTS,
+    Stage,
+    conv2d,
+    max_pool,
+    pretrained_params,
+    run_stages,
+    spatial_shape,
+    stages_above,
+)
+from featcache.classifier.heads import SoftmaxHead
 from featcache.classifier.headstate import StatefulHead
 
-__all__ = ["LAYER_SETS", "Epoch", "FineTuneHead", "PretrainedWeights", "RowSource"]
+__all__ = ["CUTS", "Epoch", "FineTuneHead", "PretrainedWeights", "RowSource"]
 
-#: What `layers` may say: the layers trained, and the cached layer they start from.
-LAYER_SETS: dict[str, tuple[tuple[str, ...], str]] = {
-    "fc6,fc7,fc8": (("fc6", "fc7", "fc8"), "pool5"),
-    "fc7,fc8": (("fc7", "fc8"), "fc6"),
-}
 _MIN_STEPS = 8  # optimizer steps per epoch, at least (small sets get smaller batches)
 _PREDICT_BATCH = 1024
 _ROW_BLOCK = 32
-_STANDARDISE_ROWS = 1024  # rows sampled to measure the scale of each layer's input
-
-
-@dataclass(frozen=True)
-class Epoch:
-    """One finished epoch of `FineTuneHead.fit`, as Keras's ``fit`` reports it: the mean
-    training loss, the held-out accuracy (None without early stopping's held-out rows) and
-    the epoch's training seconds."""
-
-    epoch: int  # 1-based
-    epochs: int  # at most this many
-    loss: float
-    val_accuracy: float | None
-    seconds: float
+# rows sampled to measure the scale of each layer's input (fewer when convolutions run)
+_STANDARDISE_ROWS = 1024
+_STANDARDISE_ROWS_CONV = 256
 
 
 class PretrainedWeights(Protocol):
@@ -77,6 +75,22 @@ class RowSource(Protocol):
     def shape(self) -> tuple[int, int]: ...
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One epoch of `FineTuneHead.fit`, as Keras's ``fit`` reports it, plus what choosing
+    by held-out loss needs. Epoch 0 is the frozen start (the pretrained layers and the
+    linear probe): no training loss, its seconds are the probe's. Held-out figures are None
+    without held-out rows; `kept` says this epoch is the best so far."""
+
+    epoch: int  # 0: the frozen start
+    epochs: int  # at most this many
+    loss: float | None  # mean training loss (None at epoch 0)
+    val_accuracy: float | None
+    seconds: float
+    val_loss: float | None = None
+    kept: bool = False
 
 
 class _ArrayRows:
@@ -111,28 +125,34 @@ def _prefetched(
         yield rows, current
 
 
-class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
-    """AlexNet's fc6, fc7 and a new fc8, fine-tuned on cached pool5 (or fc7, fc8 on fc6).
+def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
 
-    Parameters (keyword-only): ``layers`` "fc6,fc7,fc8" (X is pool5, 9,216 wide) or
-    "fc7,fc8" (X is fc6, 4,096 wide); ``init`` "pretrained" (fc6/fc7 from the weights given
-    to `fit`) or "random" (He-initialised hidden layers ``hidden_units`` wide, trained from
-    scratch: the seed's case 2); ``epochs`` passes at most (0: only the starting point);
-    ``batch_size`` rows per step; ``learning_rate`` (AdamW) of new layers and
-    ``pretrained_learning_rate`` of the pretrained ones (None: a hundredth of it; a tenth
-    measured 1.2 points worse on the digits);
-    ``weight_decay`` (decoupled, on weight matrices); ``dropout`` rate after fc6 and fc7
+
+class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
+    """AlexNet above a cached cut (pool5 by default), fine-tuned after a linear probe.
+
+    Parameters (keyword-only): ``cut`` the cached layer X holds (`CUTS`: pool2, conv3,
+    conv4, conv5, pool5, fc6; every layer above it trains); ``init`` "pretrained" (from the
+    weights given to `fit`) or "random" (He-initialised layers, dense ones ``hidden_units``
+    wide, trained from scratch: the seed's case 2); ``epochs`` of fine-tuning at most (0:
+    only the frozen start); ``batch_size`` rows per step; ``learning_rate`` (AdamW) of fc8
+    and ``pretrained_learning_rate`` of the pretrained layers (None: a hundredth of it);
+    ``weight_decay`` (decoupled, on weights); ``dropout`` rate on the inputs of fc7 and fc8
     (AlexNet trained with 0.5; 0 measured better fine-tuning the digits from the cache);
     ``early_stopping`` on a held-out ``validation_fraction`` of the rows, stopping after
-    ``patience`` epochs without a better loss and keeping the best epoch; ``precision``
-    "float32" or "bf16" (CPUs with AVX512-BF16/AMX, GPUs); ``random_state`` makes the fit
-    repeatable.
+    ``patience`` epochs without a lower held-out loss and keeping the best epoch, the frozen
+    start included; ``precision`` "float32" or "bf16" (CPUs with AVX512-BF16/AMX, GPUs);
+    ``random_state`` (0: the same data gives the same head).
 
-    Learned: ``classes_``, ``coefs_`` and ``intercepts_`` (one per layer, (in, out); float16
-    when trained in bf16, halving the head file), ``layers_``, ``weights_sha256_`` (the
-    pretrained file's digest, or None), ``n_iter_``, ``best_epoch_``, ``loss_curve_``,
-    ``validation_scores_`` (held-out accuracy per epoch), ``epoch_seconds_`` (training time
-    per epoch, the held-out pass excluded).
+    Learned: ``classes_``, ``coefs_`` and ``intercepts_`` (one per layer with weights:
+    convolution kernels HWIO, dense (in, out); float16 when trained in bf16), ``layers_``
+    (their names), ``input_shape_`` ((H, W, C) of a spatial cut, or None),
+    ``weights_sha256_`` (the pretrained file's digest, or None), ``n_iter_`` epochs trained,
+    ``best_epoch_`` (0: the frozen start was kept), ``loss_curve_`` (training loss per
+    epoch), ``validation_losses_`` and ``validation_scores_`` (held-out loss and accuracy
+    at epochs 0 .. n_iter_), ``epoch_seconds_`` (training time per epoch, the held-out
+    pass excluded), ``probe_seconds_``.
     """
 
     head_kind = "finetune"
@@ -141,16 +161,19 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
     _state_values = (
         "n_features_in_",
         "layers_",
+        "input_shape_",
         "weights_sha256_",
         "n_iter_",
         "best_epoch_",
         "loss_curve_",
+        "validation_losses_",
         "validation_scores_",
         "epoch_seconds_",
+        "probe_seconds_",
     )
 
     _parameter_constraints: dict[str, list[Any]] = {  # noqa: RUF012 (sklearn's convention)
-        "layers": [StrOptions(set(LAYER_SETS))],
+        "cut": [StrOptions(set(CUTS))],
         "init": [StrOptions({"pretrained", "random"})],
         "hidden_units": [Interval(Integral, 1, None, closed="left")],
         "epochs": [Interval(Integral, 0, None, closed="left")],
@@ -169,7 +192,7 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         *,
-        layers: str = "fc6,fc7,fc8",
+        cut: str = "pool5",
         init: str = "pretrained",
         hidden_units: int = 4096,
         epochs: int = 10,
@@ -182,9 +205,9 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         validation_fraction: float = 0.1,
         patience: int = 2,
         precision: str = "float32",
-        random_state: int | np.random.RandomState | None = None,
+        random_state: int | np.random.RandomState | None = 0,
     ) -> None:
-        self.layers = layers
+        self.cut = cut
         self.init = init
         self.hidden_units = hidden_units
         self.epochs = epochs
@@ -234,12 +257,14 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         *,
         on_epoch: Callable[[Epoch], None] | None = None,
     ) -> FineTuneHead:
-        """Fit on (n_samples, n_features) vectors and labels; return self.
+        """Fit on (n_samples, n_features) vectors of the cut and labels; return self.
 
-        `pretrained` holds fc6 and fc7 as the extractor's weights file has them; it is
-        required with ``init="pretrained"`` and ignored with ``init="random"``. `on_epoch`
-        hears of every finished epoch (loss, held-out accuracy, seconds): progress.
+        `pretrained` holds the layers above the cut as the extractor's weights file has
+        them; it is required with ``init="pretrained"`` and ignored with ``init="random"``.
+        `on_epoch` hears of the frozen start (epoch 0) and of every finished epoch.
         """
+        from featcache.classifier._finetune_tf import Trainer, TrainerConfig
+
         self._validate_params()
         rows, y = self._rows(X, reset=True, y=y)
         check_classification_targets(y)
@@ -251,8 +276,9 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
                 f"({self.classes_[0]})"
             )
         rng = check_random_state(self.random_state)
-        self.layers_, _ = LAYER_SETS[self.layers]
-        start = self._start(rows.shape[1], len(self.classes_), pretrained, rng)
+        stages = stages_above(self.cut)
+        self.layers_ = tuple(s.name for s in stages if s.has_weights)
+        start, self.input_shape_ = self._start(stages, rows.shape[1], pretrained, rng)
 
         n = rows.shape[0]
         order = rng.permutation(n)
@@ -262,21 +288,50 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         val_idx, train_idx = np.sort(order[:n_val]), order[n_val:]
         batch = max(1, min(self.batch_size, len(train_idx) // _MIN_STEPS))
         seed = int(rng.randint(2**31 - 1))
+        # the probe is SoftmaxHead(random_state=random_state): the frozen head's own fit
+        probe_seed = (
+            int(self.random_state)
+            if isinstance(self.random_state, Integral)
+            else int(rng.randint(2**31 - 1))
+        )
 
-        sample = np.sort(rng.permutation(train_idx)[:_STANDARDISE_ROWS])
-        trainer = _Trainer(self, start, rows.read_rows(sample), seed)
-        del start
+        conv = self.input_shape_ is not None
+        size = _STANDARDISE_ROWS_CONV if conv else _STANDARDISE_ROWS
+        sample = np.sort(rng.permutation(train_idx)[:size])
+        stats = _stage_input_stats(
+            rows.read_rows(sample), stages, [(w, b) for w, b, _ in start], self.input_shape_
+        )
+        new_lr = float(self.learning_rate)
+        old_lr = (
+            new_lr / 100
+            if self.pretrained_learning_rate is None
+            else float(self.pretrained_learning_rate)
+        )
+        config = TrainerConfig(
+            new_lr, old_lr, float(self.weight_decay), float(self.dropout), self.precision, seed
+        )
+        trainer = Trainer(stages, start, stats, self.input_shape_, config)
         self.loss_curve_: list[float] = []
+        self.validation_losses_: list[float] = []
         self.validation_scores_: list[float] = []
         self.epoch_seconds_: list[float] = []
-        best: tuple[float, list[np.ndarray] | None, int] = (np.inf, None, 0)
-        stale = 0
         with ThreadPoolExecutor(1, thread_name_prefix="featcache-rows") as pool:
-            for epoch in range(self.epochs):
+            started = time.perf_counter()
+            start[-1] = (*self._probe(trainer, rows, train_idx, y_idx, probe_seed, pool), False)
+            self.probe_seconds_ = time.perf_counter() - started
+            # the frozen start exactly as given (the trainer's copy went through float32
+            # standardisation and back)
+            best = (np.inf, [a for w, b, _ in start for a in (w, b)], 0)
+            del start
+            if n_val:
+                best = (self._held_out(trainer, rows, val_idx, y_idx, pool)[0], best[1], 0)
+            self._report(on_epoch, 0, None, n_val, self.probe_seconds_, True)
+            stale = 0
+            for epoch in range(1, self.epochs + 1):
                 started = time.perf_counter()
                 shuffled = train_idx[rng.permutation(len(train_idx))]
                 # sorted within a batch: reads go through the shards in order
-                batches = [np.sort(shuffled[i : i + batch]) for i in range(0, len(shuffled), batch)]
+                batches = [np.sort(b) for b in _chunks(shuffled, batch)]
                 total = 0.0
                 for picked, xb in _prefetched(rows, batches, pool):
                     _check_finite(xb)
@@ -284,48 +339,23 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
                 self.loss_curve_.append(total / len(train_idx))
                 self.epoch_seconds_.append(time.perf_counter() - started)
                 if not n_val:
-                    if on_epoch is not None:
-                        on_epoch(
-                            Epoch(
-                                epoch + 1,
-                                self.epochs,
-                                self.loss_curve_[-1],
-                                None,
-                                self.epoch_seconds_[-1],
-                            )
-                        )
+                    self._report(on_epoch, epoch, self.loss_curve_[-1], 0, 0.0, True)
                     continue
-                val_batches = [
-                    val_idx[i : i + _PREDICT_BATCH] for i in range(0, n_val, _PREDICT_BATCH)
-                ]
-                losses, hits = 0.0, 0
-                for picked, xb in _prefetched(rows, val_batches, pool):
-                    logits = trainer.logits(xb)
-                    yv = y_idx[picked]
-                    p = _softmax(logits.astype(np.float64))
-                    losses -= float(np.sum(np.log(p[np.arange(len(yv)), yv] + 1e-12)))
-                    hits += int(np.sum(p.argmax(axis=1) == yv))
-                self.validation_scores_.append(hits / n_val)
-                if on_epoch is not None:
-                    on_epoch(
-                        Epoch(
-                            epoch + 1,
-                            self.epochs,
-                            self.loss_curve_[-1],
-                            hits / n_val,
-                            self.epoch_seconds_[-1],
-                        )
-                    )
-                if losses / n_val < best[0] - 1e-4:
-                    best, stale = (losses / n_val, trainer.weights(), epoch + 1), 0
+                loss = self._held_out(trainer, rows, val_idx, y_idx, pool)[0]
+                kept = loss < best[0] - 1e-4
+                if kept:
+                    best, stale = (loss, trainer.weights(), epoch), 0
                 else:
                     stale += 1
-                    if stale >= self.patience:
-                        break
+                self._report(on_epoch, epoch, self.loss_curve_[-1], n_val, 0.0, kept)
+                if stale >= self.patience:
+                    break
         self.n_iter_ = len(self.loss_curve_)
-        final = best[1] if best[1] is not None else trainer.weights()
-        self.best_epoch_ = best[2] if best[1] is not None else self.n_iter_
-        del trainer
+        if n_val or not self.n_iter_:
+            final, self.best_epoch_ = best[1], best[2]
+        else:  # nothing held out to choose by: the last epoch
+            final, self.best_epoch_ = trainer.weights(), self.n_iter_
+        del trainer, best
         dtype = np.float16 if self.precision == "bf16" else np.float32
         self.coefs_ = [w.astype(dtype, copy=False) for w in final[0::2]]
         self.intercepts_ = [b.astype(np.float32, copy=False) for b in final[1::2]]
@@ -333,51 +363,132 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         self._cast_for_prediction()
         return self
 
+    def _report(
+        self,
+        on_epoch: Callable[[Epoch], None] | None,
+        epoch: int,
+        train_loss: float | None,
+        n_val: int,
+        seconds: float,
+        kept: bool,
+    ) -> None:
+        if on_epoch is None:
+            return
+        on_epoch(
+            Epoch(
+                epoch=epoch,
+                epochs=int(self.epochs),
+                loss=train_loss,
+                val_loss=self.validation_losses_[-1] if n_val else None,
+                val_accuracy=self.validation_scores_[-1] if n_val else None,
+                seconds=self.epoch_seconds_[-1] if epoch else seconds,
+                kept=kept,
+            )
+        )
+
+    def _probe(
+        self,
+        trainer: Any,
+        rows: RowSource,
+        train_idx: np.ndarray,
+        y_idx: np.ndarray,
+        seed: int,
+        pool: ThreadPoolExecutor,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Linear probing: fit fc8 by a `SoftmaxHead` on the frozen fc7 of the training rows,
+        start the trainer's last layer there; return its (W, b)."""
+        ordered = np.sort(train_idx)
+        feats = np.concatenate(
+            [trainer.features(xb) for _, xb in _prefetched(rows, _chunks(ordered, 256), pool)]
+        )
+        probe = SoftmaxHead(random_state=seed).fit(feats, y_idx[ordered])
+        del feats
+        n_classes = len(self.classes_)
+        w = np.zeros((probe.coef_.shape[1], n_classes), np.float32)
+        # a class seen only in held-out rows starts far below the others
+        b = np.full(n_classes, float(probe.intercept_.min()) - 10.0, np.float32)
+        w[:, probe.classes_] = probe.coef_.T
+        b[probe.classes_] = probe.intercept_
+        trainer.set_last(w, b)
+        return w, b
+
+    def _held_out(
+        self,
+        trainer: Any,
+        rows: RowSource,
+        val_idx: np.ndarray,
+        y_idx: np.ndarray,
+        pool: ThreadPoolExecutor,
+    ) -> tuple[float, float]:
+        """Held-out (loss, accuracy) of the trainer's current weights; recorded too."""
+        losses, hits = 0.0, 0
+        for picked, xb in _prefetched(rows, _chunks(val_idx, _PREDICT_BATCH), pool):
+            yv = y_idx[picked]
+            p = _softmax(trainer.logits(xb).astype(np.float64))
+            losses -= float(np.sum(np.log(p[np.arange(len(yv)), yv] + 1e-12)))
+            hits += int(np.sum(p.argmax(axis=1) == yv))
+        loss, accuracy = losses / len(val_idx), hits / len(val_idx)
+        self.validation_losses_.append(loss)
+        self.validation_scores_.append(accuracy)
+        return loss, accuracy
+
     def _start(
         self,
+        stages: tuple[Stage, ...],
         n_features: int,
-        n_classes: int,
         pretrained: PretrainedWeights | None,
         rng: np.random.RandomState,
-    ) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-        """(W, b, pretrained?) per layer at the start of training."""
-        hidden = self.layers_[:-1]
-        start: list[tuple[np.ndarray, np.ndarray, bool]] = []
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray, bool]], tuple[int, int, int] | None]:
+        """(W, b, pretrained?) per layer with weights at the start, and the cut's shape."""
+        hidden = [s.name for s in stages[:-1] if s.has_weights]
         if self.init == "pretrained":
             if pretrained is None:
                 raise ValueError(
-                    "FineTuneHead(init='pretrained') starts "
-                    f"{' and '.join(hidden)} from the extractor's weights: pass "
-                    "fit(X, y, pretrained=read_weights(path)) or set init='random'."
+                    f"FineTuneHead(init='pretrained') starts {', '.join(hidden)} from the "
+                    "extractor's weights: pass fit(X, y, pretrained=read_weights(path)) or set "
+                    "init='random'."
                 )
-            width = n_features
-            for name in hidden:
-                if name not in pretrained.layers:
-                    raise ValueError(f"The pretrained weights have no layer '{name}'.")
-                w, b = pretrained.layers[name]
-                if w.shape[0] != width:
-                    raise ValueError(
-                        f"Layer '{name}' takes {w.shape[0]} inputs but X has {width} features; "
-                        f"layers='{self.layers}' trains on "
-                        f"'{LAYER_SETS[self.layers][1]}' vectors."
-                    )
-                start.append((np.asarray(w, np.float32), np.asarray(b, np.float32), True))
-                width = w.shape[1]
+            params, input_shape = pretrained_params(stages, pretrained.layers, self.cut, n_features)
+            start = [(w, b, True) for w, b in params]
             self.weights_sha256_: str | None = pretrained.sha256
         else:
-            generator = np.random.default_rng(rng.randint(2**31 - 1))
-            width = n_features
-            for _ in hidden:
-                scale = np.float32(np.sqrt(2.0 / width))
-                w = generator.standard_normal((width, self.hidden_units), dtype=np.float32)
-                start.append((w * scale, np.zeros(self.hidden_units, np.float32), False))
-                width = self.hidden_units
+            start, input_shape = self._random_start(stages, n_features, rng)
             self.weights_sha256_ = None
-        # fc8 starts at zero: uniform answers whatever the scale of fc7's activations.
+        width = int(start[-1][0].shape[-1]) if start else n_features
+        # fc8 is the linear probe's (fit replaces these zeros before training)
         start.append(
-            (np.zeros((width, n_classes), np.float32), np.zeros(n_classes, np.float32), False)
+            (
+                np.zeros((width, len(self.classes_)), np.float32),
+                np.zeros(len(self.classes_), np.float32),
+                False,
+            )
         )
-        return start
+        return start, input_shape
+
+    def _random_start(
+        self, stages: tuple[Stage, ...], n_features: int, rng: np.random.RandomState
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray, bool]], tuple[int, int, int] | None]:
+        generator = np.random.default_rng(rng.randint(2**31 - 1))
+        input_shape = spatial_shape(self.cut, n_features) if CUTS[self.cut][1] else None
+        shape: tuple[int, ...] = input_shape or (n_features,)
+        start: list[tuple[np.ndarray, np.ndarray, bool]] = []
+        for stage in stages[:-1]:
+            if stage.kind == "pool":
+                shape = ((shape[0] - 3) // 2 + 1, (shape[1] - 3) // 2 + 1, shape[2])
+                continue
+            if stage.kind == "conv":
+                fan_in = 9 * shape[-1] // stage.groups
+                size: tuple[int, ...] = (3, 3, shape[-1] // stage.groups, stage.width)
+                shape = (shape[0], shape[1], stage.width)
+            else:
+                fan_in = int(np.prod(shape))
+                size = (fan_in, self.hidden_units)
+                shape = (self.hidden_units,)
+            w = generator.standard_normal(size, dtype=np.float32) * np.float32(
+                np.sqrt(2.0 / fan_in)
+            )
+            start.append((w, np.zeros(size[-1], np.float32), False))
+        return start, input_shape
 
     # -- predict ----------------------------------------------------------------------------
 
@@ -389,24 +500,50 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
             self._coefs32 = list(self.coefs_)
 
     def _check_state(self) -> None:
-        """The layers chain from n_features_in_ to the classes (a crafted file may lie)."""
+        """The layers chain from the cut to the classes (a crafted file may lie)."""
+        stages = stages_above(self.cut)
         self.layers_ = tuple(self.layers_)
-        if self.layers_ not in [trained for trained, _ in LAYER_SETS.values()]:
-            raise ValueError(f"layers_ {list(self.layers_)} is not one of {list(LAYER_SETS)}")
+        expected = tuple(s.name for s in stages if s.has_weights)
+        if self.layers_ != expected:
+            raise ValueError(
+                f"layers_ {list(self.layers_)} are not {list(expected)} (cut {self.cut})"
+            )
         if not len(self.coefs_) == len(self.intercepts_) == len(self.layers_):
-            raise ValueError(f"{len(self.coefs_)} weight matrices for layers {self.layers_}")
-        width = int(self.n_features_in_)
-        for layer, w, b in zip(self.layers_, self.coefs_, self.intercepts_, strict=True):
-            if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):
+            raise ValueError(f"{len(self.coefs_)} weight arrays for layers {self.layers_}")
+        if self.input_shape_ is not None:
+            given = tuple(int(v) for v in self.input_shape_)
+            if len(given) != 3 or int(np.prod(given)) != int(self.n_features_in_):
+                raise ValueError(f"input_shape_ {given} is not {self.n_features_in_} values")
+            self.input_shape_ = (given[0], given[1], given[2])
+        elif CUTS[self.cut][1]:
+            raise ValueError(f"a '{self.cut}' head needs the input_shape_ of its maps")
+        shape: tuple[int, ...] = self.input_shape_ or (int(self.n_features_in_),)
+        weights = iter(zip(self.layers_, self.coefs_, self.intercepts_, strict=True))
+        for stage in stages:
+            if stage.kind == "pool":
+                shape = ((shape[0] - 3) // 2 + 1, (shape[1] - 3) // 2 + 1, shape[2])
+                continue
+            layer, w, b = next(weights)
+            if stage.kind == "conv":
+                fits = (
+                    w.ndim == 4
+                    and w.shape[:2] == (3, 3)
+                    and shape[-1] % w.shape[2] == 0
+                    and w.shape[3] % (shape[-1] // w.shape[2]) == 0
+                )
+                out: tuple[int, ...] = (shape[0], shape[1], int(w.shape[-1]))
+            else:
+                fits = w.ndim == 2 and w.shape[0] == int(np.prod(shape))
+                out = (int(w.shape[-1]),)
+            if not fits or b.shape != (w.shape[-1],):
                 raise ValueError(
-                    f"{layer}: weights {w.shape} and biases {b.shape} do not follow a "
-                    f"{width}-wide input"
+                    f"{layer}: weights {w.shape} and biases {b.shape} do not follow a {shape} input"
                 )
             if w.dtype.kind != "f" or b.dtype.kind != "f" or not np.isfinite(w).all():
                 raise ValueError(f"{layer}: weights must be finite floats")
-            width = w.shape[1]
-        if self.classes_.ndim != 1 or width != len(self.classes_):
-            raise ValueError(f"the last layer has {width} outputs for {len(self.classes_)} classes")
+            shape = out
+        if self.classes_.ndim != 1 or shape != (len(self.classes_),):
+            raise ValueError(f"the last layer has {shape} outputs for {len(self.classes_)} classes")
         self._cast_for_prediction()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -416,20 +553,23 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "layers" in state and "cut" not in state:  # a head pickled before cuts
+            state = dict(state)
+            state["cut"] = "pool5" if state.pop("layers") == "fc6,fc7,fc8" else "fc6"
+            if "coefs_" in state:
+                state.setdefault("input_shape_", None)
+                state.setdefault("probe_seconds_", 0.0)
+                state.setdefault("validation_losses_", [])
         super().__setstate__(state)
         if "coefs_" in state:
             self._cast_for_prediction()
 
     def _forward(self, x: np.ndarray, stop: int | None = None) -> np.ndarray:
-        """Inference (no dropout) through the first `stop` layers (all by default)."""
-        coefs = self._coefs32[:stop]
-        h = x
-        for i, (w, b) in enumerate(zip(coefs, self.intercepts_, strict=False)):
-            h = h @ w
-            h += b
-            if i < len(self.coefs_) - 1:
-                np.maximum(h, 0, out=h)
-        return h
+        """Inference (no dropout) through the first `stop` stages (all by default)."""
+        stages = stages_above(self.cut)[:stop]
+        used = sum(s.has_weights for s in stages)
+        params = list(zip(self._coefs32[:used], self.intercepts_[:used], strict=True))
+        return run_stages(x, stages, params, self.input_shape_)
 
     def _batched(self, X: Any, stop: int | None = None) -> np.ndarray:
         """`_forward` over blocks of exactly `_ROW_BLOCK` rows (the last one zero-padded):
@@ -450,13 +590,13 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         return np.concatenate(parts)[: rows.shape[0]]
 
     def activations(self, X: Any, layer: str = "fc7") -> np.ndarray:
-        """The (n_samples, width) output of hidden `layer` (after its ReLU), without dropout."""
+        """The (n_samples, width) output of `layer` above the cut (after its ReLU; spatial
+        maps flattened H, W, C), without dropout."""
         check_is_fitted(self)
-        if layer not in self.layers_[:-1]:
-            raise ValueError(
-                f"The 'layer' must be one of {list(self.layers_[:-1])}. Got {layer!r}."
-            )
-        return self._batched(X, self.layers_.index(layer) + 1)
+        names = [s.name for s in stages_above(self.cut)[:-1]]
+        if layer not in names:
+            raise ValueError(f"The 'layer' must be one of {names}. Got {layer!r}.")
+        return self._batched(X, names.index(layer) + 1)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits (n_samples, n_classes); for two classes, the second minus the first."""
@@ -477,132 +617,37 @@ def _check_finite(x: np.ndarray) -> None:
         raise ValueError("Input X contains NaN or infinity.")
 
 
-def _input_stats(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and standard deviation (1 where constant) of a sample."""
-    mean = h.mean(axis=0, dtype=np.float64)
-    std = h.std(axis=0, dtype=np.float64)
-    scale = np.where(std > 1e-6 * np.maximum(1.0, np.abs(mean)), std, 1.0)
-    return mean.astype(np.float32), scale.astype(np.float32)
+def _stage_input_stats(
+    sample: np.ndarray,
+    stages: tuple[Stage, ...],
+    params: list[tuple[np.ndarray, np.ndarray]],
+    input_shape: tuple[int, int, int] | None,
+) -> list[Any]:
+    """The standardisation of each layer's input, measured on `sample` with the starting
+    weights (NumPy, in blocks of `_ROW_BLOCK` rows to bound the convolutions' memory)."""
+    from featcache.classifier._finetune_tf import input_stats
 
-
-class _Trainer:
-    """The TensorFlow side of one fit: variables, AdamW slots, the compiled step.
-
-    Every layer sees its input standardised by constants measured on a sample at the start,
-    and its weights are kept in those units (W * scale, b + mean @ W: the same function).
-    Adam then moves each layer by the same relative amount whatever the scale of the
-    activations, which for pretrained weights differs by orders of magnitude between files.
-    `weights` folds the constants back, so the head is plain AlexNet arithmetic.
-    """
-
-    def __init__(
-        self,
-        head: FineTuneHead,
-        start: list[tuple[np.ndarray, np.ndarray, bool]],
-        sample: np.ndarray,
-        seed: int,
-    ) -> None:
-        from featcache._tf import import_tensorflow
-
-        tf = import_tensorflow()  # its start-up lines (oneDNN, cuInit) captured, not shown
-
-        compute = tf.bfloat16 if head.precision == "bf16" else tf.float32
-        new_lr = float(head.learning_rate)
-        old_lr = (
-            new_lr / 100
-            if head.pretrained_learning_rate is None
-            else float(head.pretrained_learning_rate)
-        )
-        self.stats: list[tuple[np.ndarray, np.ndarray]] = []
-        h = sample
-        for i, (w, b, _) in enumerate(start):
-            self.stats.append(_input_stats(h))
-            if i < len(start) - 1:
-                h = np.maximum(h @ w + b, 0)
-        del h
-        self.variables: list[Any] = []
-        slots = []
-        for (w, b, was_pretrained), (mean, scale) in zip(start, self.stats, strict=True):
-            lr = old_lr if was_pretrained else new_lr
-            w_std = w * scale[:, None]
-            b_std = b + mean @ w
-            for array, decay in ((w_std, head.weight_decay), (b_std, 0.0)):
-                var = tf.Variable(array, trainable=True)
-                self.variables.append(var)
-                zeros = tf.zeros_like(array)
-                slots.append((var, tf.Variable(zeros), tf.Variable(zeros), lr, decay))
-            del w_std, b_std
-        count = tf.Variable(0, dtype=tf.int64)
-        dropout = float(head.dropout)
-        n_layers = len(start)
-        variables = self.variables
-        shifts = [tf.constant(mean) for mean, _ in self.stats]
-        inv_scales = [tf.constant(1.0 / scale) for _, scale in self.stats]
-
-        def forward(x: Any, seeds: Any) -> Any:
-            h = x
-            for i in range(n_layers):
-                w, b = variables[2 * i], variables[2 * i + 1]
-                h = (tf.cast(h, tf.float32) - shifts[i]) * inv_scales[i]
-                if i > 0 and seeds is not None and dropout > 0:
-                    # on the centred activations: a dropped unit takes its mean value
-                    h = tf.nn.experimental.stateless_dropout(
-                        h, dropout, seed=seeds + tf.constant([0, i], tf.int64)
-                    )
-                h = tf.matmul(tf.cast(h, compute), tf.cast(w, compute)) + tf.cast(b, compute)
-                if i < n_layers - 1:
-                    h = tf.nn.relu(h)
-            return tf.cast(h, tf.float32)
-
-        def train_step(x: Any, y: Any) -> Any:
-            step = count.assign_add(1)
-            seeds = tf.stack([tf.constant(seed, tf.int64), step * 16])
-            with tf.GradientTape() as tape:
-                logits = forward(x, seeds)
-                loss = tf.reduce_mean(
-                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-                )
-            grads = tape.gradient(loss, variables)
-            t = tf.cast(step, tf.float32)
-            b1, b2 = 0.9, 0.999
-            for (var, m, v, lr, decay), grad in zip(slots, grads, strict=True):
-                if decay:
-                    var.assign_sub(var * (lr * decay))  # decoupled weight decay (AdamW)
-                tf.raw_ops.ResourceApplyAdam(
-                    var=var.handle,
-                    m=m.handle,
-                    v=v.handle,
-                    beta1_power=tf.pow(b1, t),
-                    beta2_power=tf.pow(b2, t),
-                    lr=tf.constant(lr, tf.float32),
-                    beta1=tf.constant(b1, tf.float32),
-                    beta2=tf.constant(b2, tf.float32),
-                    epsilon=tf.constant(1e-8, tf.float32),
-                    grad=grad,
-                )
-            return loss
-
-        x_spec = tf.TensorSpec([None, int(variables[0].shape[0])], tf.float32)
-        self._step = tf.function(
-            train_step,
-            input_signature=[x_spec, tf.TensorSpec([None], tf.int32)],
-            autograph=False,
-        )
-        self._logits = tf.function(
-            lambda x: forward(x, None), input_signature=[x_spec], autograph=False
-        )
-
-    def step(self, x: np.ndarray, y: np.ndarray) -> float:
-        return float(self._step(x, y))
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        out: np.ndarray = self._logits(x).numpy()
-        return out
-
-    def weights(self) -> list[np.ndarray]:
-        """W, b, W, b, ... as NumPy arrays in the units of the raw inputs."""
-        out: list[np.ndarray] = []
-        for i, (mean, scale) in enumerate(self.stats):
-            w = self.variables[2 * i].numpy() / scale[:, None]
-            out += [w, (self.variables[2 * i + 1].numpy() - mean @ w).astype(np.float32)]
-        return out
+    inputs: list[list[np.ndarray]] = [[] for _ in params]
+    for start in range(0, len(sample), _ROW_BLOCK):
+        block = sample[start : start + _ROW_BLOCK]
+        h = block if input_shape is None else block.reshape(len(block), *input_shape)
+        k = 0
+        for stage in stages:
+            if stage.kind == "pool":
+                h = max_pool(h)
+                continue
+            w, b = params[k]
+            if stage.kind == "conv":
+                inputs[k].append(h)
+                h = conv2d(h, w, b, stage.padding, h.shape[-1] // w.shape[2])
+            else:
+                h = h.reshape(len(h), -1)
+                inputs[k].append(h)
+                h = h @ w + b
+            if stage.relu:
+                h = np.maximum(h, 0)
+            k += 1
+    return [
+        input_stats(np.concatenate(parts), stage.kind == "conv")
+        for parts, stage in zip(inputs, [s for s in stages if s.has_weights], strict=True)
+    ]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from featcache.classifier.finetune import LAYER_SETS, Epoch, FineTuneHead, PretrainedWeights
+from featcache.classifier.finetune import Epoch, FineTuneHead, PretrainedWeights
 from featcache.classifier.heads import (
     HEADS,
     LogRegHead,
@@ -27,7 +27,14 @@ from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError, WeightsError
 from featcache.store import FeatureStore, HeadRecord, LabelledVectors, validate_head_name
 
-__all__ = ["KINDS", "TrainResult", "check_pretrained", "make_finetune_head", "train_head"]
+__all__ = [
+    "KINDS",
+    "TrainResult",
+    "check_pretrained",
+    "finetune_summary",
+    "make_finetune_head",
+    "train_head",
+]
 
 #: The heads `train_head` can fit.
 KINDS = (*HEADS, "finetune")
@@ -59,28 +66,30 @@ def train_head(
 ) -> TrainResult:
     """Train a `head` ("softmax", "logreg" or "finetune") on `dataset`, register it as `name`.
 
-    `layer` defaults to fc7, and for "finetune" to the layer its ``layers`` parameter starts
-    from (pool5, or fc6). "finetune" starts fc6 and fc7 from `weights`, which must be the
-    file the vectors were extracted with (`featcache.extractor.weights.read_weights`); its
-    vectors are read batch by batch from the store's shards while it trains.
+    `layer` defaults to fc7; for "finetune" it is the cut it trains above (its ``cut``
+    parameter, pool5 by default; giving either sets both). "finetune" starts the layers above
+    the cut from `weights`, which must be the file the vectors were extracted with
+    (`featcache.extractor.weights.read_weights`); its vectors are read batch by batch from
+    the store's shards while it trains.
     Rows split as `featcache.classifier.splits` says; the head is judged on the ``val``
     rows (accuracy, top-5 accuracy). Retraining under the same name adds a version.
     `groups` (key → near-duplicate group, as `featcache doctor` records them) keeps each
-    group on one side of the carved held-out split. `on_epoch` hears of each finished
-    "finetune" epoch (the other heads fit in one go).
+    group on one side of the carved held-out split. `on_epoch` hears of the frozen start
+    and each finished "finetune" epoch (the other heads fit in one go).
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"The 'val_fraction' must be in [0, 1). Got {val_fraction}.")
     name = validate_head_name(name or f"{dataset}-{head}")  # before any work
+    if head == "finetune":
+        params = dict(params or {})
+        if layer is not None and params.setdefault("cut", layer) != layer:
+            raise ConfigError(
+                f"The finetune head with cut='{params['cut']}' trains on '{params['cut']}' "
+                f"vectors. Got layer '{layer}'."
+            )
     estimator = make_finetune_head(params) if head == "finetune" else make_head(head, params)
     if isinstance(estimator, FineTuneHead):
-        expected_layer = LAYER_SETS[estimator.layers][1]
-        layer = layer or expected_layer
-        if layer != expected_layer:
-            raise ConfigError(
-                f"The finetune head with layers='{estimator.layers}' trains on "
-                f"'{expected_layer}' vectors. Got layer '{layer}'."
-            )
+        layer = estimator.cut
     layer = layer or "fc7"
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -120,6 +129,8 @@ def train_head(
         "n_val": int(held.sum()),
         "train_accuracy": float((estimator.predict(data.X[train]) == data.y[train]).mean()),
     }
+    if isinstance(estimator, FineTuneHead):
+        metrics["finetune"] = finetune_summary(estimator)
     if not held.any():
         metrics["no_held_out"] = _why_no_held_out(splits, labelled, val_fraction, int(train.sum()))
     if held.any():
@@ -154,13 +165,13 @@ def check_pretrained(
     """`weights`, if they are the file whose digest is in the vectors' extractor fingerprint.
 
     Raises `ConfigError` without weights and `WeightsError` naming both digests for another
-    file: fc6 and fc7 must continue exactly the network that computed the vectors.
+    file: the layers above the cut must continue exactly the network that computed it.
     """
     expected = str(store.extractor_spec(fingerprint).get("weights_sha256", ""))
     if weights is None:
         raise ConfigError(
-            "The finetune head starts fc6 and fc7 from the weights file the vectors were "
-            f"extracted with (SHA-256 {expected[:12]}...): pass it (--weights W)."
+            "The finetune head starts the layers above the cut from the weights file the "
+            f"vectors were extracted with (SHA-256 {expected[:12]}...): pass it (--weights W)."
         )
     if weights.sha256 != expected:
         where = getattr(weights, "path", "the given weights")
@@ -170,6 +181,29 @@ def check_pretrained(
             "file, or extract again with this one"
         )
     return weights
+
+
+def finetune_summary(head: FineTuneHead) -> dict[str, Any]:
+    """What fine-tuning did, on the head's own held-out rows: the epoch kept (0: the frozen
+    start, the pretrained layers and the linear probe), and its loss and accuracy against
+    the frozen start's."""
+    summary: dict[str, Any] = {
+        "cut": head.cut,
+        "trained_layers": list(head.layers_),
+        "epochs_run": head.n_iter_,
+        "epoch_kept": head.best_epoch_,
+        "epoch_seconds": [round(s, 3) for s in head.epoch_seconds_],
+    }
+    if head.validation_scores_:
+        kept = head.best_epoch_
+        summary.update(
+            frozen_val_loss=head.validation_losses_[0],
+            frozen_val_accuracy=head.validation_scores_[0],
+            kept_val_loss=head.validation_losses_[kept],
+            kept_val_accuracy=head.validation_scores_[kept],
+            gain_points=100 * (head.validation_scores_[kept] - head.validation_scores_[0]),
+        )
+    return summary
 
 
 def _why_no_held_out(

@@ -51,7 +51,8 @@ def extract(
     layers: str = typer.Option(
         "",
         help="Comma-separated [default: the backbone's own]. alexnet: pool5,fc6,fc7 (default),"
-        "fc8,prob; vgg16: block5_pool,fc1,fc2 (default),predictions; resnet50: "
+        "fc8,prob, and the cuts pool2,conv3,conv4,conv5 to fine-tune from; vgg16: "
+        "block5_pool,fc1,fc2 (default),predictions; resnet50: "
         "conv4_block6_out,conv5_block3_out,avg_pool (default),predictions.",
     ),
     dataset: str | None = typer.Option(None, help="Dataset name [default: the data's name]."),
@@ -66,7 +67,8 @@ def extract(
     class_names: Path | None = typer.Option(None, help="ClassId,Name CSV (like signnames.csv)."),
     batch_size: int = typer.Option(0, help="Images per batch; 0: 64 for float32, 128 for bf16."),
     dtype: str = typer.Option(
-        "auto", help="Storage dtype: float32, float16, or auto (float16 for pool5 only)."
+        "auto",
+        help="Storage dtype: float32, float16, or auto (float16 for pool5 and the conv cuts).",
     ),
     precision: str = typer.Option("float32", help="Network precision: float32, bf16, fp16."),
     runtime: str = typer.Option(

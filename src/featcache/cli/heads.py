@@ -69,7 +69,14 @@ def train(
     ),
     kind: str = typer.Option(
         "softmax",
-        help="softmax (fast, ours), logreg (scikit-learn) or finetune (fc6-fc8 on pool5).",
+        help="softmax (fast, ours), logreg (scikit-learn) or finetune (every layer above "
+        "the cut --from, fc8 new).",
+    ),
+    from_layer: str | None = typer.Option(
+        None,
+        "--from",
+        help="finetune: the cached cut to train above (pool2, conv3, conv4, conv5, pool5, "
+        "fc6) [default: pool5].",
     ),
     legacy_kind: str | None = typer.Option(
         None, "--head", help="Old name of --kind (deprecated: --head names a head elsewhere)."
@@ -98,6 +105,15 @@ def train(
         kind = legacy_kind
     if kind not in KINDS:
         raise ConfigError(f"--kind must be one of {', '.join(KINDS)}. Got {kind!r}.")
+    if from_layer is not None:
+        if kind != "finetune":
+            raise ConfigError(
+                f"--from names the cut a finetune trains above; --kind is {kind!r}. Use "
+                "--kind finetune, or --layer to choose the vectors of a softmax or logreg head."
+            )
+        if layer is not None and layer != from_layer:
+            raise ConfigError(f"--from {from_layer} and --layer {layer} disagree; give one.")
+        layer = from_layer
     params = dict(_param(p) for p in param)
     pretrained = None
     if weights is not None:
@@ -145,14 +161,43 @@ def train(
         )
     else:
         out.print(f"  no held-out rows: {metrics['no_held_out']}")
+    if "finetune" in metrics:
+        out.print(f"  {_finetune_line(metrics['finetune'])}")
     note(record.meta.get("weights_note"))
 
 
 def _print_epoch(epoch: Epoch) -> None:
-    """One line per epoch, as Keras's ``fit`` prints them."""
-    held = "" if epoch.val_accuracy is None else f" - val_accuracy: {epoch.val_accuracy:.4f}"
-    err.print(
-        f"Epoch {epoch.epoch}/{epoch.epochs} - {epoch.seconds:.1f}s - loss: {epoch.loss:.4f}" + held
+    """One line per epoch, as Keras's ``fit`` prints them; epoch 0 is the frozen start, and
+    `*` marks an epoch kept so far (the lowest held-out loss)."""
+    if epoch.epoch == 0:
+        head = f"Epoch 0/{epoch.epochs} (frozen start + linear probe) - {epoch.seconds:.1f}s"
+    else:
+        head = f"Epoch {epoch.epoch}/{epoch.epochs} - {epoch.seconds:.1f}s - loss: {epoch.loss:.4f}"
+    held = "" if epoch.val_loss is None else f" - val_loss: {epoch.val_loss:.4f}"
+    held += "" if epoch.val_accuracy is None else f" - val_accuracy: {epoch.val_accuracy:.4f}"
+    mark = " *" if epoch.kept and epoch.val_loss is not None else ""
+    err.print(head + held + mark)
+
+
+def _finetune_line(ft: dict[str, Any]) -> str:
+    """What fine-tuning gained over the frozen start, in words."""
+    layers = ", ".join(ft["trained_layers"])
+    if "gain_points" not in ft:
+        return (
+            f"fine-tuned {layers} above {ft['cut']} for {ft['epochs_run']} epoch(s); no "
+            "held-out rows, so the last epoch is kept and no gain is measured"
+        )
+    if ft["epoch_kept"] == 0:
+        return (
+            f"kept the frozen start (epoch 0): no epoch of fine-tuning {layers} above "
+            f"{ft['cut']} lowered the held-out loss ({ft['frozen_val_loss']:.4f}, accuracy "
+            f"{ft['frozen_val_accuracy']:.4f})"
+        )
+    return (
+        f"fine-tuning {layers} above {ft['cut']} gained {ft['gain_points']:+.2f} points over "
+        f"the frozen start on its held-out rows (accuracy {ft['frozen_val_accuracy']:.4f} → "
+        f"{ft['kept_val_accuracy']:.4f}, loss {ft['frozen_val_loss']:.4f} → "
+        f"{ft['kept_val_loss']:.4f}; epoch {ft['epoch_kept']} of {ft['epochs_run']} kept)"
     )
 
 

@@ -20,6 +20,7 @@ _EXPORTS = {
     "AlexNet": "featcache.extractor.alexnet",
     "LAYERS": "featcache.extractor.alexnet",
     "LAYER_DIMS": "featcache.extractor.alexnet",
+    "CUT_DIMS": "featcache.extractor.alexnet",
     "PRECISIONS": "featcache.extractor.alexnet",
     "check_batch": "featcache.extractor.alexnet",
     "check_layers": "featcache.extractor.alexnet",

@@ -32,11 +32,22 @@ from featcache.errors import ConfigError
 from featcache.extractor._tf import import_tensorflow
 from featcache.extractor.preprocess import INPUT_SIZE, check_profile
 
-__all__ = ["LAYERS", "LAYER_DIMS", "PRECISIONS", "AlexNet", "check_batch", "check_layers"]
+__all__ = [
+    "CUT_DIMS",
+    "LAYERS",
+    "LAYER_DIMS",
+    "PRECISIONS",
+    "AlexNet",
+    "check_batch",
+    "check_layers",
+]
 
-#: Layers `AlexNet.forward` can return, and the length of each one's vector.
+#: The network's outputs (every runtime's), and the length of each one's vector.
 LAYER_DIMS: Final = {"pool5": 9216, "fc6": 4096, "fc7": 4096, "fc8": 1000, "prob": 1000}
 LAYERS: Final = tuple(LAYER_DIMS)
+#: Deeper cuts for fine-tuning (TensorFlow runtime): 13x13 maps flattened H, W, C, as pool5.
+CUT_DIMS: Final = {"pool2": 13 * 13 * 256, "conv3": 13 * 13 * 384, "conv4": 13 * 13 * 384,
+                   "conv5": 13 * 13 * 256}  # fmt: skip
 #: float32 everywhere; bf16 (CPUs with AMX/AVX512-BF16, GPUs) and fp16 (GPUs) run the
 #: convolutions and products in reduced precision and keep LRN and outputs in float32.
 PRECISIONS: Final = ("float32", "bf16", "fp16")
@@ -53,10 +64,11 @@ def check_batch(batch: np.ndarray) -> None:
 
 def check_layers(layers: Sequence[str]) -> tuple[str, ...]:
     """Return `layers` as a tuple, or raise `ConfigError` naming the unknown ones."""
-    unknown = [name for name in layers if name not in LAYER_DIMS]
+    unknown = [name for name in layers if name not in LAYER_DIMS and name not in CUT_DIMS]
     if unknown or not layers:
         raise ConfigError(
-            f"The 'layers' must be a non-empty subset of {list(LAYERS)}. Got {list(layers)}."
+            f"The 'layers' must be a non-empty subset of {[*LAYERS, *CUT_DIMS]}. "
+            f"Got {list(layers)}."
         )
     return tuple(dict.fromkeys(layers))
 
@@ -148,13 +160,18 @@ class AlexNet:
         # The seed's SAME on 227 with k=11, s=4 pads 4 on every side; explicit padding is
         # the same arithmetic and measured 10% faster in oneDNN.
         h = lrn_pool(self._conv(h, "conv1", 4, "VALID" if caffe else 4, params))
-        h = lrn_pool(self._conv(h, "conv2", 1, 2 if caffe else "SAME", params))
-        h = self._conv(h, "conv3", 1, 1 if caffe else "SAME", params)
-        h = self._conv(h, "conv4", 1, 1 if caffe else "SAME", params)
-        h = self._pool(self._conv(h, "conv5", 1, 1 if caffe else "SAME", params))
-        out: dict[str, Any] = {"pool5": tf.reshape(h, [-1, LAYER_DIMS["pool5"]])}
+        out: dict[str, Any] = {}
+        h = out["pool2"] = lrn_pool(self._conv(h, "conv2", 1, 2 if caffe else "SAME", params))
+        h = out["conv3"] = self._conv(h, "conv3", 1, 1 if caffe else "SAME", params)
+        h = out["conv4"] = self._conv(h, "conv4", 1, 1 if caffe else "SAME", params)
+        h = out["conv5"] = self._conv(h, "conv5", 1, 1 if caffe else "SAME", params)
+        for name in CUT_DIMS:  # spatial cuts flattened H, W, C, when asked for
+            out[name] = tf.reshape(out[name], [-1, CUT_DIMS[name]]) if name in layers else None
+        out["pool5"] = tf.reshape(self._pool(h), [-1, LAYER_DIMS["pool5"]])
         # Stop at the deepest layer asked for: fc6 alone skips fc7 and fc8.
-        depth = max(_CHAIN.index("fc8" if name == "prob" else name) for name in layers)
+        chain = [_CHAIN.index("fc8" if name == "prob" else name) for name in layers
+                 if name in _CHAIN or name == "prob"]  # fmt: skip
+        depth = max(chain, default=0)
         for previous, name in itertools.pairwise(_CHAIN[: depth + 1]):
             w, b = params[name]
             z = tf.matmul(out[previous], w) + b

@@ -8,7 +8,7 @@ from typing import Final
 from featcache.data.decode import DEFAULT_MAX_PIXELS
 from featcache.data.source import DEFAULT_MAX_FILE_BYTES
 from featcache.errors import ConfigError
-from featcache.extractor.alexnet import PRECISIONS
+from featcache.extractor.alexnet import CUT_DIMS, PRECISIONS
 from featcache.extractor.fingerprint import ExtractorSpec, check_runtime
 from featcache.extractor.preprocess import check_profile
 from featcache.extractor.ray_connect import check_address
@@ -95,6 +95,13 @@ class ExtractConfig:
             )
         layers = self.layers or (network.default_layer,)
         object.__setattr__(self, "layers", network.check_layers(layers))
+        cuts = [name for name in self.layers if name in CUT_DIMS]
+        if cuts and self.runtime != "tensorflow":
+            raise ConfigError(
+                f"The layers {cuts} are extracted by the 'tensorflow' runtime only (the "
+                f"{self.runtime!r} model ends at pool5 and above); extract them with "
+                "--runtime tensorflow."
+            )
         _positive_int("batch_size", self.batch_size, allow_zero=True)
         if self.batch_size == 0:
             auto = AUTO_BATCH_SIZE[self.precision]
@@ -130,7 +137,7 @@ class ExtractConfig:
         return self.network.input_size
 
     def storage_dtype(self, layer: str) -> str:
-        """How `layer`'s vectors are stored (`dtype`; "auto": float16 for pool5 only)."""
+        """How `layer`'s vectors are stored (`dtype`; "auto": float16 for the cuts)."""
         return storage_dtype(self.dtype, layer)
 
     def spec(self, weights_sha256: str) -> ExtractorSpec:
