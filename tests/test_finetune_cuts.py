@@ -247,3 +247,35 @@ def test_the_same_fit_in_another_process_gives_the_same_bits() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300
     )
     assert done.stdout.strip().splitlines()[-1] == digest.hexdigest()
+
+
+def test_a_head_file_saved_before_cuts_still_loads() -> None:
+    from featcache.classifier.headstate import HeadState
+
+    rng = np.random.default_rng(0)
+    state = HeadState(
+        "finetune",
+        {"layers": "fc7,fc8", "random_state": 0},
+        {
+            "classes_": np.arange(3),
+            "coefs_.0": rng.standard_normal((12, 8)).astype(np.float32),
+            "coefs_.1": rng.standard_normal((8, 3)).astype(np.float32),
+            "intercepts_.0": np.zeros(8, np.float32),
+            "intercepts_.1": np.zeros(3, np.float32),
+        },
+        {
+            "coefs_#count": 2,
+            "intercepts_#count": 2,
+            "n_features_in_": 12,
+            "layers_": ["fc7", "fc8"],
+            "weights_sha256_": None,
+            "n_iter_": 1,
+            "best_epoch_": 1,
+            "loss_curve_": [0.5],
+            "validation_scores_": [],
+            "epoch_seconds_": [0.1],
+        },
+    )
+    head = FineTuneHead.from_state(state)
+    assert head.cut == "fc6" and head.input_shape_ is None
+    assert head.predict(rng.standard_normal((4, 12)).astype(np.float32)).shape == (4,)

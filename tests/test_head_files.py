@@ -41,7 +41,7 @@ def tiny_finetune(d: int = 12, k: int = 3, seed: int = 0) -> FineTuneHead:
     shapes = [(d, 8), (8, k)]
     state = HeadState(
         "finetune",
-        {"layers": "fc7,fc8", "precision": "bf16", "random_state": 0},
+        {"cut": "fc6", "precision": "bf16", "random_state": 0},
         {
             "classes_": np.arange(k),
             "coefs_.0": rng.standard_normal(shapes[0]).astype(np.float16),
@@ -58,8 +58,11 @@ def tiny_finetune(d: int = 12, k: int = 3, seed: int = 0) -> FineTuneHead:
             "n_iter_": 1,
             "best_epoch_": 1,
             "loss_curve_": [0.5],
+            "validation_losses_": [],
             "validation_scores_": [],
             "epoch_seconds_": [0.1],
+            "input_shape_": None,
+            "probe_seconds_": 0.0,
         },
     )
     return FineTuneHead.from_state(state)

@@ -46,7 +46,7 @@ from featcache.classifier.cuts import (
     stages_above,
 )
 from featcache.classifier.heads import SoftmaxHead
-from featcache.classifier.headstate import StatefulHead
+from featcache.classifier.headstate import HeadState, StatefulHead
 
 __all__ = ["CUTS", "Epoch", "FineTuneHead", "PretrainedWeights", "RowSource"]
 
@@ -498,6 +498,22 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
             self._coefs32: list[np.ndarray] = [w.astype(np.float32) for w in self.coefs_]
         else:
             self._coefs32 = list(self.coefs_)
+
+    @classmethod
+    def from_state(cls, state: HeadState, source: str = "head") -> FineTuneHead:
+        """`StatefulHead.from_state`, reading files saved before cuts too (their ``layers``
+        parameter: "fc6,fc7,fc8" is the pool5 cut, "fc7,fc8" the fc6 cut)."""
+        if "layers" in state.params and "cut" not in state.params:
+            params = dict(state.params)
+            params["cut"] = "pool5" if params.pop("layers") == "fc6,fc7,fc8" else "fc6"
+            values = {
+                "input_shape_": None,
+                "validation_losses_": [],
+                "probe_seconds_": 0.0,
+                **state.values,
+            }
+            state = HeadState(state.kind, params, state.arrays, values)
+        return super().from_state(state, source)
 
     def _check_state(self) -> None:
         """The layers chain from the cut to the classes (a crafted file may lie)."""
