@@ -8,25 +8,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from featcache.extractor.alexnet import CUT_DIMS
 from featcache.extractor.fetch import DEFAULT_WEIGHTS_URL
 from featcache.extractor.preprocess import CAFFE_MEAN_BGR, INPUT_SIZE, PROFILES
 from featcache.extractor.registry import Backbone, register_backbone
 
 __all__ = ["ALEXNET"]
 
-#: Each layer `AlexNet.forward` returns and its vector length, shallow to deep: the cuts a
-#: fine-tune can start from (alexnet.CUT_DIMS, TensorFlow runtime), then alexnet.LAYER_DIMS.
-_LAYERS: Final = {
-    "pool2": 13 * 13 * 256,
-    "conv3": 13 * 13 * 384,
-    "conv4": 13 * 13 * 384,
-    "conv5": 13 * 13 * 256,
-    "pool5": 9216,
-    "fc6": 4096,
-    "fc7": 4096,
-    "fc8": 1000,
-    "prob": 1000,
-}
+#: Each layer `AlexNet.forward` returns and its vector length (alexnet.LAYER_DIMS).
+_LAYERS: Final = {"pool5": 9216, "fc6": 4096, "fc7": 4096, "fc8": 1000, "prob": 1000}
 
 
 def _read(path: Path) -> Any:
@@ -72,5 +62,6 @@ ALEXNET: Final = register_backbone(
         gmacs=0.724,
         description="AlexNet (bvlc_alexnet, caffe-tensorflow), 227x227, 61M parameters",
         storage_float16=("pool2", "conv3", "conv4", "conv5", "pool5"),
+        cuts=CUT_DIMS,
     )
 )

@@ -8,7 +8,7 @@ from typing import Final
 from featcache.data.decode import DEFAULT_MAX_PIXELS
 from featcache.data.source import DEFAULT_MAX_FILE_BYTES
 from featcache.errors import ConfigError
-from featcache.extractor.alexnet import CUT_DIMS, PRECISIONS
+from featcache.extractor.alexnet import PRECISIONS
 from featcache.extractor.fingerprint import ExtractorSpec, check_runtime
 from featcache.extractor.preprocess import check_profile
 from featcache.extractor.ray_connect import check_address
@@ -95,7 +95,7 @@ class ExtractConfig:
             )
         layers = self.layers or (network.default_layer,)
         object.__setattr__(self, "layers", network.check_layers(layers))
-        cuts = [name for name in self.layers if name in CUT_DIMS]
+        cuts = [name for name in self.layers if name in network.cuts]
         if cuts and self.runtime != "tensorflow":
             raise ConfigError(
                 f"The layers {cuts} are extracted by the 'tensorflow' runtime only (the "

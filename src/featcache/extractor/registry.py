@@ -65,6 +65,8 @@ class Backbone:
       its traced graphs shipped for OpenVINO (`featcache.extractor.graphdef`).
     - `gmacs`: billions of multiply-adds for one image through the whole network.
     - `storage_float16`: layers stored as float16 by ``dtype="auto"`` (large maps).
+    - `cuts`: deeper layers a fine-tune can start from and their vector lengths, extracted
+      by the TensorFlow network only (the OpenVINO graph outputs `layers`).
     """
 
     name: str
@@ -84,6 +86,7 @@ class Backbone:
     gmacs: float
     description: str
     storage_float16: tuple[str, ...] = field(default=())
+    cuts: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.default_layer not in self.layers:
@@ -97,10 +100,11 @@ class Backbone:
 
     def check_layers(self, layers: Sequence[str]) -> tuple[str, ...]:
         """`layers` as a tuple without repeats, or `ConfigError` naming the unknown ones."""
-        unknown = [name for name in layers if name not in self.layers]
+        unknown = [name for name in layers if name not in self.layers and name not in self.cuts]
         if unknown or not layers:
+            cuts = f", or the fine-tune cuts {list(self.cuts)}" if self.cuts else ""
             raise ConfigError(
-                f"The 'layers' must be a non-empty subset of {list(self.layers)} "
+                f"The 'layers' must be a non-empty subset of {list(self.layers)}{cuts} "
                 f"(backbone '{self.name}'). Got {list(layers)}."
             )
         return tuple(dict.fromkeys(layers))
