@@ -1,4 +1,4 @@
-"""``featcache store info|verify|gc``."""
+"""``featcache store info|verify|gc|copy``."""
 
 from __future__ import annotations
 
@@ -100,3 +100,42 @@ def store_gc(
         f"{report.runtime_models_removed} runtime model(s), "
         f"{report.bytes_freed / 1e6:.1f} MB freed"
     )
+
+
+@store_app.command("copy")
+@reports_errors
+def store_copy(
+    src: str = typer.Argument(..., help="The store to copy: a folder or s3://bucket/prefix."),
+    dst: str = typer.Argument(..., help="A new, empty store: a folder or s3://bucket/prefix."),
+    src_catalog: str | None = typer.Option(
+        None,
+        "--src-catalog",
+        help="SRC's catalog on PostgreSQL (default: catalog.sqlite in SRC's folder).",
+    ),
+    dst_catalog: str | None = typer.Option(
+        None,
+        "--dst-catalog",
+        help="DST's catalog on PostgreSQL, an empty database (default: catalog.sqlite in DST).",
+    ),
+) -> None:
+    """Copy a whole store (shards, vectors, datasets, heads with their versions, records)
+    into a new one, folder <-> bucket and SQLite <-> PostgreSQL; exit 0 only if the copy
+    verifies (every shard re-hashed against the source's checksums, the same counts)."""
+    from featcache.store import FeatureStore
+    from featcache.store.copy import copy_store
+
+    # "" is the folder's own SQLite catalog, whatever FEATCACHE_CATALOG says
+    with (
+        FeatureStore(src, create=False, read_only=True, catalog=src_catalog or "") as source,
+        FeatureStore(dst, catalog=dst_catalog or "") as target,
+    ):
+        report = copy_store(source, target)
+    for problem in report.problems:
+        out.print(f"problem: {problem}")
+    out.print(
+        f"copied {report.shards} shard(s) ({report.bytes / 1e6:.1f} MB), {report.vectors} "
+        f"vector(s), {report.datasets} dataset(s), {report.heads} head version(s) from {src} "
+        f"to {dst}: " + ("verified" if report.ok else f"{len(report.problems)} problem(s)")
+    )
+    if not report.ok:
+        raise typer.Exit(EXIT_STRICT)

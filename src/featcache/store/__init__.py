@@ -26,6 +26,7 @@ from featcache.store.catalog_postgres import (
     is_postgres_url,
     redact_url,
 )
+from featcache.store.copy import CopyReport, copy_store
 from featcache.store.export import export_vectors
 from featcache.store.featurestore import CATALOG_FILE, STORAGE_DTYPES, FeatureStore
 from featcache.store.heads import HEAD_SUFFIX, HEADS_FOLDER, HeadFiles
@@ -78,6 +79,7 @@ __all__ = [
     "BucketHeadFiles",
     "BucketShardFiles",
     "Catalog",
+    "CopyReport",
     "DatasetChange",
     "DatasetInfo",
     "DatasetRow",
@@ -100,6 +102,7 @@ __all__ = [
     "VerifyReport",
     "cache_folder",
     "contained",
+    "copy_store",
     "create_or_migrate",
     "dedupe_rows",
     "export_vectors",

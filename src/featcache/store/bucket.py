@@ -309,6 +309,15 @@ class BucketShardFiles(ShardFiles):
         self.files.put(self._key(name), payload)
         return ShardInfo(name, hashlib.sha256(payload).hexdigest(), len(payload))
 
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            return self.files.read(self._key(name))
+        except Exception as exc:
+            raise StoreError(f"{self.where(name)}: shard unreadable ({exc})") from exc
+
+    def put_bytes(self, name: str, payload: bytes) -> None:
+        self.files.put(self._key(name), payload)
+
     def stat(self, name: str) -> tuple[int, int]:
         try:
             return self.files.stat(self._key(name))

@@ -714,6 +714,105 @@ class Catalog:
         changed = float(updated[0][0]) if updated else 0.0
         return {str(r[0]): int(r[1]) for r in rows}, created, changed
 
+    # -- copying a store (featcache.store.copy): everything as it is, identities kept -------
+
+    def shard_vectors(self, shard_id: int) -> list[tuple[str, int]]:
+        """(key, row) of every vector a shard holds."""
+        return [
+            (str(k), int(r))
+            for k, r in self.query("SELECT key, row FROM vectors WHERE shard_id=?", (shard_id,))
+        ]
+
+    def import_shard(self, shard: ShardRecord, vectors: Sequence[tuple[str, int]]) -> None:
+        """Register a copied shard file with its own (key, row) pairs, in one transaction."""
+        with self.transaction() as db:
+            shard_id = db.execute(
+                "INSERT INTO shards(name, fingerprint, layer, dtype, rows, dim, created, sha256, "
+                "bytes, mtime_ns) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (
+                    shard.name,
+                    shard.fingerprint,
+                    shard.layer,
+                    shard.dtype,
+                    shard.rows,
+                    shard.dim,
+                    time.time(),
+                    shard.sha256,
+                    shard.bytes,
+                    shard.mtime_ns,
+                ),
+            ).fetchone()[0]
+            db.executemany(
+                "INSERT INTO vectors VALUES(?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(key, shard.fingerprint, shard.layer, shard_id, row) for key, row in vectors],
+            )
+
+    def head_history(self) -> tuple[dict[str, int], list[tuple[str, int, float]]]:
+        """({head name: last version ever}, promotions in order)."""
+        last = {str(n): int(v) for n, v in self.query("SELECT name, last FROM head_versions")}
+        promotions = (
+            [
+                (str(n), int(v), float(t))
+                for n, v, t in self.query(
+                    "SELECT name, version, at FROM head_promotions ORDER BY rowid"
+                )
+            ]
+            if self._has_table("head_promotions")
+            else []
+        )
+        return last, promotions
+
+    def import_heads(
+        self,
+        records: Sequence[HeadRecord],
+        last: dict[str, int],
+        promotions: Sequence[tuple[str, int, float]],
+    ) -> None:
+        """Register copied head files under their own versions, with the version history."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO heads VALUES(?, ?, ?, ?, ?, ?)",
+                [
+                    (h.name, h.version, h.file, h.sha256, json.dumps(h.meta), h.created)
+                    for h in records
+                ],
+            )
+            db.executemany(
+                "INSERT INTO head_versions VALUES(?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "last=excluded.last",
+                list(last.items()),
+            )
+            db.executemany("INSERT INTO head_promotions VALUES(?, ?, ?)", list(promotions))
+
+    def analysis_records(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Every perceptual hash (key, kind, hash) and near-duplicate group row."""
+        hashes = (
+            [
+                (k, kind, bytes(h))
+                for k, kind, h in self.query("SELECT key, kind, hash FROM image_hashes")
+            ]
+            if self._has_table("image_hashes")
+            else []
+        )
+        groups = (
+            self.query("SELECT dataset, key, grp, created FROM dataset_groups")
+            if self._has_table("dataset_groups")
+            else []
+        )
+        return hashes, groups
+
+    def import_analysis(
+        self, hashes: Sequence[tuple[Any, ...]], groups: Sequence[tuple[Any, ...]]
+    ) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO image_hashes VALUES(?, ?, ?) ON CONFLICT DO NOTHING", list(hashes)
+            )
+            db.executemany(
+                "INSERT INTO dataset_groups VALUES(?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                list(groups),
+            )
+
 
 def _merged_classes(name: str, old: list[str], new: list[str]) -> list[str]:
     shorter, longer = sorted((old, new), key=len)

@@ -22,8 +22,9 @@ def server_catalog(catalog: str | None) -> str | None:
 
     `ConfigError` for anything but a ``postgresql://`` URL.
     """
+    # "" (given) is the folder's own SQLite catalog, whatever the environment says
     url = catalog if catalog is not None else os.environ.get(CATALOG_ENV) or None
-    if url is None:
+    if not url:
         return None
     if not is_postgres_url(url):
         where = "the 'catalog'" if catalog is not None else f"${CATALOG_ENV}"

@@ -20,7 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from featcache._io import TMP_PREFIX, atomic_write, describe_failure, file_sha256
+from featcache._io import (
+    TMP_PREFIX,
+    atomic_write,
+    atomic_write_bytes,
+    describe_failure,
+    file_sha256,
+)
 from featcache.errors import StoreError, UnsafePathError
 from featcache.store.paths import contained, featcache_made
 from featcache.store.records import ShardInfo, ShardRecord
@@ -73,6 +79,22 @@ class ShardFiles:
         """The shard's path; `UnsafePathError` if `name` (from the catalog) would lead
         outside the shard folder."""
         return contained(self.root, name, "shard")
+
+    def read_bytes(self, name: str) -> bytes:
+        """A shard file's bytes (to copy it); `StoreError` naming it if it is unreadable."""
+        try:
+            return self.path(name).read_bytes()
+        except OSError as exc:
+            raise StoreError(f"{self.root / name}: shard unreadable ({exc})") from exc
+
+    def put_bytes(self, name: str, payload: bytes) -> None:
+        """Write a copied shard file under its own name, durably."""
+        path = self.path(name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, payload)
+        except OSError as exc:
+            raise StoreError(describe_failure(path, "writing a shard", exc)) from exc
 
     def where(self, name: str) -> str:
         """Where the shard is, for messages (a path here, a URL for a bucket)."""
