@@ -59,7 +59,17 @@ def test_copy_both_ways_through_a_bucket(
     runner = CliRunner()
     monkeypatch.setenv("FEATCACHE_CATALOG", "")
     result = runner.invoke(
-        app, ["store", "copy", str(tmp_path / "src"), bucket, "--dst-catalog", pg_catalog]
+        app,
+        [
+            "store",
+            "copy",
+            "--store",
+            str(tmp_path / "src"),
+            "--to",
+            bucket,
+            "--dst-catalog",
+            pg_catalog,
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "copied 2 shard(s)" in result.output and "30 vector(s)" in result.output
@@ -67,7 +77,17 @@ def test_copy_both_ways_through_a_bucket(
     with FeatureStore(bucket, catalog=pg_catalog, create=False) as remote:
         assert remote.verify().ok
     result = runner.invoke(
-        app, ["store", "copy", bucket, str(tmp_path / "back"), "--src-catalog", pg_catalog]
+        app,
+        [
+            "store",
+            "copy",
+            "--store",
+            bucket,
+            "--to",
+            str(tmp_path / "back"),
+            "--src-catalog",
+            pg_catalog,
+        ],
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "back" / "catalog.sqlite").exists()

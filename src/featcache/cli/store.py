@@ -105,8 +105,12 @@ def store_gc(
 @store_app.command("copy")
 @reports_errors
 def store_copy(
-    src: str = typer.Argument(..., help="The store to copy: a folder or s3://bucket/prefix."),
-    dst: str = typer.Argument(..., help="A new, empty store: a folder or s3://bucket/prefix."),
+    src: str = typer.Option(
+        ..., "--store", help="The store to copy: a folder or s3://bucket/prefix."
+    ),
+    dst: str = typer.Option(
+        ..., "--to", help="A new, empty store: a folder or s3://bucket/prefix."
+    ),
     src_catalog: str | None = typer.Option(
         None,
         "--src-catalog",
