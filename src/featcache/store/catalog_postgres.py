@@ -104,6 +104,8 @@ def _translate(sql: str) -> str:
     if rewritten is not None:
         return rewritten
     # featcache's statements hold no '?' inside literals; a '%' is psycopg's escape
+    # SQLite's null-safe "x IS ?" is PostgreSQL's "x IS NOT DISTINCT FROM ?"
+    sql = sql.replace(" IS ?", " IS NOT DISTINCT FROM ?")
     return sql.replace("%", "%%").replace("?", "%s")
 
 
