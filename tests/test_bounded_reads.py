@@ -48,14 +48,17 @@ def trained(tmp_path: Path, stub_weights: Weights) -> tuple[Path, list[Path]]:
     return tmp_path / "store", images
 
 
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec, so a child of a
+# large pytest process would report the parent's size at fork.
 RSS_SCRIPT = """
-import resource, sys
+import sys
 from featcache.cli import main
 sys.argv = ["featcache", *sys.argv[1:]]
 try:
     main()
 finally:
-    sys.stderr.write(f"\\nMAXRSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+    sys.stderr.write(f"\\nMAXRSS_KB {hwm}\\n")
 """
 
 
