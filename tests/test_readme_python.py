@@ -49,7 +49,8 @@ def test_readme_python_block_runs_as_written(
     assert first["record"].version == 1
     written = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert "NOT ImageNet" in written["weights_note"]  # ev.write() says the weights are random
-    assert first["store"].datasets() == ["signs"]
+    # predict extracted stop.jpg, so it is a row of the "uploads" dataset (README "Uploads")
+    assert first["store"].datasets() == ["signs", "uploads"]
 
     again: dict[str, Any] = {}
     exec(compile(code, "README.md", "exec"), again)
