@@ -103,7 +103,10 @@ def weights_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     # The AlexNet entry of the backbone registry imports `read_weights` from the weights
     # module when it is called, so patching it there catches every read.
-    patched = ((weights_module, ("read_weights", "file_sha256")), (pipeline_module, ("file_sha256",)))
+    patched = (
+        (weights_module, ("read_weights", "file_sha256")),
+        (pipeline_module, ("file_sha256",)),
+    )
     for module, names in patched:
         for name in names:
             monkeypatch.setattr(module, name, spy(name, getattr(module, name)))
