@@ -28,7 +28,13 @@ from featcache.store.catalog_postgres import (
 )
 from featcache.store.copy import CopyReport, copy_store
 from featcache.store.export import export_vectors
-from featcache.store.featurestore import CATALOG_FILE, STORAGE_DTYPES, FeatureStore
+from featcache.store.featurestore import (
+    CATALOG_FILE,
+    MAX_OPEN_SHARDS,
+    STORAGE_DTYPES,
+    VECTORS_MAX_BYTES,
+    FeatureStore,
+)
 from featcache.store.heads import HEAD_SUFFIX, HEADS_FOLDER, HeadFiles
 from featcache.store.location import CATALOG_ENV, server_catalog
 from featcache.store.maintenance import gc, info, stale_temporaries, verify
@@ -56,6 +62,13 @@ from featcache.store.records import (
 from featcache.store.runtime_files import RUNTIMES_FOLDER, RuntimeAudit, RuntimeFiles, RuntimeModel
 from featcache.store.schema import SCHEMA_VERSION, create_or_migrate, dedupe_rows, schema_version
 from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardCheck, ShardFiles
+from featcache.store.streaming import (
+    DEFAULT_BATCH_ROWS,
+    LazyVectors,
+    Locations,
+    StoredRows,
+    VectorBatch,
+)
 
 __all__ = [
     "BLOCK_BYTES",
@@ -63,8 +76,10 @@ __all__ = [
     "CACHE_DIR_ENV",
     "CATALOG_ENV",
     "CATALOG_FILE",
+    "DEFAULT_BATCH_ROWS",
     "HEADS_FOLDER",
     "HEAD_SUFFIX",
+    "MAX_OPEN_SHARDS",
     "NAME_RULE",
     "POSTGRES_SCHEMES",
     "POSTGRES_TABLES",
@@ -74,6 +89,7 @@ __all__ = [
     "SPLITS",
     "STORAGE_DTYPES",
     "TMP_PREFIX",
+    "VECTORS_MAX_BYTES",
     "BlockCache",
     "BucketFiles",
     "BucketHeadFiles",
@@ -89,6 +105,8 @@ __all__ = [
     "HeadRecord",
     "HeadSpec",
     "LabelledVectors",
+    "LazyVectors",
+    "Locations",
     "PostgresConnection",
     "RangeMatrix",
     "RuntimeAudit",
@@ -98,6 +116,8 @@ __all__ = [
     "ShardFiles",
     "ShardInfo",
     "ShardRecord",
+    "StoredRows",
+    "VectorBatch",
     "VectorRow",
     "VerifyReport",
     "cache_folder",

@@ -524,6 +524,63 @@ class Catalog:
             )
         ]
 
+    def vector_pages(
+        self,
+        name: str,
+        fingerprint: str,
+        layer: str,
+        *,
+        split: str | None = None,
+        page: int = 8192,
+    ) -> Iterator[list[VectorRow]]:
+        """`vector_rows` page by page (at most `page` rows each), only `split`'s rows if given.
+
+        Keyset pagination on the (dataset, idx) primary key: each page is one indexed range
+        query, so memory stays bounded by `page` at any dataset size.
+        """
+        sql = (
+            "SELECT r.idx, r.key, r.path, r.label, r.split, s.name, v.row FROM dataset_rows r "
+            "LEFT JOIN vectors v ON v.key = r.key AND v.fingerprint = ? AND v.layer = ? "
+            "LEFT JOIN shards s ON s.id = v.shard_id WHERE r.dataset = ? AND r.idx > ? "
+            + ("AND r.split IS ? " if split is not None else "")
+            + "ORDER BY r.idx LIMIT ?"
+        )
+        after = -1
+        while True:
+            params: tuple[Any, ...] = (fingerprint, layer, name, after)
+            found = self.query(
+                sql, (*params, split, page) if split is not None else (*params, page)
+            )
+            if not found:
+                return
+            after = int(found[-1][0])
+            yield [VectorRow(*r[1:]) for r in found]
+            if len(found) < page:
+                return
+
+    def missing_vectors(
+        self, name: str, fingerprint: str, layer: str, *, split: str | None = None
+    ) -> tuple[int, int, str | None]:
+        """(rows, rows without a vector, the first such row's path) of a dataset (or split)."""
+        where = "r.dataset = ?" + (" AND r.split IS ?" if split is not None else "")
+        params = (name,) if split is None else (name, split)
+        total = int(self.query(f"SELECT COUNT(*) FROM dataset_rows r WHERE {where}", params)[0][0])
+        found = self.query(
+            "SELECT COUNT(*), MIN(r.idx) FROM dataset_rows r LEFT JOIN vectors v ON v.key = r.key "
+            "AND v.fingerprint = ? AND v.layer = ? LEFT JOIN shards s ON s.id = v.shard_id "
+            f"WHERE {where} AND s.id IS NULL",
+            (fingerprint, layer, *params),
+        )
+        missing, first = int(found[0][0]), found[0][1]
+        path = None
+        if first is not None:
+            path = str(
+                self.query(
+                    "SELECT path FROM dataset_rows WHERE dataset = ? AND idx = ?", (name, first)
+                )[0][0]
+            )
+        return total, missing, path
+
     def dataset_fingerprints(self, name: str, layer: str) -> list[str]:
         return [
             r[0]

@@ -19,7 +19,8 @@ import io
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,21 @@ from featcache.store.records import (
 )
 from featcache.store.runtime_files import RuntimeFiles
 from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardFiles
+from featcache.store.streaming import (
+    DEFAULT_BATCH_ROWS,
+    LazyVectors,
+    Locations,
+    StoredRows,
+    VectorBatch,
+    index_rows,
+)
 
 # The records are defined in featcache.store.records; re-exported here for older imports.
 __all__ = [
     "CATALOG_FILE",
+    "MAX_OPEN_SHARDS",
     "STORAGE_DTYPES",
+    "VECTORS_MAX_BYTES",
     "DatasetChange",
     "DatasetInfo",
     "DatasetRow",
@@ -76,6 +87,10 @@ __all__ = [
 
 STORAGE_DTYPES = ("float32", "float16")
 CATALOG_FILE = "catalog.sqlite"
+#: Shards kept memory-mapped at once by default: far under the common 1,024 open files.
+MAX_OPEN_SHARDS = 64
+#: The most `FeatureStore.vectors` reads into memory by default (2 GiB of float32).
+VECTORS_MAX_BYTES = 2 * 2**30
 
 
 class FeatureStore:
@@ -87,6 +102,9 @@ class FeatureStore:
     `catalog`: a ``postgresql://`` URL puts the catalog on that server instead of
     ``catalog.sqlite`` in the folder (default: the ``FEATCACHE_CATALOG`` environment variable,
     else SQLite). One catalog belongs to one store: it records the store it was made for.
+
+    `max_open_shards`: shard files kept memory-mapped at once (an LRU; default
+    `MAX_OPEN_SHARDS`), so reading any number of shards needs that many open files at most.
     """
 
     def __init__(
@@ -96,7 +114,16 @@ class FeatureStore:
         create: bool = True,
         read_only: bool | None = None,
         catalog: str | None = None,
+        max_open_shards: int = MAX_OPEN_SHARDS,
     ) -> None:
+        if (
+            isinstance(max_open_shards, bool)
+            or not isinstance(max_open_shards, int)
+            or max_open_shards < 1
+        ):
+            raise ConfigError(
+                f"The 'max_open_shards' must be an integer >= 1. Got {max_open_shards!r}."
+            )
         #: Where the store is: its folder, or its URL on object storage.
         self.location = store_url(path) or str(Path(path))
         server = server_catalog(catalog)
@@ -126,7 +153,10 @@ class FeatureStore:
             self._catalog = self._open_server_catalog(server, create=create, read_only=read_only)
         else:
             self._catalog = self._open_local_catalog(create=create, read_only=read_only)
-        self._maps: dict[str, np.ndarray] = {}
+        #: Shards kept memory-mapped at once (each holds a file descriptor and a mapping).
+        self.max_open_shards = max_open_shards
+        self._maps: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._maps_lock = threading.Lock()
         self._intact_ids: set[int] = set()  # shards checked by this instance
         self._check_lock = threading.Lock()
         #: Problems with shards this instance found (and, when writable, dropped) while
@@ -205,7 +235,8 @@ class FeatureStore:
             )
 
     def close(self) -> None:
-        self._maps.clear()
+        with self._maps_lock:
+            self._maps.clear()
         self._catalog.close()
 
     def __enter__(self) -> FeatureStore:
@@ -291,7 +322,8 @@ class FeatureStore:
     def _forget_damaged(self, damaged: Sequence[tuple[ShardRecord, str]]) -> None:
         self._catalog.forget_shards([record.id for record, _ in damaged])
         for record, problem in damaged:
-            self._maps.pop(record.name, None)
+            with self._maps_lock:
+                self._maps.pop(record.name, None)
             self._shards.remove(record.name)
             self.repairs.append(f"{problem}; its vectors will be computed again")
 
@@ -396,34 +428,52 @@ class FeatureStore:
         return removed
 
     def _map(self, name: str) -> np.ndarray:
-        matrix = self._maps.get(name)
-        if matrix is None:
-            for _, problem in self._check_shards(self._catalog.shards([name])):
-                raise StoreError(
-                    f"{problem}; run 'featcache store verify --repair', then extract again"
-                )
-            matrix = self._maps[name] = self._shards.open(name)
+        """The memory map of shard `name`, through the LRU of open shards.
+
+        Each map holds one file descriptor and one kernel mapping, so at most
+        `max_open_shards` stay open; the least recently used is dropped (closed once no
+        read still holds it).
+        """
+        with self._maps_lock:
+            matrix = self._maps.get(name)
+            if matrix is not None:
+                self._maps.move_to_end(name)
+                return matrix
+        for _, problem in self._check_shards(self._catalog.shards([name])):
+            raise StoreError(
+                f"{problem}; run 'featcache store verify --repair', then extract again"
+            )
+        matrix = self._shards.open(name)
+        with self._maps_lock:
+            self._maps[name] = matrix
+            while len(self._maps) > self.max_open_shards:
+                self._maps.popitem(last=False)
         return matrix
 
-    def _gather(self, places: Sequence[tuple[str, int]]) -> np.ndarray:
-        if not places:
+    def _gather(self, names: Sequence[str], shard_of: np.ndarray, row_of: np.ndarray) -> np.ndarray:
+        """Rows ``row_of[i]`` of shards ``names[shard_of[i]]`` as (n, dim) float32, in order;
+        each shard is mapped once per call."""
+        if len(shard_of) == 0:
             return np.zeros((0, 0), dtype=np.float32)
-        by_shard: dict[str, list[int]] = {}
-        for i, (name, _) in enumerate(places):
-            by_shard.setdefault(name, []).append(i)
-        dim = self._map(places[0][0]).shape[1]
-        out = np.empty((len(places), dim), dtype=np.float32)
-        for name, positions in by_shard.items():
+        order = np.argsort(shard_of, kind="stable")
+        cuts = np.flatnonzero(np.diff(shard_of[order])) + 1
+        dim = int(self._map(names[int(shard_of[order[0]])]).shape[1])
+        out = np.empty((len(shard_of), dim), dtype=np.float32)
+        for positions in np.split(order, cuts):
+            name = names[int(shard_of[positions[0]])]
             matrix = self._map(name)
-            if matrix.shape[1] != dim:
-                raise StoreError(f"{self._shards.where(name)}: width {matrix.shape[1]} != {dim}")
-            rows = np.fromiter((places[i][1] for i in positions), dtype=np.intp)
+            if matrix.shape[1] != out.shape[1]:
+                raise StoreError(
+                    f"{self._shards.where(name)}: width {matrix.shape[1]} != {out.shape[1]}"
+                )
+            rows = row_of[positions]
             if rows.max() >= matrix.shape[0]:
                 raise StoreError(
                     f"{self._shards.where(name)}: a vector points past its {matrix.shape[0]} rows; "
                     "run 'featcache store verify --repair', then extract again"
                 )
             block = np.asarray(matrix[rows], dtype=np.float32)
+            del matrix  # the LRU alone decides how long a map stays open
             if not np.isfinite(block).all():
                 bad = sorted({int(r) for r in rows[~np.isfinite(block).all(axis=1)]})
                 raise StoreError(
@@ -432,6 +482,10 @@ class FeatureStore:
                 )
             out[positions] = block
         return out
+
+    def read_locations(self, where: Locations) -> np.ndarray:
+        """The vectors at `where` (from `lazy_vectors`), as (n, dim) float32 in order."""
+        return self._gather(where.names, where.shard_of, where.row_of)
 
     def get(self, keys: Sequence[str], fingerprint: str, layer: str = "fc7") -> np.ndarray:
         """Vectors for `keys` as (N, dim) float32, in order; `NotFoundError` names a missing key.
@@ -445,7 +499,10 @@ class FeatureStore:
                 f"{len(missing)} key(s) have no '{layer}' vector for extractor {fingerprint[:12]}, "
                 f"e.g. {missing[0]}"
             )
-        return self._gather([where[k] for k in keys])
+        names: dict[str, int] = {}
+        shard_of = np.array([names.setdefault(where[k][0], len(names)) for k in keys], np.int32)
+        row_of = np.array([where[k][1] for k in keys], np.int32)
+        return self._gather(list(names), shard_of, row_of)
 
     def resolve_fingerprint(self, dataset: str, layer: str, fingerprint: str | None) -> str:
         """The given fingerprint, or the only one with vectors for this dataset and layer."""
@@ -464,36 +521,116 @@ class FeatureStore:
             f"({', '.join(fp[:12] for fp in found)}); pass fingerprint= (--fingerprint)"
         )
 
-    def vectors(
-        self, dataset: str, layer: str = "fc7", fingerprint: str | None = None
-    ) -> LabelledVectors:
-        """All of a dataset's vectors in dataset order, read through memory maps.
+    def _missing_error(
+        self, dataset: str, layer: str, fp: str, missing: int, rows: int, example: str | None
+    ) -> NotFoundError:
+        return NotFoundError(
+            f"dataset '{dataset}': {missing} of {rows} image(s) have no '{layer}' vector for "
+            f"extractor {fp[:12]}, e.g. {example or 'none'}; run extract again"
+        )
 
-        Unpacks as ``keys, X, y``; X is (N, dim) float32, y int64 (-1 where unlabelled).
-        Raises `NotFoundError` naming the first image without a vector, `StoreError` naming
-        a damaged shard.
+    def batches(
+        self,
+        dataset: str,
+        layer: str = "fc7",
+        fingerprint: str | None = None,
+        *,
+        split: str | None = None,
+        batch_size: int = DEFAULT_BATCH_ROWS,
+    ) -> Iterator[VectorBatch]:
+        """Stream a dataset's rows (or one `split`'s) in dataset order, `batch_size` at a time.
+
+        Each `VectorBatch` holds keys, float32 vectors, labels (-1 where unlabelled), paths
+        and splits; memory stays bounded by one batch at any dataset size. Every row is
+        checked to have a vector before the first batch (`NotFoundError` names one that
+        does not); a damaged shard raises `StoreError` when its batch is read.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"The 'batch_size' must be an integer >= 1. Got {batch_size!r}.")
+        self.dataset(dataset)
+        split = normalize_split(split, where="split")
+        fp = self.resolve_fingerprint(dataset, layer, fingerprint)
+        rows, missing, example = self._catalog.missing_vectors(dataset, fp, layer, split=split)
+        if missing:
+            raise self._missing_error(dataset, layer, fp, missing, rows, example)
+        return self._stream(dataset, fp, layer, split, batch_size)
+
+    def _stream(
+        self, dataset: str, fp: str, layer: str, split: str | None, batch_size: int
+    ) -> Iterator[VectorBatch]:
+        start = 0
+        for page in self._catalog.vector_pages(dataset, fp, layer, split=split, page=batch_size):
+            index = index_rows(iter([page]))
+            if index.missing:  # rows rewritten since the check above
+                raise self._missing_error(
+                    dataset, layer, fp, index.missing, len(page), index.first_missing
+                )
+            yield VectorBatch(
+                start=start,
+                keys=index.keys,
+                X=self.read_locations(index.where),
+                y=index.labels,
+                paths=index.paths,
+                splits=index.splits,
+            )
+            start += len(page)
+
+    def lazy_vectors(
+        self, dataset: str, layer: str = "fc7", fingerprint: str | None = None
+    ) -> LazyVectors:
+        """A dataset's rows in dataset order with their vectors left in the shards.
+
+        Keys, labels, paths and splits are read (about 250 bytes a row); ``X`` is a
+        `StoredRows` read on demand (``read_rows``, ``blocks``). `NotFoundError` names the
+        first image without a vector, as `vectors` does.
         """
         found = self.dataset(dataset)
         fp = self.resolve_fingerprint(dataset, layer, fingerprint)
-        rows = self._catalog.vector_rows(dataset, fp, layer)
-        missing = [r for r in rows if r.shard is None or r.row is None]
-        if missing:
-            raise NotFoundError(
-                f"dataset '{dataset}': {len(missing)} of {len(rows)} image(s) have no '{layer}' "
-                f"vector for extractor {fp[:12]}, e.g. {missing[0].path}; run extract again"
+        index = index_rows(self._catalog.vector_pages(dataset, fp, layer))
+        if index.missing or not index.keys:
+            raise self._missing_error(
+                dataset, layer, fp, index.missing, len(index.keys), index.first_missing
             )
-        return LabelledVectors(
-            keys=[r.key for r in rows],
-            X=self._gather([(str(r.shard), int(r.row or 0)) for r in rows]),
-            y=np.array([-1 if r.label is None else r.label for r in rows], dtype=np.int64),
-            paths=[r.path for r in rows],
-            splits=[r.split for r in rows],
+        dim = self._catalog.shards([index.where.names[0]])[0].dim
+        return LazyVectors(
+            keys=index.keys,
+            X=StoredRows(self._gather, index.where, dim, layer),
+            y=index.labels,
+            paths=index.paths,
+            splits=index.splits,
             class_names=found.class_names,
             fingerprint=fp,
             layer=layer,
             dataset=dataset,
             weights_note=self.extractors().get(fp, {}).get("weights_note"),
         )
+
+    def vectors(
+        self,
+        dataset: str,
+        layer: str = "fc7",
+        fingerprint: str | None = None,
+        *,
+        max_bytes: int | None = VECTORS_MAX_BYTES,
+    ) -> LabelledVectors:
+        """All of a dataset's vectors in dataset order, in memory: for small data.
+
+        Unpacks as ``keys, X, y``; X is (N, dim) float32, y int64 (-1 where unlabelled).
+        Past `max_bytes` of float32 vectors (default `VECTORS_MAX_BYTES`, 2 GiB) it raises
+        `ConfigError` naming `batches` and `lazy_vectors`, which read in bounded memory;
+        ``max_bytes=None`` lifts the limit. Raises `NotFoundError` naming the first image
+        without a vector, `StoreError` naming a damaged shard.
+        """
+        lazy = self.lazy_vectors(dataset, layer, fingerprint)
+        size = lazy.X.shape[0] * lazy.X.shape[1] * 4
+        if max_bytes is not None and size > max_bytes:
+            raise ConfigError(
+                f"dataset '{dataset}': its {lazy.X.shape[0]} '{layer}' vectors take "
+                f"{size / 2**30:.1f} GiB in memory, past vectors()'s max_bytes "
+                f"({max_bytes / 2**30:.1f} GiB); read them in bounded memory with "
+                "store.batches(...) or store.lazy_vectors(...), or pass max_bytes=None"
+            )
+        return lazy.to_memory()
 
     # -- perceptual hashes and near-duplicate groups (written by featcache.analysis) --------
 
@@ -728,7 +865,8 @@ class FeatureStore:
 
         With `repair`, damaged shards' vectors are dropped (the next extract computes them).
         """
-        self._maps.clear()  # release the memory maps before a possible delete
+        with self._maps_lock:  # release the memory maps before a possible delete
+            self._maps.clear()
         report = maintenance.verify(self._catalog, self._shards, repair=repair)
         self._intact_ids.clear()
         runtimes = self._runtimes.audit()
@@ -764,7 +902,8 @@ class FeatureStore:
         the catalog references is never deleted; with no shard registered while shard files
         exist (a lost catalog), gc refuses with `StoreError`.
         """
-        self._maps.clear()
+        with self._maps_lock:
+            self._maps.clear()
         report = maintenance.gc(self._catalog, self._shards, grace_seconds=grace_seconds)
         # Runtime models of extractors left without vectors go too (a conversion in progress
         # is younger than the grace period).
