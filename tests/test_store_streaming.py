@@ -152,3 +152,20 @@ def test_open_shards_stay_within_the_lru(tmp_path: Path) -> None:
     assert open_npy_files() == before
     with pytest.raises(ConfigError, match=r"'max_open_shards' must be an integer >= 1\. Got 0"):
         FeatureStore(tmp_path / "s", max_open_shards=0)
+
+
+def test_datasets_generation_is_a_counter_every_dataset_write_moves(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s", rows=12)
+    other = FeatureStore(tmp_path / "s")  # another connection sees the writes
+    first = store.datasets_generation()
+    assert other.datasets_generation() == first
+    store.vectors("d")  # reads change nothing
+    assert store.datasets_generation() == first
+    store.add_dataset("e", [DatasetRow("k0000", "x.png", None, None)])
+    assert other.datasets_generation() == first + 1
+    store.add_dataset("e", [DatasetRow("k0001", "y.png", None, None)], append=True)
+    store.add_dataset("d", store.dataset_rows("d")[:3], ["a", "b", "c"])
+    assert other.datasets_generation() == first + 3
+    # the counter is one 'meta' row, bumped in each dataset write's transaction
+    found = store._catalog.query("SELECT value FROM meta WHERE key='datasets_generation'")
+    assert int(found[0][0]) == first + 3

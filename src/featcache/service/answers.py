@@ -88,7 +88,7 @@ class PathCache:
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._items: OrderedDict[str, str | None] = OrderedDict()
-        self.generation: tuple[int, int, float] | None = None
+        self.generation: int | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -112,7 +112,7 @@ class PathCache:
         while len(self._items) > self.maxsize:
             self._items.popitem(last=False)
 
-    def renew(self, generation: tuple[int, int, float]) -> None:
+    def renew(self, generation: int) -> None:
         """Forget every path if the datasets changed since the paths were read."""
         if generation != self.generation:
             self._items.clear()

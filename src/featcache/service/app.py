@@ -108,7 +108,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 paths.renew(await run_in_threadpool(predictor.store.datasets_generation))
             except Exception as exc:  # a path lookup must not take the head refresh down
                 log.error("cannot read the datasets' state: %s: %s", type(exc).__name__, exc)
-                paths.renew((-1, -1, 0.0))
+                paths.renew(-1)  # no generation: forget every path
             if swapped:
                 cache.clear()
                 metrics.head_swaps.inc()

@@ -48,7 +48,9 @@ from featcache.store.records import (
     VectorRow,
 )
 from featcache.store.schema import (
+    GENERATION_KEY,
     SCHEMA_VERSION,
+    bump_generation,
     create_or_migrate,
     dedupe_rows,
     schema_version,
@@ -450,6 +452,7 @@ class Catalog:
                 "updated=excluded.updated",
                 (name, json.dumps(list(class_names)), source, now, now),
             )
+            bump_generation(db)
             db.executemany("INSERT INTO dataset_rows VALUES(?, ?, ?, ?, ?, ?)", added)
             db.executemany(
                 "UPDATE dataset_rows SET key=?, label=?, split=? WHERE dataset=? AND idx=?",
@@ -503,14 +506,20 @@ class Catalog:
                 found.setdefault(key, path)  # the first row in that order wins
         return found
 
-    def datasets_generation(self) -> tuple[int, int, float]:
-        """(datasets, rows, newest update): changes whenever any dataset's rows change."""
-        found = self.query(
+    def datasets_generation(self) -> int:
+        """A counter of writes to datasets, bumped in each write's transaction (O(1) to read).
+
+        A read-only catalog made before the counter existed answers with a hash of the row
+        count and the newest update instead (what writers changed before it).
+        """
+        found = self.query("SELECT value FROM meta WHERE key = ?", (GENERATION_KEY,))
+        if found:
+            return int(found[0][0])
+        count, rows, newest = self.query(
             "SELECT (SELECT COUNT(*) FROM datasets), (SELECT COUNT(*) FROM dataset_rows), "
             "(SELECT COALESCE(MAX(updated), 0) FROM datasets)"
-        )
-        count, rows, newest = found[0]
-        return int(count), int(rows), float(newest)
+        )[0]
+        return -abs(hash((int(count), int(rows), float(newest))))
 
     def vector_rows(self, name: str, fingerprint: str, layer: str) -> list[VectorRow]:
         """The rows of a dataset with where each one's vector is stored, in dataset order."""

@@ -721,8 +721,12 @@ class FeatureStore:
         """
         return self._catalog.paths_of(keys)
 
-    def datasets_generation(self) -> tuple[int, int, float]:
-        """A value that changes whenever any dataset's rows change (for caches of paths)."""
+    def datasets_generation(self) -> int:
+        """A number that changes whenever any dataset's rows change (for caches of paths).
+
+        A counter the catalog keeps on every dataset write: reading it costs one indexed
+        lookup at any store size.
+        """
         return self._catalog.datasets_generation()
 
     # -- failures ---------------------------------------------------------------------------

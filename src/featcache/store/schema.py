@@ -4,6 +4,9 @@ Version 2 added each shard's SHA-256, size and mtime; the ``head_versions`` tabl
 version each head name ever had, so a version is never reused after a delete); and row
 identity, a unique (dataset, path) index. Migrating merges the duplicated rows that version
 1 let ``extract --append`` make.
+
+Any writable open also adds, if missing, the ``datasets_generation`` counter in ``meta``
+(no version change: older readers ignore it; `bump_generation` keeps it).
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ CREATE TABLE IF NOT EXISTS dataset_groups(
 # After the migration (duplicate rows must be gone before the index can exist).
 _ROW_IDENTITY = "CREATE UNIQUE INDEX IF NOT EXISTS dataset_rows_path ON dataset_rows(dataset, path)"
 
+#: The ``meta`` row counting writes to datasets (`Catalog.datasets_generation`).
+GENERATION_KEY = "datasets_generation"
+
 
 def schema_version(db: Any, path: Path | str) -> int | None:
     """The schema version a catalog records (None if it records none)."""
@@ -91,6 +97,7 @@ def create_or_migrate(db: Any, path: Path | str, *, tables: str = "") -> int | N
     elif found != SCHEMA_VERSION:
         raise StoreError(f"{path}: catalog schema {found} is not the supported {SCHEMA_VERSION}")
     db.execute(_ROW_IDENTITY)
+    db.execute("INSERT INTO meta VALUES(?, '0') ON CONFLICT(key) DO NOTHING", (GENERATION_KEY,))
     return migrated
 
 
@@ -103,6 +110,15 @@ def _migrate_from_1(db: Any) -> None:
     )
     dedupe_rows(db)
     db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+
+
+def bump_generation(db: Any) -> None:
+    """Count a change to dataset rows (every writer of ``dataset_rows`` calls this in its
+    transaction): one indexed row update, whatever the size of the write."""
+    db.execute(
+        "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = ?",
+        (GENERATION_KEY,),
+    )
 
 
 def dedupe_rows(db: Any) -> int:
@@ -125,4 +141,6 @@ def dedupe_rows(db: Any) -> int:
             "UPDATE dataset_rows SET key=?, label=?, split=? WHERE dataset=? AND idx=?",
             (key, label, split, dataset, first),
         )
+    if groups:
+        bump_generation(db)
     return removed
