@@ -26,10 +26,8 @@ __all__ = [
     "DEFAULT_BATCH_ROWS",
     "LazyVectors",
     "Locations",
-    "RowIndex",
     "StoredRows",
     "VectorBatch",
-    "index_rows",
 ]
 
 #: Rows per batch unless told otherwise: 4096 fc7 rows are 64 MiB of float32.
