@@ -27,6 +27,8 @@ from featcache.classifier.heads import (
     SoftmaxHead,
     build_estimator,
     make_head,
+    predict_top_k,
+    row_blocks,
     top_k,
 )
 from featcache.classifier.headstate import (
@@ -104,7 +106,9 @@ __all__ = [
     "make_head",
     "max_pool",
     "parse_head_file",
+    "predict_top_k",
     "report_values",
+    "row_blocks",
     "run_stages",
     "save_head",
     "stages_above",

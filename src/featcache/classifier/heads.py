@@ -1,7 +1,9 @@
 """Heads: scikit-learn classifiers that replace AlexNet's last layer, fitted on cached vectors.
 
 - `SoftmaxHead`: our own multinomial softmax layer (the seed's new fc8): float32, mini-batch
-  Adam, inputs standardised inside without copying X, optional early stopping.
+  Adam, inputs standardised inside without copying X, optional early stopping. It also fits
+  out of core: X may be a row source (`featcache.store.StoredRows`, anything with ``shape``
+  and ``read_rows``), read one mini-batch at a time, so memory does not grow with the rows.
 - `LogRegHead`: scikit-learn's `LogisticRegression` on standardised inputs.
 
 Both follow the estimator contract (keyword-only hyperparameters stored as given, ``fit``
@@ -10,6 +12,7 @@ returns ``self``, learned attributes end in ``_``) and pass ``parametrize_with_c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from numbers import Integral, Real
 from typing import Any, TypeVar
 
@@ -22,7 +25,16 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, valida
 
 from featcache.classifier.headstate import StatefulHead
 
-__all__ = ["HEADS", "LogRegHead", "SoftmaxHead", "build_estimator", "make_head", "top_k"]
+__all__ = [
+    "HEADS",
+    "LogRegHead",
+    "SoftmaxHead",
+    "build_estimator",
+    "make_head",
+    "predict_top_k",
+    "row_blocks",
+    "top_k",
+]
 
 _MIN_STEPS = 16  # optimizer steps per epoch, at least
 
@@ -34,6 +46,15 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return z
 
 
+def predict_top_k(estimator: Any, X: Any, k: int) -> np.ndarray:
+    """Column indices (into ``estimator.classes_``) of each row's `k` most likely classes,
+    best first, scored a block of rows at a time: (n, k) integers, never (n, n_classes)."""
+    parts = [top_k(estimator.predict_proba(block), k)[0] for _, block in row_blocks(X)]
+    if parts:
+        return np.concatenate(parts)
+    return np.zeros((0, max(1, min(k, len(estimator.classes_)))), np.intp)
+
+
 def top_k(proba: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Column indices and probabilities of the `k` most likely classes per row, best first."""
     k = max(1, min(k, proba.shape[1]))
@@ -41,13 +62,42 @@ def top_k(proba: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, np.take_along_axis(proba, idx, axis=1)
 
 
-def _column_stats(X: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+#: Rows read or scored at once when streaming (4096 fc7 rows are 64 MiB of float32).
+_BLOCK_ROWS = 4096
+
+
+def _is_source(X: Any) -> bool:
+    """True for a row source read on demand (``read_rows``), not an in-memory array."""
+    return hasattr(X, "read_rows") and hasattr(X, "shape")
+
+
+def _read(X: Any, rows: np.ndarray) -> np.ndarray:
+    """Rows `rows` (sorted row numbers) of an array or a row source."""
+    if _is_source(X):
+        block: np.ndarray = X.read_rows(rows)
+        return block
+    return np.asarray(X[rows])
+
+
+def row_blocks(X: Any, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, block) over the rows of an array or a row source (`StoredRows`), in
+    order, at most `block_rows` rows a block: how large inputs are scored."""
+    block_rows = block_rows or _BLOCK_ROWS
+    for start in range(0, X.shape[0], block_rows):
+        stop = min(start + block_rows, X.shape[0])
+        if _is_source(X):
+            yield start, X.read_rows(np.arange(start, stop))
+        else:
+            yield start, X[start:stop]
+
+
+def _column_stats(X: Any, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation (1 where constant), accumulated in float64
-    chunk by chunk, so no full-size temporary of X is made."""
+    chunk by chunk in one pass, so no full-size temporary of X is made (X may be a row
+    source read a chunk at a time)."""
     total = np.zeros(X.shape[1])
     squares = np.zeros(X.shape[1])
-    for start in range(0, X.shape[0], chunk):
-        block = X[start : start + chunk]
+    for _, block in row_blocks(X, chunk):
         total += block.sum(axis=0, dtype=np.float64)
         squares += np.einsum("ij,ij->j", block, block, dtype=np.float64)
     mean = total / X.shape[0]
@@ -57,23 +107,33 @@ def _column_stats(X: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndar
 
 
 class _HeadMixin:
-    """What both heads share: binary-aware decision_function, predict, predict_proba."""
+    """What both heads share: binary-aware decision_function, predict, predict_proba.
+
+    Each scores `_BLOCK_ROWS` rows at a time, so the float64 logits of a large X are never
+    held whole (only `predict_proba` and `decision_function` return one row per input)."""
 
     classes_: np.ndarray
 
     def _logits(self, X: Any) -> np.ndarray:
         raise NotImplementedError
 
+    def _scored(self, X: Any, score: Any) -> np.ndarray:
+        if not _is_source(X) and (not hasattr(X, "shape") or X.shape[0] <= _BLOCK_ROWS):
+            out: np.ndarray = score(self._logits(X))  # checks fitted first
+            return out
+        parts = [score(self._logits(block)) for _, block in row_blocks(X)]
+        return np.concatenate(parts) if parts else score(self._logits(_read(X, np.arange(0))))
+
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits (n_samples, n_classes); for two classes, the second minus the first."""
-        z = self._logits(X)  # checks fitted first
-        return z[:, 1] - z[:, 0] if len(self.classes_) == 2 else z
+        two = len(getattr(self, "classes_", ())) == 2
+        return self._scored(X, lambda z: z[:, 1] - z[:, 0] if two else z)
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        return _softmax(self._logits(X).astype(np.float64))
+        return self._scored(X, lambda z: _softmax(z.astype(np.float64)))
 
     def predict(self, X: Any) -> np.ndarray:
-        best = np.argmax(self._logits(X), axis=1)  # checks fitted first
+        best = self._scored(X, lambda z: np.argmax(z, axis=1))
         labels: np.ndarray = self.classes_[best]
         return labels
 
@@ -161,7 +221,13 @@ class SoftmaxHead(StatefulHead, _HeadMixin, ClassifierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> SoftmaxHead:
         """Fit on (n_samples, n_features) vectors and labels; return self."""
         self._validate_params()
-        X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], order="C")
+        if _is_source(X):  # read on demand: validate the labels and the shape only
+            y = np.asarray(y)
+            if y.ndim != 1 or len(y) != X.shape[0]:
+                raise ValueError(f"y has shape {y.shape}; expected ({X.shape[0]},) for X's rows")
+            self.n_features_in_ = int(X.shape[1])
+        else:
+            X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], order="C")
         check_classification_targets(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         n_classes = len(self.classes_)
@@ -199,7 +265,7 @@ class SoftmaxHead(StatefulHead, _HeadMixin, ClassifierMixin, BaseEstimator):
             total = 0.0
             for start in range(0, len(shuffled), batch):
                 rows = np.sort(shuffled[start : start + batch])  # sorted: sequential reads
-                xb = X[rows]
+                xb = _read(X, rows)
                 # W lives in standardised units; fold (x - mean) / scale into it instead of
                 # standardising the batch: logits = x @ (W / scale) + (b - mean @ (W / scale)).
                 w_in = W * inv_scale[:, None]
@@ -221,11 +287,8 @@ class SoftmaxHead(StatefulHead, _HeadMixin, ClassifierMixin, BaseEstimator):
                     param -= lr * (m / corr1) / (np.sqrt(v / corr2) + eps)
             self.loss_curve_.append(total / len(train_idx))
             if n_val:
-                w_in = W * inv_scale[:, None]
-                pv = _softmax(X[val_idx] @ w_in + (b - self.mean_ @ w_in))
-                yv = y_idx[val_idx]
-                val_loss = -float(np.mean(np.log(pv[np.arange(n_val), yv] + 1e-12)))
-                self.validation_scores_.append(float(np.mean(pv.argmax(axis=1) == yv)))
+                val_loss, val_score = self._held_out(X, val_idx, y_idx[val_idx], W, b, inv_scale)
+                self.validation_scores_.append(val_score)
                 if val_loss < best[0] - 1e-4:
                     best, stale = (val_loss, W.copy(), b.copy(), epoch + 1), 0
                 else:
@@ -242,6 +305,27 @@ class SoftmaxHead(StatefulHead, _HeadMixin, ClassifierMixin, BaseEstimator):
         self.coef_ = np.ascontiguousarray((W / self.scale_[:, None]).T)
         self.intercept_ = (b - self.mean_ @ (W / self.scale_[:, None])).astype(np.float32)
         return self
+
+    def _held_out(
+        self,
+        X: Any,
+        rows: np.ndarray,
+        truth: np.ndarray,
+        W: np.ndarray,
+        b: np.ndarray,
+        inv_scale: np.ndarray,
+    ) -> tuple[float, float]:
+        """(mean log loss, accuracy) on held-out `rows`, scored `_BLOCK_ROWS` at a time."""
+        w_in = W * inv_scale[:, None]
+        shift = b - self.mean_ @ w_in
+        loss = hits = 0.0
+        for start in range(0, len(rows), _BLOCK_ROWS):
+            part = slice(start, start + _BLOCK_ROWS)
+            p = _softmax(_read(X, rows[part]) @ w_in + shift)
+            yv = truth[part]
+            loss -= float(np.sum(np.log(p[np.arange(len(yv)), yv] + 1e-12)))
+            hits += float(np.sum(p.argmax(axis=1) == yv))
+        return loss / len(rows), hits / len(rows)
 
     def _class_weights(self, y_idx: np.ndarray, n_classes: int) -> np.ndarray:
         if self.class_weight is None:
