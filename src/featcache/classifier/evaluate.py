@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from featcache._io import atomic_write, atomic_write_bytes
-from featcache.classifier.heads import top_k
+from featcache.classifier.heads import predict_top_k, top_k
 from featcache.classifier.persist import load_head
 from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError
@@ -92,6 +92,20 @@ def report_values(
     `proba` columns follow `classes` (label ids); names come from `class_names[id]`.
     """
     idx, _ = top_k(proba, k)
+    return _report(y_true, idx, classes, class_names, k=k, most_confused=most_confused)
+
+
+def _report(
+    y_true: np.ndarray,
+    idx: np.ndarray,
+    classes: np.ndarray,
+    class_names: list[str],
+    *,
+    k: int,
+    most_confused: int = 10,
+) -> Evaluation:
+    """`report_values` from each row's top-k class columns (`idx`), the probabilities
+    already reduced (so a large evaluation never holds one row per class per image)."""
     y_pred = classes[idx[:, 0]]
     labels = np.union1d(classes, y_true)
     names = [class_names[i] if 0 <= i < len(class_names) else str(i) for i in labels]
@@ -145,6 +159,7 @@ def evaluate(
     in the report; without them classes are named by their ids. `weights_note` (random
     weights) goes into the summary and every report file. Rows labelled -1 (unlabelled)
     are skipped.
+    `X` may be a row source (`featcache.store.StoredRows`): it is scored a block at a time.
     """
     if not hasattr(head, "predict_proba") or not hasattr(head, "classes_"):
         raise ConfigError(
@@ -165,10 +180,11 @@ def evaluate(
     labelled = y >= 0
     if not labelled.any():
         raise DataError("no labelled rows to evaluate on (every label is -1)")
-    X = X if labelled.all() else np.asarray(X)[labelled]
-    proba = head.predict_proba(X)
+    if not labelled.all():
+        X = X[labelled] if hasattr(X, "read_rows") else np.asarray(X)[labelled]
+    idx = predict_top_k(head, X, k)  # a block of rows at a time
     names = list(class_names) if class_names is not None else []
-    evaluation = report_values(y[labelled], proba, np.asarray(head.classes_), names, k=k)
+    evaluation = _report(y[labelled], idx, np.asarray(head.classes_), names, k=k)
     evaluation.summary["weights_note"] = weights_note
     return evaluation
 
@@ -187,7 +203,7 @@ def evaluate_head(
     """
     split = normalize_split(split, where="evaluate split")
     head = load_head(store, head_name, version)
-    data = store.vectors(dataset, head.layer, head.fingerprint)
+    data = store.lazy_vectors(dataset, head.layer, head.fingerprint)  # read as scored
     head.check_vectors(data.fingerprint, data.layer)
     groups = store.groups(dataset)  # near-duplicate groups, if featcache doctor recorded them
     splits = effective_splits(
@@ -233,12 +249,13 @@ def clean_accuracy(
     keys: list[str],
     splits: np.ndarray,
     mask: np.ndarray,
-    X: np.ndarray,
+    X: Any,
     y: np.ndarray,
     groups: dict[str, int] | None,
     estimator: Any,
 ) -> dict[str, Any]:
-    """Accuracy on the evaluated rows (`mask`; `X` holds their vectors) that have no exact or
+    """Accuracy on the evaluated rows (`mask`; `X` holds their vectors, an array or a
+    `featcache.store.StoredRows`) that have no exact or
     near duplicate among the training rows ("clean"), from the groups `featcache doctor`
     recorded; None without them."""
     if groups is None or any(k not in groups for k in keys):

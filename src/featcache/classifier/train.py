@@ -19,16 +19,17 @@ from featcache.classifier.heads import (
     SoftmaxHead,
     build_estimator,
     make_head,
-    top_k,
+    predict_top_k,
 )
 from featcache.classifier.persist import describe_training, save_head
-from featcache.classifier.rows import LazyVectors, lazy_vectors
+from featcache.classifier.rows import StoredRows, lazy_vectors
 from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError, WeightsError
-from featcache.store import FeatureStore, HeadRecord, LabelledVectors, validate_head_name
+from featcache.store import FeatureStore, HeadRecord, validate_head_name
 
 __all__ = [
     "KINDS",
+    "LOGREG_MAX_BYTES",
     "TrainResult",
     "check_pretrained",
     "finetune_summary",
@@ -38,6 +39,8 @@ __all__ = [
 
 #: The heads `train_head` can fit.
 KINDS = (*HEADS, "finetune")
+#: The most memory the logreg head's training rows may take (they are held twice).
+LOGREG_MAX_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ def train_head(
     groups: Mapping[str, int] | None = None,
     weights: PretrainedWeights | None = None,
     on_epoch: Callable[[Epoch], None] | None = None,
+    logreg_max_bytes: int | None = LOGREG_MAX_BYTES,
 ) -> TrainResult:
     """Train a `head` ("softmax", "logreg" or "finetune") on `dataset`, register it as `name`.
 
@@ -76,6 +80,12 @@ def train_head(
     `groups` (key → near-duplicate group, as `featcache doctor` records them) keeps each
     group on one side of the carved held-out split. `on_epoch` hears of the frozen start
     and each finished "finetune" epoch (the other heads fit in one go).
+
+    Vectors are read from the shards as the head needs them (`FeatureStore.lazy_vectors`):
+    softmax and finetune stream mini-batches, so memory does not grow with the rows;
+    logreg (lbfgs) reads its training rows into memory, and refuses with `ConfigError`
+    naming softmax when they exceed `logreg_max_bytes` (default `LOGREG_MAX_BYTES`;
+    None lifts the limit).
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"The 'val_fraction' must be in [0, 1). Got {val_fraction}.")
@@ -93,16 +103,13 @@ def train_head(
     layer = layer or "fc7"
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    data: LabelledVectors | LazyVectors
     fit_params: dict[str, Any] = {}
-    if isinstance(estimator, FineTuneHead):
-        data = lazy_vectors(store, dataset, layer, fingerprint)
-        if estimator.init == "pretrained":
-            fit_params["pretrained"] = check_pretrained(store, data.fingerprint, weights)
-        if on_epoch is not None:
-            fit_params["on_epoch"] = on_epoch
-    else:
-        data = store.vectors(dataset, layer, fingerprint)
+    # Rows stay in the shards: heads read them a mini-batch or a block at a time.
+    data = lazy_vectors(store, dataset, layer, fingerprint)
+    if isinstance(estimator, FineTuneHead) and estimator.init == "pretrained":
+        fit_params["pretrained"] = check_pretrained(store, data.fingerprint, weights)
+    if isinstance(estimator, FineTuneHead) and on_epoch is not None:
+        fit_params["on_epoch"] = on_epoch
     timings["read_vectors"] = time.perf_counter() - t
     splits = effective_splits(data.keys, data.splits, val_fraction, groups)
     labelled = data.y >= 0
@@ -121,7 +128,11 @@ def train_head(
     if len(np.unique(data.y[train])) < 2:
         raise DataError(f"dataset '{dataset}': the training rows hold fewer than 2 classes")
     t = time.perf_counter()
-    estimator.fit(data.X[train], data.y[train], **fit_params)
+    X_train: Any = data.X[train]
+    if isinstance(estimator, LogRegHead):  # lbfgs needs its rows in memory
+        X_train = _logreg_rows(X_train, logreg_max_bytes)
+    estimator.fit(X_train, data.y[train], **fit_params)
+    del X_train
     timings["fit"] = time.perf_counter() - t
 
     metrics: dict[str, Any] = {
@@ -134,8 +145,7 @@ def train_head(
     if not held.any():
         metrics["no_held_out"] = _why_no_held_out(splits, labelled, val_fraction, int(train.sum()))
     if held.any():
-        proba = estimator.predict_proba(data.X[held])
-        idx, _ = top_k(proba, 5)
+        idx = predict_top_k(estimator, data.X[held], 5)
         truth = data.y[held]
         classes = estimator.classes_
         metrics["val_accuracy"] = float((classes[idx[:, 0]] == truth).mean())
@@ -152,6 +162,20 @@ def train_head(
     }
     record = save_head(store, name, estimator, meta)
     return TrainResult(record, estimator, metrics, timings)
+
+
+def _logreg_rows(X: StoredRows, max_bytes: int | None) -> np.ndarray:
+    """The training rows in memory for lbfgs, unless they (and the standardised copy it
+    makes) would pass `max_bytes`."""
+    size = 2 * X.shape[0] * X.shape[1] * 4
+    if max_bytes is not None and size > max_bytes:
+        raise ConfigError(
+            f"The logreg head holds its {X.shape[0]} training rows in memory twice "
+            f"({size / 2**30:.1f} GiB), past logreg_max_bytes ({max_bytes / 2**30:.1f} GiB); "
+            "train the softmax head (--head softmax), which streams its rows at any size, "
+            "or raise the limit"
+        )
+    return X.read_rows(np.arange(X.shape[0]))
 
 
 def make_finetune_head(params: dict[str, Any] | None = None) -> FineTuneHead:
