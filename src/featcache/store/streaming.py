@@ -124,6 +124,7 @@ class LazyVectors:
     fingerprint: str
     layer: str
     dataset: str = ""
+    weights_note: str | None = None  # set when the vectors come from random (demo) weights
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -162,6 +163,7 @@ class LazyVectors:
             fingerprint=self.fingerprint,
             layer=self.layer,
             dataset=self.dataset,
+            weights_note=self.weights_note,
         )
 
 
