@@ -551,7 +551,7 @@ class Catalog:
             "SELECT r.idx, r.key, r.path, r.label, r.split, s.name, v.row FROM dataset_rows r "
             "LEFT JOIN vectors v ON v.key = r.key AND v.fingerprint = ? AND v.layer = ? "
             "LEFT JOIN shards s ON s.id = v.shard_id WHERE r.dataset = ? AND r.idx > ? "
-            + ("AND r.split IS ? " if split is not None else "")
+            + ("AND r.split = ? " if split is not None else "")
             + "ORDER BY r.idx LIMIT ?"
         )
         after = -1
@@ -571,7 +571,7 @@ class Catalog:
         self, name: str, fingerprint: str, layer: str, *, split: str | None = None
     ) -> tuple[int, int, str | None]:
         """(rows, rows without a vector, the first such row's path) of a dataset (or split)."""
-        where = "r.dataset = ?" + (" AND r.split IS ?" if split is not None else "")
+        where = "r.dataset = ?" + (" AND r.split = ?" if split is not None else "")
         params = (name,) if split is None else (name, split)
         total = int(self.query(f"SELECT COUNT(*) FROM dataset_rows r WHERE {where}", params)[0][0])
         found = self.query(
