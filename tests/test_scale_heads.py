@@ -92,7 +92,7 @@ def test_train_evaluate_streamed_equal_the_in_memory_route(tmp_path: Path) -> No
 
 def test_logreg_refuses_past_its_budget_naming_softmax(tmp_path: Path) -> None:
     store = separable_store(tmp_path / "s", rows=200)
-    with pytest.raises(ConfigError, match=r"past logreg_max_bytes.*--head softmax"):
+    with pytest.raises(ConfigError, match=r"past logreg_max_bytes.*--kind softmax"):
         train_head(store, "d", head="logreg", logreg_max_bytes=1000)
     fitted = train_head(store, "d", head="logreg", params={"random_state": 0}, name="lr")
     assert isinstance(fitted.estimator, LogRegHead)

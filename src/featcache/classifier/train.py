@@ -172,7 +172,7 @@ def _logreg_rows(X: StoredRows, max_bytes: int | None) -> np.ndarray:
         raise ConfigError(
             f"The logreg head holds its {X.shape[0]} training rows in memory twice "
             f"({size / 2**30:.1f} GiB), past logreg_max_bytes ({max_bytes / 2**30:.1f} GiB); "
-            "train the softmax head (--head softmax), which streams its rows at any size, "
+            "train the softmax head (--kind softmax), which streams its rows at any size, "
             "or raise the limit"
         )
     return X.read_rows(np.arange(X.shape[0]))
