@@ -38,6 +38,7 @@ from featcache.analysis.duplicates import (
 )
 from featcache.analysis.folds import (
     FoldScores,
+    capped_rows,
     cross_validate,
     fold_ids,
     one_blas_thread,
@@ -81,6 +82,7 @@ __all__ = [
     "advise",
     "agreeing",
     "burst_aware_folds",
+    "capped_rows",
     "connected_groups",
     "contact_sheet",
     "cross_validate",

@@ -45,9 +45,10 @@ from featcache.analysis.cut import LADDER, cut_commands, recommend_cut
 from featcache.analysis.folds import cross_validate, fold_ids, subset_fraction
 from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError, NotFoundError
-from featcache.store.featurestore import FeatureStore
+from featcache.store import FeatureStore, LazyVectors
 
 __all__ = [
+    "SAMPLE_ROWS",
     "UNDECIDED",
     "AdviseReport",
     "CurvePoint",
@@ -56,12 +57,15 @@ __all__ = [
     "accuracy_interval",
     "advise",
     "decide",
+    "sample_rows",
     "write_advise",
 ]
 
 LAYER_ORDER = ("pool5", "fc6", "fc7")
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 UNDECIDED = "too few rows to decide"
+#: Labelled non-test rows advise measures at most; a larger dataset is sampled (`sample_rows`).
+SAMPLE_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,13 @@ class Rule:
 
 @dataclass(frozen=True)
 class LayerScore:
+    """A layer's k-fold accuracy, measured on `scored` out-of-fold predictions."""
+
     layer: str
     cv_accuracy: float
     cv_std: float
     rows: int
+    scored: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,7 @@ class AdviseReport:
     timings: dict[str, float] = field(default_factory=dict)
     cut: str | None = None  # cases 1 and 2: the cached layer to fine-tune from
     commands: list[str] = field(default_factory=list)  # the next commands, in order
+    sampled: int = 0  # rows the folds ran on when the dataset was larger (0: all of them)
 
     def as_json(self) -> dict[str, Any]:
         """advise.json: the keys the issue fixes, then extras."""
@@ -140,7 +148,19 @@ class AdviseReport:
             "case": self.case,
             "reasons": self.reasons,
             "layers": {
-                name: {"cv_accuracy": round(s.cv_accuracy, 6), "cv_std": round(s.cv_std, 6)}
+                name: {
+                    "cv_accuracy": round(s.cv_accuracy, 6),
+                    "cv_std": round(s.cv_std, 6),
+                    **(
+                        {
+                            "interval95": [
+                                round(v, 6) for v in accuracy_interval(s.cv_accuracy, s.scored)
+                            ]
+                        }
+                        if self.sampled
+                        else {}
+                    ),
+                }
                 for name, s in self.layers.items()
             },
             "learning_curve": [
@@ -160,6 +180,7 @@ class AdviseReport:
             "rows_per_class": {"min": self.per_class_min, "median": self.per_class_median},
             "chance": round(self.chance, 6),
             "missing_layers": self.missing_layers,
+            "sampled_rows": self.sampled or None,
             "weights_note": self.weights_note,
             "cut": self.cut,
             "commands": self.commands,
@@ -173,8 +194,17 @@ class AdviseReport:
 
     def summary(self) -> list[str]:
         lines = [f"advise: dataset '{self.dataset}': {self.verdict}"]
+        if self.sampled:
+            lines.append(
+                f"  measured on a fixed sample of {self.sampled} of its {self.rows} labelled "
+                "non-test rows (95% intervals below)"
+            )
         for name, s in self.layers.items():
-            lines.append(f"  {name}: cross-validated accuracy {s.cv_accuracy:.4f} ± {s.cv_std:.4f}")
+            low, high = accuracy_interval(s.cv_accuracy, s.scored)
+            interval = f" (95% interval {low:.4f} to {high:.4f})" if self.sampled else ""
+            lines.append(
+                f"  {name}: cross-validated accuracy {s.cv_accuracy:.4f} ± {s.cv_std:.4f}{interval}"
+            )
         curve = ", ".join(f"{p.rows}: {p.accuracy:.4f}" for p in self.learning_curve)
         lines.append(f"  learning curve on {self.best_layer} (training rows: accuracy): {curve}")
         lines += [f"  - {reason}" for reason in self.reasons]
@@ -326,12 +356,22 @@ def _doubt(
 
 def _layer_data(
     store: FeatureStore, dataset: str, layer: str, fingerprint: str | None
-) -> tuple[list[str], np.ndarray, np.ndarray, list[str | None]] | None:
+) -> LazyVectors | None:
     try:
-        data = store.vectors(dataset, layer, fingerprint)
+        return store.lazy_vectors(dataset, layer, fingerprint)
     except NotFoundError:
         return None
-    return data.keys, data.X, data.y, data.splits
+
+
+def sample_rows(keys: Sequence[str], mask: np.ndarray, size: int) -> np.ndarray:
+    """The row numbers advise measures: every `mask` row, or, when there are more than
+    `size`, the `size` whose keys hash lowest (a third stable number per key, independent
+    of the fold and of the learning curve's subsets: the same images for every layer)."""
+    rows = np.flatnonzero(mask)
+    if len(rows) <= size:
+        return rows
+    rank = np.array([int(keys[int(i)][24:36], 16) for i in rows])
+    return np.sort(rows[np.argsort(rank, kind="stable")[:size]])
 
 
 def advise(
@@ -344,13 +384,21 @@ def advise(
     rule: Rule | None = None,
     out: str | Path | None = None,
     on_stage: Callable[[str], None] | None = None,
+    max_rows: int = SAMPLE_ROWS,
 ) -> AdviseReport:
     """Measure the signals on `dataset`'s cached `layers` and decide the case.
 
     Rows of the ``test`` split are never used. Folds follow the image key's hash, and keep
-    near-duplicate groups together when `featcache doctor` has recorded them. `on_stage`
-    hears the name of each stage as it starts (progress).
+    near-duplicate groups together when `featcache doctor` has recorded them. Past
+    `max_rows` labelled non-test rows (default `SAMPLE_ROWS`), the cross-validation and
+    the learning curve run on a fixed sample of that many (`sample_rows`), read from the
+    store row by row; the report says so and gives each accuracy's 95% Wilson interval on
+    the sample (`accuracy_interval`), which the decision uses too. Rows per
+    class always count the whole dataset.
+    `on_stage` hears the name of each stage as it starts (progress).
     """
+    if max_rows < 2 * folds:
+        raise ConfigError(f"The 'max_rows' must be >= {2 * folds} (2 per fold). Got {max_rows}.")
     stage = on_stage or (lambda _: None)
     if not layers:
         raise ConfigError("The 'layers' must name at least one layer (pool5, fc6, fc7).")
@@ -368,22 +416,25 @@ def advise(
         if found is None:
             missing.append(layer)
             continue
-        keys, X, y, splits = found
-        named = effective_splits(keys, splits, 0.0)
-        use = (y >= 0) & (named != "test")
-        kept = [k for k, u in zip(keys, use.tolist(), strict=True) if u]
-        if len(kept) < 2 * folds:
+        named = effective_splits(found.keys, found.splits, 0.0)
+        use = (found.y >= 0) & (named != "test")
+        if use.sum() < 2 * folds:
             raise DataError(
-                f"dataset '{dataset}' has {len(kept)} labelled non-test rows; advise needs at "
-                f"least {2 * folds}"
+                f"dataset '{dataset}' has {int(use.sum())} labelled non-test rows; advise needs "
+                f"at least {2 * folds}"
             )
+        all_labels = found.y[use]
+        rows = sample_rows(found.keys, use, max_rows)
+        sampled = len(rows) if len(rows) < use.sum() else 0
+        kept = [found.keys[i] for i in rows]
+        X, y = found.X.read_rows(rows), found.y[rows]
         fold = fold_ids(kept, folds, groups)
         timings[f"read_{layer}"] = time.perf_counter() - t
         t = time.perf_counter()
-        (result,) = cross_validate(X[use], y[use], fold)
+        (result,) = cross_validate(X, y, fold)
         timings[f"cv_{layer}"] = time.perf_counter() - t
-        scores[layer] = LayerScore(layer, result.mean, result.std, result.rows)
-        cached[layer] = (X[use], y[use], fold, kept)
+        scores[layer] = LayerScore(layer, result.mean, result.std, result.rows, len(y))
+        cached[layer] = (X, y, fold, kept)
     if not scores:
         raise NotFoundError(
             f"dataset '{dataset}' has none of the layers {list(layers)} cached; run "
@@ -402,7 +453,7 @@ def advise(
     curve = [CurvePoint(f, p.rows, p.mean, p.std) for f, p in zip(FRACTIONS, partial, strict=False)]
     curve.append(CurvePoint(1.0, full.rows, full.cv_accuracy, full.cv_std))
     timings["learning_curve"] = time.perf_counter() - t
-    counts = np.bincount(y)
+    counts = np.bincount(all_labels)  # the whole dataset's rows per class, not the sample's
     counts = counts[counts > 0]
     chance = float(counts.max() / counts.sum())
     median = float(np.median(counts))
@@ -438,7 +489,7 @@ def advise(
         layers=ordered,
         learning_curve=curve,
         best_layer=best,
-        rows=len(y),
+        rows=len(all_labels),
         classes=len(counts),
         per_class_min=int(counts.min()),
         per_class_median=median,
@@ -448,6 +499,7 @@ def advise(
         timings=timings,
         cut=cut,
         commands=commands,
+        sampled=sampled,
     )
     if out is not None:
         write_advise(report, out)

@@ -32,7 +32,7 @@ from featcache.analysis.pixels import RowPixels
 from featcache.classifier.splits import effective_splits
 from featcache.data.phash import HASH_BYTES, HASH_KIND, image_hash
 from featcache.errors import ConfigError, DataError
-from featcache.store.featurestore import FeatureStore, LabelledVectors
+from featcache.store import FeatureStore, LabelledVectors, LazyVectors
 
 __all__ = ["DoctorConfig", "DoctorReport", "doctor", "near_duplicate_groups", "write_doctor"]
 
@@ -47,6 +47,7 @@ class DoctorConfig:
     near-duplicate thresholds, and how many entries each contact sheet shows (`top`)."""
 
     folds: int = 5
+    fold_fit_rows: int = 50_000  # each label-issue fold head fits on at most this many rows
     outlier_neighbours: int = 10
     outlier_share: float = 0.01  # outliers listed: this share of the images, at least 50
     top: int = 24
@@ -56,6 +57,8 @@ class DoctorConfig:
     def __post_init__(self) -> None:
         if self.folds < 2:
             raise ConfigError(f"The 'folds' must be >= 2. Got {self.folds}.")
+        if self.fold_fit_rows < 2:
+            raise ConfigError(f"The 'fold_fit_rows' must be >= 2. Got {self.fold_fit_rows}.")
         if not 1 <= self.outlier_neighbours <= self.near.neighbours:
             raise ConfigError(
                 f"The 'outlier_neighbours' must be in 1..{self.near.neighbours} (the neighbours "
@@ -294,7 +297,7 @@ class _Found:
 def _find_groups(
     store: FeatureStore,
     dataset: str,
-    data: LabelledVectors,
+    data: LabelledVectors | LazyVectors,
     config: NearDuplicateConfig,
     timings: dict[str, float],
 ) -> _Found:
@@ -323,7 +326,7 @@ def near_duplicate_groups(
 ) -> dict[str, int]:
     """Find `dataset`'s near-duplicate groups (key → group), record them in the store and
     return them: the part of `doctor` that ``train --split-groups`` needs."""
-    data = store.vectors(dataset, layer, fingerprint)
+    data = store.lazy_vectors(dataset, layer, fingerprint)
     return _find_groups(store, dataset, data, config or NearDuplicateConfig(), {}).groups
 
 
@@ -353,7 +356,8 @@ def doctor(
     timings: dict[str, float] = {}
     stage("reading the vectors")
     t = time.perf_counter()
-    data = store.vectors(dataset, layer, fingerprint)
+    # Vectors stay in the shards: the searches and fold heads read them a block at a time.
+    data = store.lazy_vectors(dataset, layer, fingerprint)
     timings["read_vectors"] = time.perf_counter() - t
     if len(data.keys) < 3:
         raise DataError(f"dataset '{dataset}' has {len(data.keys)} row(s); doctor needs 3 or more")
@@ -388,6 +392,7 @@ def doctor(
     found_labels = label_findings(
         data.X, data.y, data.keys, data.paths, data.splits, data.class_names, groups,
         config.folds, config.outlier_neighbours,
+        max_fit_rows=config.fold_fit_rows,
     )  # fmt: skip
     issues = found_labels.label_issues
     timings["label_issues"] = time.perf_counter() - t
@@ -447,7 +452,7 @@ def doctor(
     return report
 
 
-def _unlabelled_next(store: FeatureStore, data: LabelledVectors) -> str:
+def _unlabelled_next(store: FeatureStore, data: LabelledVectors | LazyVectors) -> str:
     """What works on an unlabelled dataset: predict with a head trained on the same vectors,
     or else export the vectors (to label them, or cluster them, elsewhere)."""
     heads = [
@@ -521,7 +526,7 @@ def _outlier_scores(
 
 
 def _exact_duplicates(
-    data: LabelledVectors, inverse: np.ndarray, splits: np.ndarray
+    data: LabelledVectors | LazyVectors, inverse: np.ndarray, splits: np.ndarray
 ) -> pd.DataFrame:
     counts = np.bincount(inverse)
     entries = []
@@ -551,7 +556,7 @@ def _exact_duplicates(
 
 
 def _near_table(
-    data: LabelledVectors,
+    data: LabelledVectors | LazyVectors,
     pairs: NearPairs,
     inverse: np.ndarray,
     splits: np.ndarray,

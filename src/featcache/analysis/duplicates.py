@@ -18,6 +18,7 @@ a key are exact duplicates.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +101,7 @@ class NearPairs:
 
 
 def near_duplicate_pairs(
-    X: np.ndarray,
+    X: Any,  # an array or a row source (StoredRows)
     hashes: np.ndarray | None,
     has_hash: np.ndarray | None,
     config: NearDuplicateConfig,
@@ -116,7 +117,7 @@ def near_duplicate_pairs(
 
 
 def _pairs(
-    X: np.ndarray,
+    X: Any,
     hashes: np.ndarray | None,
     has_hash: np.ndarray | None,
     config: NearDuplicateConfig,

@@ -5,6 +5,11 @@ Folds come from the image key's hash, like the held-out split of `train`: an ima
 the same fold whatever the order or run, and with `groups` a whole near-duplicate group lands
 in one fold (its smallest key decides), so no copy is judged by a head that saw its twin.
 The heads are featcache's own `SoftmaxHead` (float32, seconds on GTSRB-sized data).
+
+X may be an array or a `featcache.store.StoredRows`: fold heads then stream their rows from
+the store's shards and score the held-out fold a block at a time. With `max_fit_rows`, a
+fold head fits on at most that many of its training rows (a fixed random subset), so the
+time and memory of k fits stop growing with the dataset; every row is still scored.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FoldScores",
+    "capped_rows",
     "cross_validate",
     "fold_ids",
     "one_blas_thread",
@@ -68,7 +74,10 @@ def one_blas_thread() -> Iterator[None]:
 
 
 def _fit_all(
-    X: np.ndarray, y: np.ndarray, jobs: list[tuple[np.ndarray, np.ndarray]]
+    X: Any,
+    y: np.ndarray,
+    jobs: list[tuple[np.ndarray, np.ndarray]],
+    max_fit_rows: int | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Fit one head per (train mask, held-out mask); return (classes, held-out probabilities).
 
@@ -78,7 +87,8 @@ def _fit_all(
 
     def one(job: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         train, held = job
-        head = _head().fit(X[train], y[train])
+        rows = capped_rows(train, max_fit_rows)
+        head = _head().fit(X[rows], y[rows])
         return head.classes_, head.predict_proba(X[held])
 
     workers = max(1, min(2, os.cpu_count() or 1, len(jobs)))
@@ -86,8 +96,19 @@ def _fit_all(
         return list(pool.map(one, jobs))
 
 
-def out_of_fold_proba(X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """(N, n_classes) probabilities, each row's from a head trained without its fold.
+def capped_rows(mask: np.ndarray, cap: int | None, seed: int = 0) -> np.ndarray:
+    """The row numbers of `mask`, or a fixed random `cap` of them (sorted), if more."""
+    rows = np.flatnonzero(mask)
+    if cap is None or len(rows) <= cap:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, size=cap, replace=False))
+
+
+def out_of_fold_proba(
+    X: Any, y: np.ndarray, folds: np.ndarray, *, max_fit_rows: int | None = None
+) -> np.ndarray:
+    """(N, n_classes) probabilities, each row's from a head trained without its fold (on at
+    most `max_fit_rows` of its training rows).
 
     Columns follow ``0..y.max()``; a class absent from a fold's training rows gets 0 there.
     """
@@ -99,7 +120,8 @@ def out_of_fold_proba(X: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.nda
         if len(np.unique(y[~held])) < 2:
             raise DataError("a fold's training rows hold fewer than 2 classes; too few rows")
         jobs.append((~held, held))
-    for (_, held), (classes, part) in zip(jobs, _fit_all(X, y, jobs), strict=True):
+    fitted = _fit_all(X, y, jobs, max_fit_rows)
+    for (_, held), (classes, part) in zip(jobs, fitted, strict=True):
         proba[np.ix_(held, classes)] = part
     return proba
 
@@ -121,7 +143,7 @@ class FoldScores:
 
 
 def cross_validate(
-    X: np.ndarray,
+    X: Any,
     y: np.ndarray,
     folds: np.ndarray,
     *,

@@ -89,7 +89,7 @@ def source_order(paths: Sequence[str]) -> np.ndarray:
     return np.array(sorted(range(len(paths)), key=lambda i: sort_key(paths[i])), dtype=np.intp)
 
 
-def _knn_graph(X: np.ndarray, k: int) -> Any:
+def _knn_graph(X: Any, k: int) -> Any:
     """A sparse kNN graph of the rows (cosine distance of the centred vectors), as Datalab's
     `knn_graph` takes it: k neighbours per row, nearest first."""
     from scipy.sparse import csr_matrix
@@ -104,7 +104,7 @@ def _knn_graph(X: np.ndarray, k: int) -> Any:
 
 
 def label_findings(
-    X: np.ndarray,
+    X: Any,
     labels: np.ndarray,
     keys: Sequence[str],
     paths: Sequence[str],
@@ -113,8 +113,13 @@ def label_findings(
     groups: Mapping[str, int],
     folds: int,
     neighbours: int,
+    *,
+    max_fit_rows: int | None = None,
 ) -> LabelFindings:
-    """Label issues and Datalab's findings on the labelled rows of (X, labels)."""
+    """Label issues and Datalab's findings on the labelled rows of (X, labels).
+
+    X may be a `featcache.store.StoredRows`; each out-of-fold head fits on at most
+    `max_fit_rows` of its training rows (every row is still scored)."""
     labelled = np.flatnonzero(labels >= 0)
     present, y = np.unique(labels[labelled], return_inverse=True)
     empty = pd.DataFrame(columns=LABEL_COLUMNS)
@@ -134,7 +139,7 @@ def label_findings(
     fold, bursts = burst_aware_folds(row_keys, y, groups, k)
     Xl = X[labelled]
     try:
-        proba = out_of_fold_proba(Xl, y, fold)
+        proba = out_of_fold_proba(Xl, y, fold, max_fit_rows=max_fit_rows)
     except DataError as error:
         return LabelFindings(empty, bursts=bursts, skipped=[f"label checks: {error}"])
     proba = np.clip(proba, 1e-12, None)

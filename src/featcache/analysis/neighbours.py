@@ -13,11 +13,16 @@ Candidate pairs are then re-scored exactly on the full vectors. Why not faiss: i
 index does the same matrix products (no gain), its fast ones are this same inverted-file
 idea, and it would be a compiled dependency for one function.
 Hashes are searched by locality-sensitive hashing on random subsets of their bits.
+
+X may be an in-memory array or a `featcache.store.StoredRows` (vectors left in the store's
+shards): every pass reads `_CHUNK` rows at a time through `_read`, so the working set is the
+search space (`search_dims` floats a row) plus one block, whatever the full dimension.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -35,25 +40,34 @@ __all__ = [
 _CHUNK = 2048  # rows per block: a block of products stays within ~40 MB
 
 
+def _read(X: Any, index: slice | np.ndarray) -> np.ndarray:
+    """Rows of X (an array, or a row source read on demand such as `StoredRows`)."""
+    if hasattr(X, "read_rows"):
+        rows = np.arange(X.shape[0])[index] if isinstance(index, slice) else np.asarray(index)
+        block: np.ndarray = X.read_rows(rows)
+        return block
+    return np.asarray(X[index])
+
+
 @dataclass(frozen=True)
 class VectorIndex:
     """What the full-dimension re-scoring needs: the mean, each row's centred norm and x·mean."""
 
-    X: np.ndarray
+    X: Any  # an array or a row source (`StoredRows`), read a block at a time
     mean: np.ndarray
     norms: np.ndarray
     dot_mean: np.ndarray
 
     @classmethod
-    def build(cls, X: np.ndarray) -> VectorIndex:
+    def build(cls, X: Any) -> VectorIndex:
         mean = np.zeros(X.shape[1])
         for start in range(0, len(X), _CHUNK):
-            mean += X[start : start + _CHUNK].sum(axis=0, dtype=np.float64)
+            mean += _read(X, slice(start, start + _CHUNK)).sum(axis=0, dtype=np.float64)
         mean = (mean / max(1, len(X))).astype(np.float32)
         dot_mean = np.empty(len(X), np.float64)
         squares = np.empty(len(X), np.float64)
         for start in range(0, len(X), _CHUNK):
-            block = X[start : start + _CHUNK]
+            block = _read(X, slice(start, start + _CHUNK))
             dot_mean[start : start + len(block)] = block @ mean
             squares[start : start + len(block)] = np.einsum("ij,ij->i", block, block)
         centred = squares - 2 * dot_mean + float(mean @ mean)
@@ -62,7 +76,7 @@ class VectorIndex:
         return cls(X, mean, norms, dot_mean)
 
     def unit_block(self, start: int, stop: int) -> np.ndarray:
-        block: np.ndarray = self.X[start:stop] - self.mean
+        block: np.ndarray = _read(self.X, slice(start, stop)) - self.mean
         block /= self.norms[start:stop, None].astype(np.float32)
         return block
 
@@ -72,7 +86,8 @@ class VectorIndex:
         mm = float(self.mean @ self.mean)
         for s in range(0, len(a), chunk):
             ia, ib = a[s : s + chunk], b[s : s + chunk]
-            dots = np.einsum("ij,ij->i", self.X[ia], self.X[ib], dtype=np.float64)
+            xa, xb = _read(self.X, ia), _read(self.X, ib)
+            dots = np.einsum("ij,ij->i", xa, xb, dtype=np.float64)
             out[s : s + chunk] = (dots - self.dot_mean[ia] - self.dot_mean[ib] + mm) / (
                 self.norms[ia] * self.norms[ib]
             )
@@ -98,7 +113,7 @@ def _project(vi: VectorIndex, dims: int, seed: int) -> np.ndarray:
         return Z
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, 8 * dims + 1024), replace=False))
-    S = ((vi.X[sample] - vi.mean) / vi.norms[sample, None]).astype(np.float64)
+    S = ((_read(vi.X, sample) - vi.mean) / vi.norms[sample, None]).astype(np.float64)
     # Randomised range finder with two power iterations (Halko et al. 2011); the small
     # orthonormalisations go through an eigendecomposition of (l x l) Gram matrices.
     Y = S.T @ rng.standard_normal((len(sample), dims + 16))
