@@ -95,6 +95,11 @@ def extract(
         256.0, help="Larger input files are that file's failure, refused before reading."
     ),
     strict: bool = typer.Option(False, help="Exit 3 if any image failed."),
+    rehash: bool = typer.Option(
+        False,
+        help="Hash every file again instead of trusting the store's record of files whose "
+        "size, mtime and inode are unchanged since they were last hashed.",
+    ),
     profile_time: bool = typer.Option(False, help="Print where the time went."),
 ) -> None:
     """Run the frozen network over DATA once; cached images cost only hashing."""
@@ -119,6 +124,7 @@ def extract(
         ray_timeout=ray_timeout,
         ray_verbose=verbose,
         runtime=runtime,
+        rehash=rehash,
     )
     with progress_bar("extracting") as update:
         try:

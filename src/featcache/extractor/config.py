@@ -62,7 +62,8 @@ class ExtractConfig:
     here; ``ray://`` is refused, see `featcache.extractor.ray_connect`), `ray_max_retries`
     bounds the retries of a batch whose worker died, `ray_timeout` the seconds allowed for
     connecting, and `ray_verbose` puts Ray's own messages on the terminal instead of the
-    store's run log.
+    store's run log. `rehash` hashes every input file again instead of trusting the store's
+    record of files unchanged since they were hashed (`featcache.extractor.keys`).
     """
 
     profile: str = "caffe"
@@ -81,6 +82,7 @@ class ExtractConfig:
     ray_verbose: bool = False
     runtime: str = "tensorflow"
     backbone: str = DEFAULT_BACKBONE
+    rehash: bool = False
 
     def __post_init__(self) -> None:
         network = backbone_named(self.backbone)

@@ -23,6 +23,7 @@ from featcache.errors import ConfigError, WeightsError
 from featcache.extractor.clock import Clock
 from featcache.extractor.config import ENGINES, ExtractConfig
 from featcache.extractor.fingerprint import ExtractorSpec
+from featcache.extractor.keys import key_items_trusting_stat
 from featcache.extractor.local_engine import run_local
 from featcache.extractor.network import (
     Network,
@@ -42,7 +43,6 @@ from featcache.extractor.stages import (
     Progress,
     StoreWriter,
     Writer,
-    key_items,
 )
 from featcache.extractor.weights import Weights, file_sha256
 from featcache.store import (
@@ -240,7 +240,8 @@ def _extract(
     result, weights_note = EngineResult(), None
     with ThreadPoolExecutor(config.workers, thread_name_prefix="featcache-io") as pool:
         with clock("hash"):
-            keyed, unreadable = key_items(source.items, pool.map)
+            found = key_items_trusting_stat(source.items, store, pool.map, rehash=config.rehash)
+            keyed, unreadable = found.keyed, found.failed
         unique: dict[str, ImageItem] = {}
         for item, key in keyed:
             unique.setdefault(key, item)

@@ -652,6 +652,31 @@ class Catalog:
                 (path, size, mtime_ns, inode, sha256),
             )
 
+    def file_digests(self, stats: dict[str, tuple[int, int, int]]) -> dict[str, str]:
+        """{path: SHA-256} of the `stats` paths whose record has that (size, mtime_ns, inode)."""
+        found: dict[str, str] = {}
+        paths = list(stats)
+        for chunk in _chunks(paths):
+            marks = ",".join("?" * len(chunk))
+            for path, size, mtime_ns, inode, sha256 in self.query(
+                "SELECT path, size, mtime_ns, inode, sha256 FROM file_digests "
+                f"WHERE path IN ({marks})",
+                tuple(chunk),
+            ):
+                if stats[path] == (size, mtime_ns, inode):
+                    found[path] = sha256
+        return found
+
+    def remember_file_digests(self, records: dict[str, tuple[tuple[int, int, int], str]]) -> None:
+        """Record {path: ((size, mtime_ns, inode), SHA-256)} in one transaction."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO file_digests VALUES(?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                "size=excluded.size, mtime_ns=excluded.mtime_ns, inode=excluded.inode, "
+                "sha256=excluded.sha256",
+                [(path, *stat, digest) for path, (stat, digest) in records.items()],
+            )
+
     # -- heads ------------------------------------------------------------------------------
 
     def add_head(self, name: str, file: str, sha256: str, meta: dict[str, Any]) -> int:

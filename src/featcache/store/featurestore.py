@@ -282,6 +282,19 @@ class FeatureStore:
             )
         return digest
 
+    def known_file_digests(self, stats: Mapping[str, tuple[int, int, int]]) -> dict[str, str]:
+        """{path: SHA-256} for the files whose (size, mtime_ns, inode) in `stats` is the one
+        recorded when they were last hashed (`remember_file_digests`): unchanged files whose
+        bytes need not be read again (`featcache.extractor.keys`)."""
+        return self._catalog.file_digests(dict(stats))
+
+    def remember_file_digests(
+        self, records: Mapping[str, tuple[tuple[int, int, int], str]]
+    ) -> None:
+        """Record {path: ((size, mtime_ns, inode), SHA-256)} of files just hashed."""
+        self._require_writable("file digests")
+        self._catalog.remember_file_digests(dict(records))
+
     # -- vectors ----------------------------------------------------------------------------
 
     def has(self, keys: Sequence[str], fingerprint: str, layer: str = "fc7") -> set[str]:
