@@ -10,6 +10,7 @@ unregistered shard, both of which `FeatureStore.gc` removes. Everything outside 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import stat
@@ -134,7 +135,18 @@ class ShardFiles:
         path = self.path(name)
         try:
             matrix: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # the shard is fine: the process is not
+                raise StoreError(
+                    f"{path}: cannot open the shard: too many open files ({exc.strerror}); "
+                    "raise the limit (ulimit -n) or open the store with a smaller "
+                    "max_open_shards"
+                ) from exc
+            raise StoreError(
+                f"{path}: registered shard is missing or unreadable ({exc}); "
+                "run 'featcache store verify --repair', then extract again"
+            ) from exc
+        except ValueError as exc:
             raise StoreError(
                 f"{path}: registered shard is missing or unreadable ({exc}); "
                 "run 'featcache store verify --repair', then extract again"
