@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import mmap
 import os
 import threading
 import time
@@ -486,6 +487,7 @@ class FeatureStore:
                     "run 'featcache store verify --repair', then extract again"
                 )
             block = np.asarray(matrix[rows], dtype=np.float32)
+            _release_pages(matrix)
             del matrix  # the LRU alone decides how long a map stays open
             if not np.isfinite(block).all():
                 bad = sorted({int(r) for r in rows[~np.isfinite(block).all(axis=1)]})
@@ -940,6 +942,15 @@ class FeatureStore:
             bytes_freed=report.bytes_freed + freed,
             runtime_models_removed=models,
         )
+
+
+def _release_pages(matrix: np.ndarray) -> None:
+    """Drop a shard map's pages from this process (they stay in the OS page cache): mapped
+    pages count in RSS, so without this a reader's RSS would grow to every open shard's
+    size (`max_open_shards` x shard bytes) instead of the rows it copied out."""
+    mapping = getattr(matrix, "_mmap", None)
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def _writable_or_new(catalog: Path) -> bool:
