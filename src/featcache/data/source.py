@@ -61,8 +61,7 @@ def read_bounded(
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ImageError(
-                f"{label}: not a regular file (a device, FIFO or socket); only image files "
-                "are read"
+                f"{label}: not a regular file (a device, FIFO or socket); only image files are read"
             )
         if st.st_size > max_bytes:
             raise ImageTooLargeError(
