@@ -10,6 +10,7 @@ always the function.)
 """
 
 from featcache.analysis.advise import (
+    SAMPLE_ROWS,
     UNDECIDED,
     AdviseReport,
     CurvePoint,
@@ -18,6 +19,7 @@ from featcache.analysis.advise import (
     accuracy_interval,
     advise,
     decide,
+    sample_rows,
     write_advise,
 )
 from featcache.analysis.cut import LADDER, cut_commands, recommend_cut
@@ -64,6 +66,7 @@ from featcache.analysis.sheets import contact_sheet
 __all__ = [
     "AGREEMENT",
     "LADDER",
+    "SAMPLE_ROWS",
     "UNDECIDED",
     "AdviseReport",
     "CurvePoint",
@@ -98,6 +101,7 @@ __all__ = [
     "one_blas_thread",
     "out_of_fold_proba",
     "recommend_cut",
+    "sample_rows",
     "source_order",
     "subset_fraction",
     "vector_neighbours",
