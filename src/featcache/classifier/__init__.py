@@ -54,6 +54,7 @@ from featcache.classifier.rows import LazyVectors, StoredRows, lazy_vectors
 from featcache.classifier.splits import effective_splits, group_anchors, key_fraction
 from featcache.classifier.train import (
     KINDS,
+    LOGREG_MAX_BYTES,
     TrainResult,
     check_pretrained,
     finetune_summary,
@@ -68,6 +69,7 @@ __all__ = [
     "HEADS",
     "HEAD_KINDS",
     "KINDS",
+    "LOGREG_MAX_BYTES",
     "Epoch",
     "Evaluation",
     "FineTuneHead",
