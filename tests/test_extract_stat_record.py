@@ -32,15 +32,15 @@ def keys_by_path(root: Path) -> dict[str, str]:
 
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths whose bytes are read (hashing or decoding), in order."""
+    """The paths whose bytes are read to hash them (`ImageItem.key`), in order."""
     seen: list[str] = []
-    original = ImageItem._read
+    original = ImageItem.key
 
-    def counting(self: ImageItem) -> bytes:
+    def counting(self: ImageItem) -> str:
         seen.append(self.path)
         return original(self)
 
-    monkeypatch.setattr(ImageItem, "_read", counting)
+    monkeypatch.setattr(ImageItem, "key", counting)
     return seen
 
 
@@ -64,7 +64,7 @@ def test_unchanged_files_are_not_read_again(
     paths = write_images(tmp_path / "data", 6)
     age(paths)
     first = run(tmp_path, stub_weights, counting_network)
-    assert first.extracted == 6 and len(reads) == 12  # hashed, then decoded
+    assert first.extracted == 6 and len(reads) == 6  # every file hashed
     reads.clear()
     second = run(tmp_path, stub_weights, counting_network)
     assert (second.extracted, second.cached) == (0, 6)
