@@ -65,7 +65,14 @@ def train(
     store: Path = typer.Option(..., "--store", help="Feature store directory."),
     dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
     layer: str | None = typer.Option(
-        None, help="Which stored layer to train on [default: fc7; pool5 for finetune]."
+        None,
+        help="Which stored layer to train on [default: the backbone's: alexnet fc7, vgg16 fc2, "
+        "resnet50 avg_pool; pool5 for finetune].",
+    ),
+    backbone: str | None = typer.Option(
+        None,
+        help="Whose vectors: alexnet, vgg16 or resnet50 [default: the one the dataset has "
+        "vectors of; alexnet if several].",
     ),
     kind: str = typer.Option(
         "softmax",
@@ -121,6 +128,21 @@ def train(
 
         pretrained = read_weights(weights)
     with FeatureStore(store, create=False) as fs:
+        if kind != "finetune" or backbone is not None:
+            from featcache.extractor.stored import resolve_vectors, stored_layers
+
+            cut = (layer or "pool5") if kind == "finetune" else layer
+            chosen = resolve_vectors(
+                fs, dataset, backbone=backbone, layer=cut, fingerprint=fingerprint
+            )
+            layer, fingerprint = chosen.layer, chosen.fingerprint
+            held = stored_layers(fs, dataset).backbones
+            if len(held) > 1:  # say which, and how to choose another
+                others = ", ".join(name for name in held if name != chosen.backbone)
+                out.print(
+                    f"training on {chosen.backbone} '{layer}' vectors (the dataset also has "
+                    f"{others}: --backbone)"
+                )
         groups = None
         if split_groups:
             groups = fs.groups(dataset)

@@ -600,6 +600,19 @@ class Catalog:
             )
         ]
 
+    def dataset_layers(self, name: str) -> tuple[int, list[tuple[str, str, int]]]:
+        """(distinct keys of the dataset, [(fingerprint, layer, keys with a vector)])."""
+        keys = self.query(
+            "SELECT COUNT(DISTINCT key) FROM dataset_rows WHERE dataset = ?", (name,)
+        )[0][0]
+        found = self.query(
+            "SELECT v.fingerprint, v.layer, COUNT(DISTINCT r.key) FROM dataset_rows r "
+            "JOIN vectors v ON v.key = r.key WHERE r.dataset = ? "
+            "GROUP BY v.fingerprint, v.layer ORDER BY v.fingerprint, v.layer",
+            (name,),
+        )
+        return int(keys), [(str(fp), str(layer), int(count)) for fp, layer, count in found]
+
     def dedupe_dataset_rows(self) -> int:
         """Merge rows that share a (dataset, path); return how many were removed."""
         with self.transaction() as db:

@@ -536,6 +536,13 @@ class FeatureStore:
             f"({', '.join(fp[:12] for fp in found)}); pass fingerprint= (--fingerprint)"
         )
 
+    def dataset_layers(self, dataset: str) -> tuple[int, dict[tuple[str, str], int]]:
+        """What a dataset has cached: (its distinct image keys, {(fingerprint, layer): keys
+        with a vector}); a (fingerprint, layer) is complete when the two counts agree."""
+        self.dataset(dataset)
+        keys, found = self._catalog.dataset_layers(dataset)
+        return keys, {(fp, layer): count for fp, layer, count in found}
+
     def _missing_error(
         self, dataset: str, layer: str, fp: str, missing: int, rows: int, example: str | None
     ) -> NotFoundError:
