@@ -1,7 +1,8 @@
 """`advise`: which of the seed's four transfer-learning cases is this dataset in?
 
 Measured from the cached vectors in seconds (no TensorFlow): cross-validated accuracy of a
-linear head (`SoftmaxHead`) on each cached layer, a learning curve on the best layer at 1/8,
+linear head (`SoftmaxHead`) on each cached layer of every backbone the store holds for the
+dataset (`featcache.analysis.backbones`), a learning curve on the best layer at 1/8,
 1/4, 1/2 and all of the training rows, and the rows per class. `decide` maps them to a case
 and the next command by the rule below (README, "advise"):
 
@@ -9,7 +10,12 @@ and the next command by the rule below (README, "advise"):
   between chance (the majority class) and perfect: ``(acc - chance) / (1 - chance) >= 0.5``.
   Every layer poorer than that: the task is far from ImageNet (Yosinski et al. 2014: features
   transfer less as tasks grow apart, and poorly to distant tasks).
-- **an earlier layer** (pool5, fc6) is recommended when it beats fc7 by at least 3 points
+- **the backbone and layer** to use: the most accurate; on a tie the backbone with the
+  fewest multiply-adds an image (AlexNet 0.72 G, ResNet50 3.9 G, VGG16 15.5 G), then its
+  deepest layer.
+- **an earlier layer** (pool5, fc6; VGG16's block5_pool, fc1; ResNet50's
+  conv4_block6_out, conv5_block3_out) is recommended when it beats the backbone's default
+  layer (fc7, fc2, avg_pool) by at least 3 points
   and by more than twice their fold spreads combined: ImageNet's top features, the most
   specific to its classes (Yosinski et al. 2014), do not fit this task.
 - **large** when the median class has at least 1,000 training rows (about what ImageNet's
@@ -17,7 +23,9 @@ and the next command by the rule below (README, "advise"):
   large if the learning curve has flattened (all rows gain under 1 point over half of them:
   the frozen features, not the data, limit the head), small if it still rises.
 
-Case 1 (large, similar): fine-tune. Case 2 (large, dissimilar): retrain the network. Case 3
+Case 1 (large, similar): fine-tune (AlexNet's cuts; on another backbone, whose fine-tuning
+featcache does not offer, a new last layer meanwhile). Case 2 (large, dissimilar): retrain
+the network. Case 3
 (small, similar): train only the last layer. Case 4 (small, dissimilar): transfer does not
 help; design a model. These are the seed's four cases, with its remedies.
 
@@ -41,10 +49,12 @@ from typing import Any
 
 import numpy as np
 
+from featcache.analysis.backbones import BackboneSummary, plan_comparison
 from featcache.analysis.cut import LADDER, cut_commands, recommend_cut
 from featcache.analysis.folds import cross_validate, fold_ids, subset_fraction
 from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError, NotFoundError
+from featcache.extractor.registry import DEFAULT_BACKBONE, backbone_named, backbone_names
 from featcache.store import FeatureStore, LazyVectors
 
 __all__ = [
@@ -61,7 +71,6 @@ __all__ = [
     "write_advise",
 ]
 
-LAYER_ORDER = ("pool5", "fc6", "fc7")
 FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 UNDECIDED = "too few rows to decide"
 #: Labelled non-test rows advise measures at most; a larger dataset is sampled (`sample_rows`).
@@ -109,6 +118,13 @@ class LayerScore:
     cv_std: float
     rows: int
     scored: int = 0
+    backbone: str = DEFAULT_BACKBONE
+    fingerprint: str = ""
+
+    @property
+    def label(self) -> str:
+        """``backbone layer``, as reports name it."""
+        return f"{self.backbone} {self.layer}"
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,9 @@ class AdviseReport:
     cut: str | None = None  # cases 1 and 2: the cached layer to fine-tune from
     commands: list[str] = field(default_factory=list)  # the next commands, in order
     sampled: int = 0  # rows the folds ran on when the dataset was larger (0: all of them)
+    best_backbone: str = DEFAULT_BACKBONE
+    use: tuple[str, str] = (DEFAULT_BACKBONE, "fc7")  # (backbone, layer) the next step uses
+    backbones: dict[str, BackboneSummary] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """advise.json: the keys the issue fixes, then extras."""
@@ -175,6 +194,25 @@ class AdviseReport:
             "next_command": self.next_command,
             "dataset": self.dataset,
             "best_layer": self.best_layer,
+            "best_backbone": self.best_backbone,
+            "use": {"backbone": self.use[0], "layer": self.use[1]},
+            "backbones": {
+                name: {
+                    "measured": b.measured,
+                    "fingerprints": list(b.fingerprints),
+                    "layers": {
+                        s.layer: {
+                            "cv_accuracy": round(s.cv_accuracy, 6),
+                            "cv_std": round(s.cv_std, 6),
+                        }
+                        for s in self.layers.values()
+                        if s.backbone == name
+                    },
+                    "missing_layers": list(b.missing_layers),
+                    "extract_command": b.extract_command,
+                }
+                for name, b in self.backbones.items()
+            },
             "rows": self.rows,
             "classes": self.classes,
             "rows_per_class": {"min": self.per_class_min, "median": self.per_class_median},
@@ -192,8 +230,15 @@ class AdviseReport:
         """``case N``, or ``too few rows to decide``."""
         return f"case {self.case}" if self.case else UNDECIDED
 
+    @property
+    def several(self) -> bool:
+        """Whether more than one backbone was measured (then each layer is named with it)."""
+        return len({s.backbone for s in self.layers.values()}) > 1
+
     def summary(self) -> list[str]:
-        lines = [f"advise: dataset '{self.dataset}': {self.verdict}"]
+        lines = [
+            f"advise: dataset '{self.dataset}': {self.verdict}; use {self.use[0]} {self.use[1]}"
+        ]
         if self.sampled:
             lines.append(
                 f"  measured on a fixed sample of {self.sampled} of its {self.rows} labelled "
@@ -202,11 +247,14 @@ class AdviseReport:
         for name, s in self.layers.items():
             low, high = accuracy_interval(s.cv_accuracy, s.scored)
             interval = f" (95% interval {low:.4f} to {high:.4f})" if self.sampled else ""
+            shown = f"{s.backbone} {name}" if self.several else name
             lines.append(
-                f"  {name}: cross-validated accuracy {s.cv_accuracy:.4f} ± {s.cv_std:.4f}{interval}"
+                f"  {shown}: cross-validated accuracy {s.cv_accuracy:.4f} ± {s.cv_std:.4f}"
+                f"{interval}"
             )
         curve = ", ".join(f"{p.rows}: {p.accuracy:.4f}" for p in self.learning_curve)
-        lines.append(f"  learning curve on {self.best_layer} (training rows: accuracy): {curve}")
+        on = f"{self.best_backbone} {self.best_layer}" if self.several else self.best_layer
+        lines.append(f"  learning curve on {on} (training rows: accuracy): {curve}")
         lines += [f"  - {reason}" for reason in self.reasons]
         lines += [f"next: {command}" for command in self.commands or [self.next_command]]
         return lines
@@ -238,20 +286,30 @@ def decide(
     similar = kappa >= rule.similar_kappa
     low, high = accuracy_interval(best.cv_accuracy, rows, rule.confidence)
     threshold = chance + rule.similar_kappa * (1.0 - chance)
+    several = len({s.backbone for s in layers.values()}) > 1
     reasons = [
-        f"best layer {best.layer}: {best.cv_accuracy:.1%} against {chance:.1%} by chance "
+        f"best layer {best.label if several else best.layer}: {best.cv_accuracy:.1%} against "
+        f"{chance:.1%} by chance "
         f"(closes {kappa:.0%} of the gap to 100%; similar to ImageNet from "
         f"{rule.similar_kappa:.0%}, i.e. {threshold:.1%}); {rule.confidence:.0%} interval "
         f"{low:.1%} to {high:.1%} on {rows} rows"
     ]
     earlier: LayerScore | None = None
-    top = layers.get("fc7")
-    if top is not None and best.layer != "fc7":
+    default = _default_layer(best.backbone)
+    top = next(
+        (
+            s
+            for s in layers.values()
+            if (s.backbone, s.fingerprint, s.layer) == (best.backbone, best.fingerprint, default)
+        ),
+        None,
+    )
+    if top is not None and best.layer != default:
         margin = best.cv_accuracy - top.cv_accuracy
         if margin >= rule.earlier_margin and margin > 2 * (best.cv_std + top.cv_std):
             earlier = best
             reasons.append(
-                f"{best.layer} beats fc7 by {margin:.1%} (fold spreads {best.cv_std:.1%}, "
+                f"{best.layer} beats {default} by {margin:.1%} (fold spreads {best.cv_std:.1%}, "
                 f"{top.cv_std:.1%}): ImageNet's top features do not fit this task; an earlier "
                 "layer does (Yosinski et al. 2014)"
             )
@@ -276,19 +334,30 @@ def decide(
             f"learning curve: {curve[-2].rows} → {curve[-1].rows} rows gains {gain:+.1%} "
             + ("(still rising: more labelled rows would help)" if rising else "(flattened)")
         )
-    base = f"featcache train --store {store} --dataset {dataset}"
+    base = f"featcache train --store {store} --dataset {dataset}" + _choose(best, layers)
     doubt = _doubt(rule, rows, per_class_median, low <= threshold < high, large)
     if doubt:
         reasons += doubt
         return 0, reasons, f"{base} --kind softmax"
-    if large:
+    if large and best.backbone != DEFAULT_BACKBONE:
+        # featcache fine-tunes AlexNet's cuts (featcache.analysis.cut); for another backbone
+        # the cheapest step that works is a new last layer on its best layer.
+        case = 1 if similar else 2
+        used = earlier.layer if earlier is not None else default
+        command = f"{base} --layer {used}" if earlier is not None else f"{base} --kind softmax"
+        reasons.append(
+            f"case {case} (large, {'similar' if similar else 'not similar'}): fine-tuning "
+            f"{best.backbone} is not in featcache (it fine-tunes AlexNet's cuts); meanwhile "
+            f"train a new last layer on {best.backbone} {used}"
+        )
+    elif large:
         case = 1 if similar else 2
         cut = recommend_cut(similar, earlier_layer=earlier is not None, flattened=not rising)
         command = cut_commands(cut, store=store, dataset=dataset, source=None, cached=True)[0]
         what = "similar): fine-tune" if similar else "not similar): retrain the top of the network:"
         reasons.append(
             f"case {case} (large, {what} {LADDER[cut]} from the cached {cut}"
-            + (", one cut deeper as an earlier layer beats fc7" if earlier is not None else "")
+            + (f", one cut deeper as an earlier layer beats {default}" if earlier else "")
             + (", one cut deeper as the learning curve has flattened" if not rising else "")
             + " (featcache.analysis.cut)"
         )
@@ -378,7 +447,8 @@ def advise(
     store: FeatureStore | str | Path,
     dataset: str,
     *,
-    layers: Sequence[str] = LAYER_ORDER,
+    layers: Sequence[str] | None = None,
+    backbones: Sequence[str] | None = None,
     folds: int = 5,
     fingerprint: str | None = None,
     rule: Rule | None = None,
@@ -386,35 +456,41 @@ def advise(
     on_stage: Callable[[str], None] | None = None,
     max_rows: int = SAMPLE_ROWS,
 ) -> AdviseReport:
-    """Measure the signals on `dataset`'s cached `layers` and decide the case.
+    """Measure the signals on `dataset`'s cached layers, of every backbone, and decide the
+    case.
 
-    Rows of the ``test`` split are never used. Folds follow the image key's hash, and keep
-    near-duplicate groups together when `featcache doctor` has recorded them. Past
-    `max_rows` labelled non-test rows (default `SAMPLE_ROWS`), the cross-validation and
-    the learning curve run on a fixed sample of that many (`sample_rows`), read from the
-    store row by row; the report says so and gives each accuracy's 95% Wilson interval on
-    the sample (`accuracy_interval`), which the decision uses too. Rows per
-    class always count the whole dataset.
-    `on_stage` hears the name of each stage as it starts (progress).
+    Compared: each of `backbones` (default: every registered one) on `layers` (default:
+    each backbone's feature layers, `featcache.analysis.backbones.feature_layers`; given,
+    the ones each backbone has), for every extractor whose vectors cover the dataset (one
+    `fingerprint` only, if given). A backbone without vectors is named in the reasons with
+    the extract command that adds it. Rows of the ``test`` split are never used. Folds
+    follow the image key's hash, and keep near-duplicate groups together when `featcache
+    doctor` has recorded them. Past `max_rows` labelled non-test rows (default
+    `SAMPLE_ROWS`), the cross-validation and the learning curve run on a fixed sample of
+    that many (`sample_rows`), the same images for every layer, read from the store row
+    by row; the report says so and gives each accuracy's 95% Wilson interval on the sample
+    (`accuracy_interval`), which the decision uses too. Rows per class always count the
+    whole dataset. `on_stage` hears the name of each stage as it starts (progress).
     """
     if max_rows < 2 * folds:
         raise ConfigError(f"The 'max_rows' must be >= {2 * folds} (2 per fold). Got {max_rows}.")
     stage = on_stage or (lambda _: None)
-    if not layers:
-        raise ConfigError("The 'layers' must name at least one layer (pool5, fc6, fc7).")
     if not isinstance(store, FeatureStore):
         store = FeatureStore(store, create=False)
+    plan = plan_comparison(
+        store, dataset, layers=layers, backbones=backbones, fingerprint=fingerprint
+    )
+    several = len(plan.measured_backbones) > 1
     timings: dict[str, float] = {}
     groups = store.groups(dataset)
     scores: dict[str, LayerScore] = {}
-    cached: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]] = {}
-    missing: list[str] = []
-    for layer in dict.fromkeys(layers):
-        stage(f"{layer}: reading the vectors, {folds}-fold cross-validation")
+    kept_best: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None
+    for name, stored in plan.measure.items():
+        shown = f"{stored.backbone} {name}" if several else name
+        stage(f"{shown}: reading the vectors, {folds}-fold cross-validation")
         t = time.perf_counter()
-        found = _layer_data(store, dataset, layer, fingerprint)
-        if found is None:
-            missing.append(layer)
+        found = _layer_data(store, dataset, stored.layer, stored.fingerprint)
+        if found is None:  # rewritten since the plan: as if it were missing
             continue
         named = effective_splits(found.keys, found.splits, 0.0)
         use = (found.y >= 0) & (named != "test")
@@ -429,29 +505,33 @@ def advise(
         kept = [found.keys[i] for i in rows]
         X, y = found.X.read_rows(rows), found.y[rows]
         fold = fold_ids(kept, folds, groups)
-        timings[f"read_{layer}"] = time.perf_counter() - t
+        timings[f"read_{name}"] = time.perf_counter() - t
         t = time.perf_counter()
         (result,) = cross_validate(X, y, fold)
-        timings[f"cv_{layer}"] = time.perf_counter() - t
-        scores[layer] = LayerScore(layer, result.mean, result.std, result.rows, len(y))
-        cached[layer] = (X, y, fold, kept)
-    if not scores:
-        raise NotFoundError(
-            f"dataset '{dataset}' has none of the layers {list(layers)} cached; run "
-            f"'featcache extract ... --dataset {dataset} --layers {','.join(layers)}'"
+        timings[f"cv_{name}"] = time.perf_counter() - t
+        scores[name] = LayerScore(
+            stored.layer,
+            result.mean,
+            result.std,
+            result.rows,
+            len(y),
+            backbone=stored.backbone,
+            fingerprint=stored.fingerprint,
         )
-    ordered = {name: scores[name] for name in sorted(scores, key=_depth)}
-    best = _best(ordered).layer
-    X, y, fold, kept = cached[best]
-    cached.clear()  # the other layers' vectors can go
+        if _best(scores) is scores[name]:  # only the best so far keeps its vectors
+            kept_best = (X, y, fold, kept)
+    if not scores or kept_best is None:
+        raise NotFoundError(f"dataset '{dataset}': its vectors changed while advise read them")
+    best_score = _best(scores)
+    best = next(name for name, s in scores.items() if s is best_score)
+    X, y, fold, kept = kept_best
     stage(f"learning curve on {best} ({len(FRACTIONS) - 1} more fractions)")
     t = time.perf_counter()
     subset = subset_fraction(kept)
     # The full fraction is the layer's cross-validation itself: not fitted again.
     partial = cross_validate(X, y, fold, fractions=FRACTIONS[:-1], subset=subset)
-    full = ordered[best]
     curve = [CurvePoint(f, p.rows, p.mean, p.std) for f, p in zip(FRACTIONS, partial, strict=False)]
-    curve.append(CurvePoint(1.0, full.rows, full.cv_accuracy, full.cv_std))
+    curve.append(CurvePoint(1.0, best_score.rows, best_score.cv_accuracy, best_score.cv_std))
     timings["learning_curve"] = time.perf_counter() - t
     counts = np.bincount(all_labels)  # the whole dataset's rows per class, not the sample's
     counts = counts[counts > 0]
@@ -459,7 +539,7 @@ def advise(
     median = float(np.median(counts))
     store_name = str(store.path)
     case, reasons, command = decide(
-        ordered, curve, median, chance, rule=rule, store=store_name, dataset=dataset, rows=len(y)
+        scores, curve, median, chance, rule=rule, store=store_name, dataset=dataset, rows=len(y)
     )
     source = store.dataset(dataset).source
     from_cut = re.search(r"--from (\S+)", command)
@@ -468,38 +548,43 @@ def advise(
     if cut is not None:
         # the cut of the extractor measured here, for every row of the dataset
         keys = [row.key for row in store.dataset_rows(dataset)]
-        measured = store.resolve_fingerprint(dataset, best, fingerprint)
-        have_cut = len(store.has(keys, measured, cut)) == len(set(keys))
+        have_cut = len(store.has(keys, best_score.fingerprint, cut)) == len(set(keys))
         commands = cut_commands(
             cut, store=store_name, dataset=dataset, source=source, cached=have_cut
         )
-    for layer in missing:
-        reasons.append(
-            f"{layer} is not cached; to measure it: featcache extract SOURCE --store {store_name} "
-            f"--weights WEIGHTS --dataset {dataset} --layers {layer} (SOURCE: {source}; use the "
-            "sources, splits and --append of the original extraction)"
-        )
-    fingerprints = {store.resolve_fingerprint(dataset, layer, fingerprint) for layer in ordered}
-    notes = {store.extractors().get(fp, {}).get("weights_note") for fp in fingerprints}
+    reasons += _missing_reasons(plan.backbones)
+    specs = store.extractors()
+    notes = dict.fromkeys(
+        note for s in scores.values() if (note := specs.get(s.fingerprint, {}).get("weights_note"))
+    )
+    trained = re.search(r"--(?:layer|from) (\S+)", command)
     report = AdviseReport(
         dataset=dataset,
         case=case,
         reasons=reasons,
         next_command=command,
-        layers=ordered,
+        layers=scores,
         learning_curve=curve,
-        best_layer=best,
+        best_layer=best_score.layer,
         rows=len(all_labels),
         classes=len(counts),
         per_class_min=int(counts.min()),
         per_class_median=median,
         chance=chance,
-        missing_layers=missing,
-        weights_note=next((n for n in notes if n), None),
+        missing_layers=[
+            layer for b in plan.backbones.values() if b.measured for layer in b.missing_layers
+        ],
+        weights_note="; ".join(notes) or None,
         timings=timings,
         cut=cut,
         commands=commands,
         sampled=sampled,
+        best_backbone=best_score.backbone,
+        use=(
+            best_score.backbone,
+            trained.group(1) if trained else _default_layer(best_score.backbone),
+        ),
+        backbones=dict(plan.backbones),
     )
     if out is not None:
         write_advise(report, out)
@@ -507,13 +592,62 @@ def advise(
     return report
 
 
+def _missing_reasons(backbones: dict[str, BackboneSummary]) -> list[str]:
+    """A line per backbone with something to add: its missing layers, or the whole backbone."""
+    said = []
+    for b in backbones.values():
+        if b.extract_command is None:
+            continue
+        if b.measured:
+            what = f"{', '.join(b.missing_layers)} {'is' if len(b.missing_layers) == 1 else 'are'}"
+            said.append(
+                f"{what} not cached ({b.name}); to measure: {b.extract_command} (use the "
+                "sources and splits of the original extraction)"
+            )
+        else:
+            said.append(
+                f"{b.name} has no vectors for this dataset; to compare it: {b.extract_command} "
+                f"(the weights file `featcache weights fetch --backbone {b.name}` downloads)"
+            )
+    return said
+
+
 def _best(layers: dict[str, LayerScore]) -> LayerScore:
-    """The most accurate layer; on a tie the deepest (fc7 is featcache's default)."""
-    return max(layers.values(), key=lambda s: (round(s.cv_accuracy, 9), _depth(s.layer)))
+    """The most accurate layer; on a tie the cheapest backbone (fewest multiply-adds an
+    image), then its deepest layer (the default, e.g. fc7, is deepest of those compared)."""
+    return max(
+        layers.values(),
+        key=lambda s: (round(s.cv_accuracy, 9), -_cost(s.backbone), _depth(s.backbone, s.layer)),
+    )
 
 
-def _depth(layer: str) -> int:
-    return LAYER_ORDER.index(layer) if layer in LAYER_ORDER else len(LAYER_ORDER)
+def _registered(backbone: str) -> bool:
+    return backbone in backbone_names()
+
+
+def _cost(backbone: str) -> float:
+    return backbone_named(backbone).gmacs if _registered(backbone) else float("inf")
+
+
+def _depth(backbone: str, layer: str) -> int:
+    names = list(backbone_named(backbone).layers) if _registered(backbone) else []
+    return names.index(layer) if layer in names else len(names)
+
+
+def _default_layer(backbone: str) -> str:
+    return backbone_named(backbone).default_layer if _registered(backbone) else ""
+
+
+def _choose(best: LayerScore, layers: dict[str, LayerScore]) -> str:
+    """train's options that pick `best`'s extractor: ``--backbone`` unless it is the only
+    or default one, ``--fingerprint`` when its backbone has several."""
+    backbones = {s.backbone for s in layers.values()}
+    flags = ""
+    if best.backbone != DEFAULT_BACKBONE or len(backbones) > 1:
+        flags += f" --backbone {best.backbone}"
+    if len({s.fingerprint for s in layers.values() if s.backbone == best.backbone}) > 1:
+        flags += f" --fingerprint {best.fingerprint}"
+    return flags
 
 
 def write_advise(report: AdviseReport, out: str | Path) -> list[Path]:
@@ -528,17 +662,23 @@ def write_advise(report: AdviseReport, out: str | Path) -> list[Path]:
     fig = Figure(figsize=(11, 4.6), dpi=110)
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2)
-    names = list(report.layers)
-    means = [report.layers[n].cv_accuracy for n in names]
-    stds = [report.layers[n].cv_std for n in names]
-    colours = ["tab:orange" if n == report.best_layer else "tab:blue" for n in names]
+    scores = list(report.layers.values())
+    names = [f"{s.backbone}\n{key}" if report.several else key for key, s in report.layers.items()]
+    means = [s.cv_accuracy for s in scores]
+    stds = [s.cv_std for s in scores]
+    best = (report.best_backbone, report.best_layer)
+    colours = ["tab:orange" if (s.backbone, s.layer) == best else "tab:blue" for s in scores]
     left.bar(names, means, yerr=stds, capsize=6, color=colours)
     left.axhline(report.chance, color="grey", linestyle="--", label=f"chance {report.chance:.2f}")
     for i, m in enumerate(means):
         left.text(i, m + 0.02, f"{m:.3f}", ha="center", fontsize=9)
     left.set_ylim(0, 1.08)
     left.set_ylabel("cross-validated accuracy (linear head)")
-    left.set_title("per layer (best in orange)")
+    left.set_title(
+        "per backbone and layer (best in orange)"
+        if report.several
+        else "per layer (best in orange)"
+    )
     left.legend(loc="lower right", fontsize=8)
     rows = [p.rows for p in report.learning_curve]
     acc = [p.accuracy for p in report.learning_curve]
@@ -551,10 +691,11 @@ def write_advise(report: AdviseReport, out: str | Path) -> list[Path]:
     right.axhline(report.chance, color="grey", linestyle="--")
     right.set_ylim(0, 1.08)
     right.set_xlabel("training rows per fit (fraction)")
-    right.set_title(f"learning curve on {report.best_layer}")
+    right.set_title(f"learning curve on {report.best_backbone} {report.best_layer}")
     note = f"  [{report.weights_note}]" if report.weights_note else ""
     fig.suptitle(
-        f"advise '{report.dataset}': {report.verdict} → {report.next_command[:90]}{note}",
+        f"advise '{report.dataset}': {report.verdict}, use {report.use[0]} {report.use[1]} → "
+        f"{report.next_command[:90]}{note}",
         fontsize=9,
     )
     fig.tight_layout()

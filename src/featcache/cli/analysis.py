@@ -54,24 +54,35 @@ def doctor(
 def advise(
     store: Path = typer.Option(..., "--store", help="Feature store directory."),
     dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
-    layers: str = typer.Option("pool5,fc6,fc7", help="Cached layers to compare, comma-separated."),
+    layers: str = typer.Option(
+        "",
+        help="Cached layers to compare, comma-separated [default: each backbone's feature "
+        "layers: alexnet pool5,fc6,fc7; vgg16 block5_pool,fc1,fc2; resnet50 "
+        "conv4_block6_out,conv5_block3_out,avg_pool].",
+    ),
+    backbones: str = typer.Option(
+        "", help="Backbones to compare, comma-separated [default: alexnet,vgg16,resnet50]."
+    ),
     out_dir: Path | None = typer.Option(
         None, "--out", help="Report folder [default: STORE/reports/advise-DATASET]."
     ),
     folds: int = typer.Option(5, help="Cross-validation folds."),
     fingerprint: str | None = typer.Option(None, help="Extractor, if the dataset has several."),
 ) -> None:
-    """Which of the four transfer-learning cases applies, the numbers, and the next command."""
+    """Which of the four transfer-learning cases applies, which backbone and layer to use, the
+    numbers, and the next command."""
     from featcache.analysis.advise import advise as run_advise
     from featcache.store import FeatureStore
 
     folder = out_dir or store / "reports" / f"advise-{dataset}"
     names = [name.strip() for name in layers.split(",") if name.strip()]
+    networks = [name.strip() for name in backbones.split(",") if name.strip()]
     with FeatureStore(store, create=False) as fs:
         report = run_advise(
             fs,
             dataset,
-            layers=names,
+            layers=names or None,
+            backbones=networks or None,
             folds=folds,
             fingerprint=fingerprint,
             out=folder,
