@@ -4,7 +4,8 @@ and `advise` (which of the seed's four transfer-learning cases applies).
 Modules: ``folds`` (k-fold fits shared by both), ``neighbours`` (vector and hash search),
 ``duplicates`` (near-duplicate pairs and groups), ``labels`` (label issues and
 cleanlab Datalab's findings), ``pixels`` (source pixels of a row),
-``sheets`` (contact sheets), ``doctor``, ``advise``, ``cut`` (advise's fine-tune cut).
+``sheets`` (contact sheets), ``doctor``, ``advise``, ``backbones`` (what advise compares),
+``cut`` (advise's fine-tune cut).
 (Imported eagerly, as in ``featcache.classifier``: ``featcache.analysis.doctor`` is then
 always the function.)
 """
@@ -21,6 +22,12 @@ from featcache.analysis.advise import (
     decide,
     sample_rows,
     write_advise,
+)
+from featcache.analysis.backbones import (
+    BackboneSummary,
+    ComparePlan,
+    feature_layers,
+    plan_comparison,
 )
 from featcache.analysis.cut import LADDER, cut_commands, recommend_cut
 from featcache.analysis.doctor import (
@@ -69,6 +76,8 @@ __all__ = [
     "SAMPLE_ROWS",
     "UNDECIDED",
     "AdviseReport",
+    "BackboneSummary",
+    "ComparePlan",
     "CurvePoint",
     "DoctorConfig",
     "DoctorReport",
@@ -92,6 +101,7 @@ __all__ = [
     "cut_commands",
     "decide",
     "doctor",
+    "feature_layers",
     "fold_ids",
     "hash_candidates",
     "hash_similarity",
@@ -100,6 +110,7 @@ __all__ = [
     "near_duplicate_pairs",
     "one_blas_thread",
     "out_of_fold_proba",
+    "plan_comparison",
     "recommend_cut",
     "sample_rows",
     "source_order",
