@@ -47,6 +47,7 @@ from featcache.classifier.cuts import (
 )
 from featcache.classifier.heads import SoftmaxHead
 from featcache.classifier.headstate import HeadState, StatefulHead
+from featcache.classifier.spill import SPILL_BYTES, ComputedRows
 
 __all__ = ["CUTS", "Epoch", "FineTuneHead", "PretrainedWeights", "RowSource"]
 
@@ -156,6 +157,8 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
     """
 
     head_kind = "finetune"
+    #: the probe's fc7 rows stay in memory up to this size, else go to a temporary file
+    _probe_memory_bytes = SPILL_BYTES
     _state_arrays = ("classes_",)
     _state_array_lists = ("coefs_", "intercepts_")
     _state_values = (
@@ -398,11 +401,12 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         """Linear probing: fit fc8 by a `SoftmaxHead` on the frozen fc7 of the training rows,
         start the trainer's last layer there; return its (W, b)."""
         ordered = np.sort(train_idx)
-        feats = np.concatenate(
-            [trainer.features(xb) for _, xb in _prefetched(rows, _chunks(ordered, 256), pool)]
-        )
-        probe = SoftmaxHead(random_state=seed).fit(feats, y_idx[ordered])
-        del feats
+        # fc7 of every training row is computed once, then read by the probe a mini-batch
+        # at a time: in memory when small, else from a temporary file (bounded memory)
+        with ComputedRows(len(ordered), max_memory_bytes=self._probe_memory_bytes) as feats:
+            for _, xb in _prefetched(rows, _chunks(ordered, 256), pool):
+                feats.append(trainer.features(xb))
+            probe = SoftmaxHead(random_state=seed).fit(feats, y_idx[ordered])
         n_classes = len(self.classes_)
         w = np.zeros((probe.coef_.shape[1], n_classes), np.float32)
         # a class seen only in held-out rows starts far below the others
