@@ -51,6 +51,7 @@ from featcache.classifier.persist import (
     training_digest,
 )
 from featcache.classifier.rows import LazyVectors, StoredRows, lazy_vectors
+from featcache.classifier.spill import SPILL_BYTES, ComputedRows
 from featcache.classifier.splits import effective_splits, group_anchors, key_fraction
 from featcache.classifier.train import (
     KINDS,
@@ -70,6 +71,8 @@ __all__ = [
     "HEAD_KINDS",
     "KINDS",
     "LOGREG_MAX_BYTES",
+    "SPILL_BYTES",
+    "ComputedRows",
     "Epoch",
     "Evaluation",
     "FineTuneHead",
