@@ -66,7 +66,7 @@ def test_a_changed_shard_is_not_served_and_extract_recomputes_it(tmp_path: Path)
     store.put_batch(["a", "b"], {"fc7": vecs(2)}, FP)
     overwrite_row(shard_files(tmp_path)[0], 0, np.zeros(8, np.float32), keep_mtime=False)
     fresh = FeatureStore(tmp_path)
-    with pytest.raises(StoreError, match="content changed.*verify --repair"):
+    with pytest.raises(StoreError, match="content changed.*store verify --store .* --repair"):
         fresh.get(["a"], FP)
     assert FeatureStore(tmp_path).has(["a", "b"], FP) == set()  # so extract computes them
 

@@ -1,8 +1,11 @@
 """Every command the CLI suggests works as printed: each is taken from the output and run.
+A word in capitals (DATASET, WEIGHTS) is the one thing the user fills in.
 
 (Also run where they are made: `heads promote` in test_cli_naming.py, advise's next step on
 too few rows in test_advise.py, doctor's next steps on unlabelled data in test_unlabelled.py,
-the deprecated positional store's new form in test_cli_naming.py.)"""
+the deprecated positional store's new form in test_cli_naming.py, and every repair a damaged
+store suggests (`store verify --repair`, `store gc`, `heads delete`) in
+test_suggested_repairs.py.)"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import write_images
 from featcache.cli import app
 from featcache.store import DatasetRow, FeatureStore
 from service_fakes import png
@@ -96,3 +100,31 @@ def test_every_suggestion_runs_as_printed(tmp_path: Path, monkeypatch: pytest.Mo
     assert following[0] == "train"  # advise and doctor never send back and forth
     code, text = cli(*following)
     assert code == 0 and "head 'clean-softmax' v1" in text
+
+
+def test_a_missing_layer_names_the_extract_that_adds_it(tmp_path: Path, weights_path: Path) -> None:
+    """`train --layer` and `advise` on a layer not cached print `featcache extract SOURCE ...`
+    with the dataset's own source; run with the user's weights, it adds the layer to the same
+    rows (the real network, demo weights; a space in the folder names)."""
+    root = tmp_path / "my data"
+    write_images(root / "pics", 12)
+    store = root / "store"
+    code, text = cli("extract", root / "pics", "--store", store, "--weights", weights_path)
+    assert code == 0 and "now 12 rows" in text, text
+
+    code, text = cli("train", "--store", store, "--dataset", "pics", "--layer", "fc6")
+    assert code == 1 and "no 'fc6' vectors" in text
+    extract = suggested(text, r"run '(featcache extract [^']+)'")
+    assert extract[1] == str(root / "pics") and "WEIGHTS" in extract
+    code, text = cli(*[str(weights_path) if w == "WEIGHTS" else w for w in extract])
+    assert code == 0 and "12 extracted" in text and "now 12 rows" in text, text
+    code, text = cli("train", "--store", store, "--dataset", "pics", "--layer", "fc6")
+    assert code == 0 and "head 'pics-softmax' v1" in text
+
+    code, text = cli("advise", "--store", store, "--dataset", "pics")
+    assert code == 0 and "pool5 is not cached (alexnet)" in text
+    extract = suggested(text, r"pool5 is not cached \(alexnet\); to measure: (featcache extract .+?) \(")
+    code, text = cli(*[str(weights_path) if w == "WEIGHTS" else w for w in extract])
+    assert code == 0 and "now 12 rows" in text, text
+    code, text = cli("advise", "--store", store, "--dataset", "pics")
+    assert code == 0 and "not cached" not in text and "pool5: cross-validated" in text

@@ -56,6 +56,7 @@ from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError, NotFoundError
 from featcache.extractor.registry import DEFAULT_BACKBONE, backbone_named, backbone_names
 from featcache.store import FeatureStore, LazyVectors
+from featcache.store.commands import source_path, store_command
 
 __all__ = [
     "SAMPLE_ROWS",
@@ -334,7 +335,7 @@ def decide(
             f"learning curve: {curve[-2].rows} → {curve[-1].rows} rows gains {gain:+.1%} "
             + ("(still rising: more labelled rows would help)" if rising else "(flattened)")
         )
-    base = f"featcache train --store {store} --dataset {dataset}" + _choose(best, layers)
+    base = store_command("train", store, "--dataset", dataset) + _choose(best, layers)
     doubt = _doubt(rule, rows, per_class_median, low <= threshold < high, large)
     if doubt:
         reasons += doubt
@@ -381,8 +382,9 @@ def decide(
         )
         reasons.append("case 4 (small, not similar): neither transfer nor fine-tuning will do")
         reasons.append(
-            "wrong labels also make every layer look poor: 'featcache doctor' lists the label "
-            "issues it finds"
+            "wrong labels also make every layer look poor: "
+            f"'{store_command('doctor', store, '--dataset', dataset)}' lists the label issues "
+            "it finds"
         )
     return case, reasons, command
 
@@ -529,19 +531,22 @@ def advise(
     t = time.perf_counter()
     subset = subset_fraction(kept)
     # The full fraction is the layer's cross-validation itself: not fitted again.
-    partial = cross_validate(X, y, fold, fractions=FRACTIONS[:-1], subset=subset)
-    curve = [CurvePoint(f, p.rows, p.mean, p.std) for f, p in zip(FRACTIONS, partial, strict=False)]
+    # on very few rows the smallest fractions hold one class only: the curve starts later
+    small = FRACTIONS[:-1]
+    partial = cross_validate(X, y, fold, fractions=small, subset=subset, skip_small=True)
+    fitted = small[len(small) - len(partial) :]  # the fractions left out are the smallest
+    curve = [CurvePoint(f, p.rows, p.mean, p.std) for f, p in zip(fitted, partial, strict=True)]
     curve.append(CurvePoint(1.0, best_score.rows, best_score.cv_accuracy, best_score.cv_std))
     timings["learning_curve"] = time.perf_counter() - t
     counts = np.bincount(all_labels)  # the whole dataset's rows per class, not the sample's
     counts = counts[counts > 0]
     chance = float(counts.max() / counts.sum())
     median = float(np.median(counts))
-    store_name = str(store.path)
+    store_name = store.location
     case, reasons, command = decide(
         scores, curve, median, chance, rule=rule, store=store_name, dataset=dataset, rows=len(y)
     )
-    source = store.dataset(dataset).source
+    source = source_path(store.dataset(dataset).source)
     from_cut = re.search(r"--from (\S+)", command)
     cut = from_cut.group(1) if from_cut else None
     commands = [command]

@@ -17,6 +17,7 @@ from featcache.errors import ConfigError, NotFoundError
 from featcache.extractor.registry import backbone_named, backbone_names
 from featcache.extractor.stored import StoredLayer, extract_command, stored_layers
 from featcache.store import FeatureStore
+from featcache.store.commands import source_path
 
 __all__ = ["BackboneSummary", "ComparePlan", "feature_layers", "plan_comparison"]
 
@@ -106,7 +107,7 @@ def plan_comparison(
                 f"{store.path}"
             )
         wanted = {own[0]: wanted.get(own[0], ())}
-    source = store.dataset(dataset).source
+    source = source_path(store.dataset(dataset).source)
     measure: dict[str, StoredLayer] = {}
     summaries: dict[str, BackboneSummary] = {}
     for name, compared in wanted.items():
@@ -121,7 +122,7 @@ def plan_comparison(
             missing = (default,) if default in compared else compared
         command = (
             extract_command(
-                store=str(store.path), dataset=dataset, backbone=name, layers=missing, source=source
+                store=store.location, dataset=dataset, backbone=name, layers=missing, source=source
             )
             if missing
             else None

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from featcache.store.commands import extract_command, store_command
+
 __all__ = ["LADDER", "cut_commands", "recommend_cut"]
 
 #: The recommended cuts, shallow to deep, and the layers a fine-tune from each trains.
@@ -43,14 +45,10 @@ def cut_commands(
 ) -> list[str]:
     """The commands that fine-tune `dataset` from `cut`: extract the cut first unless it is
     `cached` (into the same rows: ``--append`` keeps the dataset's other rows)."""
-    train = (
-        f"featcache train --store {store} --dataset {dataset} --kind finetune --from {cut} "
-        "--weights WEIGHTS"
+    train = store_command(
+        "train", store, "--dataset", dataset, "--kind finetune --from", cut, "--weights WEIGHTS"
     )
     if cached:
         return [train]
-    extract = (
-        f"featcache extract {source or 'SOURCE'} --store {store} --weights WEIGHTS "
-        f"--dataset {dataset} --layers {cut} --append"
-    )
+    extract = extract_command(store, dataset, cut, source=source)
     return [extract, train]

@@ -149,10 +149,13 @@ def cross_validate(
     *,
     fractions: Sequence[float] = (1.0,),
     subset: np.ndarray | None = None,
+    skip_small: bool = False,
 ) -> list[FoldScores]:
     """k-fold accuracy of heads trained on each of `fractions` of each fold's training rows
     (the rows whose `subset` value is below it; the held-out fold is always whole). All
-    fits of all fractions share one pool of workers."""
+    fits of all fractions share one pool of workers. A fraction with fewer than two classes
+    in every fold's training rows raises `DataError`, or with `skip_small` is left out of
+    the list returned."""
     jobs, owner = [], []
     for i, fraction in enumerate(fractions):
         if not 0.0 < fraction <= 1.0:
@@ -176,6 +179,8 @@ def cross_validate(
             if o == i:
                 scores.append(float((classes[np.argmax(proba, axis=1)] == y[held]).mean()))
                 sizes.append(int(train.sum()))
+        if not scores and skip_small:
+            continue
         if not scores:
             raise DataError(f"too few rows for a {fraction:g} fraction of each fold")
         out.append(FoldScores(scores, int(np.mean(sizes))))

@@ -22,6 +22,7 @@ from featcache.classifier.heads import LogRegHead, SoftmaxHead, top_k
 from featcache.classifier.headstate import decode_head, encode_head, is_legacy_pickle
 from featcache.classifier.rows import LazyVectors
 from featcache.errors import ConfigError, FingerprintMismatchError, HeadError, NotFoundError
+from featcache.store.commands import store_command
 from featcache.store.featurestore import FeatureStore, HeadRecord, LabelledVectors
 from featcache.store.names import HeadSpec
 
@@ -210,8 +211,8 @@ def parse_head_file(
         raise HeadError(
             f"{source}: an old head file (a joblib pickle), which featcache no longer loads: "
             "unpickling a file can run any code it holds. If you trust this store (you made "
-            f"it, or trust who did), convert its heads once with 'featcache heads upgrade "
-            f"--store {store}'; otherwise train the head again"
+            f"it, or trust who did), convert its heads once with "
+            f"'{store_command('heads upgrade', store)}'; otherwise train the head again"
         )
     state = decode_head(payload, source)
     cls = HEAD_KINDS.get(state.kind)
@@ -235,10 +236,11 @@ def load_head(store: FeatureStore, name: str | HeadSpec, version: int | None = N
         if store.heads(spec.name):
             raise
         raise NotFoundError(
-            f"{exc}; train one with 'featcache train --store {store.path} --dataset DATASET "
-            f"--name {spec.name}'"
+            f"{exc}; train one with '"
+            + store_command("train", store.location, "--dataset DATASET --name", spec.name)
+            + "'"
         ) from None
     name = record.name
     payload = store.head_bytes(record)  # raises HeadError on a digest mismatch
     source = f"head '{name}' v{record.version} ({store.path / record.file})"
-    return LoadedHead(record, parse_head_file(payload, source, store=str(store.path)))
+    return LoadedHead(record, parse_head_file(payload, source, store=store.location))

@@ -237,6 +237,7 @@ def evaluate(
     """Accuracy, top-5, per-class P/R/F1 (CSV), confusion matrix (PNG, CSV), JSON summary."""
     from featcache.classifier.evaluate import evaluate_head, write_report
     from featcache.store import FeatureStore
+    from featcache.store.commands import store_command
     from featcache.store.names import normalize_split
 
     # 'valid' and 'validation' read as 'val', as in extract; 'all' is every labelled row
@@ -262,7 +263,8 @@ def evaluate(
             "with no exact or near duplicate in train"
         )
     elif split != "train":
-        out.print(f"  (clean accuracy: run 'featcache doctor --store {store} --dataset {dataset}')")
+        doctor = store_command("doctor", str(store), "--dataset", dataset)
+        out.print(f"  (clean accuracy: run '{doctor}')")
     for pair in summary["most_confused"][:5]:
         out.print(f"  {pair['true']} → {pair['predicted']}: {pair['count']}")
     out.print(f"report: {', '.join(str(p) for p in paths)}")

@@ -67,6 +67,8 @@ def store_verify(
         out.print(f"problem: {problem}")
     for name in report.repaired:
         out.print(f"repaired: shard {name} dropped; extract again to recompute its vectors")
+    for folder in report.runtime_models_removed:
+        out.print(f"repaired: runtime model {folder} removed; the next run converts it again")
     out.print(
         f"{report.shards} shards, {report.vectors} vectors, {report.runtime_models} runtime "
         f"model(s), {len(report.problems)} problem(s)"

@@ -32,6 +32,7 @@ from featcache.extractor.ray_connect import RaySession
 from featcache.extractor.ray_pool import Batch, PoolEvent, RayActorPool
 from featcache.extractor.stages import BatchResult, EngineResult, Failed, Keyed, Progress, batches
 from featcache.store import FeatureStore, ShardFiles, ShardInfo
+from featcache.store.commands import store_command
 
 __all__ = ["compute_on_ray", "shard_prefix"]
 
@@ -199,5 +200,5 @@ def _discard_leftovers(store: FeatureStore, prefix: str) -> int:
     except StoreError as exc:
         raise ClusterError(
             f"{exc}: this run's workers left shard files it cannot remove, so the store would "
-            "not verify; remove them by hand or run 'featcache store gc'"
+            f"not verify; remove them by hand or run '{store_command('store gc', store.location)}'"
         ) from exc

@@ -20,6 +20,7 @@ from featcache.classifier.persist import LoadedHead, load_head
 from featcache.errors import NotFoundError
 from featcache.service.config import HeadSpec
 from featcache.service.errors import ApiError
+from featcache.store.commands import store_command
 from featcache.store.featurestore import FeatureStore, HeadRecord
 
 __all__ = ["HeadFollower", "LiveHead"]
@@ -109,8 +110,11 @@ class HeadFollower:
                     log.error("head '%s' has no version left: serving nothing", self.spec.name)
                 self.gone = (
                     f"head '{self.spec.name}' has no version left in the store (deleted); "
-                    f"train one with 'featcache train --name {self.spec.name}' and it is "
-                    "served within seconds"
+                    "train one with '"
+                    + store_command(
+                        "train", self.store.location, "--dataset DATASET --name", self.spec.name
+                    )
+                    + "' and it is served within seconds"
                 )
                 return False
             if self.gone is None and identity_of(record) == self._live.identity:

@@ -26,6 +26,7 @@ from featcache.store.catalog_postgres import (
     is_postgres_url,
     redact_url,
 )
+from featcache.store.commands import extract_command, shell_word, source_path, store_command
 from featcache.store.copy import CopyReport, copy_store
 from featcache.store.export import export_vectors
 from featcache.store.featurestore import (
@@ -126,6 +127,7 @@ __all__ = [
     "create_or_migrate",
     "dedupe_rows",
     "export_vectors",
+    "extract_command",
     "featcache_made",
     "gc",
     "info",
@@ -137,7 +139,10 @@ __all__ = [
     "redact_url",
     "schema_version",
     "server_catalog",
+    "shell_word",
+    "source_path",
     "stale_temporaries",
+    "store_command",
     "store_url",
     "validate_dataset_name",
     "validate_head_name",

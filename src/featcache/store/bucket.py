@@ -360,6 +360,13 @@ class BucketShardFiles(ShardFiles):
             )
         return ShardCheck(None, digest, size, mtime_ns)
 
+    def removable(self, name: str) -> bool:
+        try:
+            self._key(name)
+        except StoreError:
+            return False
+        return True
+
     def remove(self, name: str) -> None:
         self.files.remove(self._key(name))
 
@@ -387,20 +394,12 @@ class BucketHeadFiles(HeadFiles):
         self.files.put(file, payload)
         return file, digest
 
-    def read(self, file: str, sha256: str, label: str) -> bytes:
+    def _fetch(self, file: str, label: str) -> tuple[str, bytes]:
         where = self.files.where(self._check(file))
         try:
-            payload = self.files.read(file)
+            return where, self.files.read(file)
         except Exception as exc:
             raise HeadError(f"{where}: head file unreadable ({exc})") from exc
-        digest = hashlib.sha256(payload).hexdigest()
-        if digest != sha256:
-            raise HeadError(
-                f"{where}: SHA-256 {digest[:16]}... does not match the registered "
-                f"{sha256[:16]}... for head {label}; the file was changed outside featcache "
-                "and will not be loaded"
-            )
-        return payload
 
     def delete(self, file: str) -> None:
         try:

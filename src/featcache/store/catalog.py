@@ -590,13 +590,15 @@ class Catalog:
             )
         return total, missing, path
 
-    def dataset_fingerprints(self, name: str, layer: str) -> list[str]:
+    def dataset_fingerprints(self, name: str, layer: str | None = None) -> list[str]:
+        """The extractors with `layer` vectors (any layer's if None) for rows of `name`."""
+        on, params = ("AND v.layer = ?", (layer, name)) if layer is not None else ("", (name,))
         return [
             r[0]
             for r in self.query(
                 "SELECT DISTINCT v.fingerprint FROM dataset_rows r JOIN vectors v "
-                "ON v.key = r.key AND v.layer = ? WHERE r.dataset = ?",
-                (layer, name),
+                f"ON v.key = r.key {on} WHERE r.dataset = ?",
+                params,
             )
         ]
 

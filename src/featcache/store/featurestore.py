@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from featcache.store.bucket import (
     store_url,
 )
 from featcache.store.catalog import Catalog
+from featcache.store.commands import extract_command, store_command
 from featcache.store.heads import HEADS_FOLDER, HeadFiles
 from featcache.store.location import server_catalog
 from featcache.store.names import (
@@ -454,15 +455,20 @@ class FeatureStore:
                 self._maps.move_to_end(name)
                 return matrix
         for _, problem in self._check_shards(self._catalog.shards([name])):
-            raise StoreError(
-                f"{problem}; run 'featcache store verify --repair', then extract again"
-            )
-        matrix = self._shards.open(name)
+            raise StoreError(f"{problem}; {self._repair_hint()}")
+        try:
+            matrix = self._shards.open(name)
+        except StoreError as exc:
+            raise StoreError(f"{exc}; {self._repair_hint()}") from exc
         with self._maps_lock:
             self._maps[name] = matrix
             while len(self._maps) > self.max_open_shards:
                 self._maps.popitem(last=False)
         return matrix
+
+    def _repair_hint(self) -> str:
+        fix = store_command("store verify", self.location, "--repair")
+        return f"run '{fix}', then extract again"
 
     def _gather(self, names: Sequence[str], shard_of: np.ndarray, row_of: np.ndarray) -> np.ndarray:
         """Rows ``row_of[i]`` of shards ``names[shard_of[i]]`` as (n, dim) float32, in order;
@@ -484,7 +490,7 @@ class FeatureStore:
             if rows.max() >= matrix.shape[0]:
                 raise StoreError(
                     f"{self._shards.where(name)}: a vector points past its {matrix.shape[0]} rows; "
-                    "run 'featcache store verify --repair', then extract again"
+                    + self._repair_hint()
                 )
             block = np.asarray(matrix[rows], dtype=np.float32)
             _release_pages(matrix)
@@ -493,7 +499,7 @@ class FeatureStore:
                 bad = sorted({int(r) for r in rows[~np.isfinite(block).all(axis=1)]})
                 raise StoreError(
                     f"{self._shards.where(name)}: NaN or infinite values in row(s) {bad[:5]}; "
-                    "run 'featcache store verify --repair', then extract again"
+                    + self._repair_hint()
                 )
             out[positions] = block
         return out
@@ -519,6 +525,18 @@ class FeatureStore:
         row_of = np.array([where[k][1] for k in keys], np.int32)
         return self._gather(list(names), shard_of, row_of)
 
+    def dataset_network(
+        self, dataset: str, fingerprints: Iterable[str] | None = None
+    ) -> str | None:
+        """The network (backbone) that made `dataset`'s vectors (those of `fingerprints`, or
+        of any layer), or None if there are none or several."""
+        found = fingerprints if fingerprints is not None else self._catalog.dataset_fingerprints(
+            dataset
+        )
+        specs = self.extractors()
+        networks = {specs.get(fp, {}).get("network") for fp in found}
+        return networks.pop() if len(networks) == 1 else None
+
     def resolve_fingerprint(self, dataset: str, layer: str, fingerprint: str | None) -> str:
         """The given fingerprint, or the only one with vectors for this dataset and layer."""
         if fingerprint is not None:
@@ -527,9 +545,15 @@ class FeatureStore:
         if len(found) == 1:
             return found[0]
         if not found:
+            extract = extract_command(
+                self.location,
+                dataset,
+                layer,
+                source=self.dataset(dataset).source,
+                network=self.dataset_network(dataset),
+            )
             raise NotFoundError(
-                f"dataset '{dataset}' has no '{layer}' vectors in {self.path}; run "
-                f"'featcache extract ... --dataset {dataset} --layers {layer}'"
+                f"dataset '{dataset}' has no '{layer}' vectors in {self.location}; run '{extract}'"
             )
         raise ConfigError(
             f"dataset '{dataset}' has '{layer}' vectors from {len(found)} extractors "
@@ -812,9 +836,11 @@ class FeatureStore:
             wanted = self.promoted_head(spec.name)
             if wanted is None:
                 raise NotFoundError(
-                    f"{self.path}: head '{spec.name}' has no promoted version; run 'featcache "
-                    f"heads promote --store {self.path} {spec.name}@{versions[-1].version}' "
-                    f"or use --head {spec.name} (its newest version)"
+                    f"{self.location}: head '{spec.name}' has no promoted version; run '"
+                    + store_command(
+                        "heads promote", self.location, f"{spec.name}@{versions[-1].version}"
+                    )
+                    + f"' or use --head {spec.name} (its newest version)"
                 )
         for record in versions:
             if record.version == wanted:
@@ -826,7 +852,12 @@ class FeatureStore:
 
     def head_bytes(self, record: HeadRecord) -> bytes:
         """The head file's bytes, only if their SHA-256 matches the registered digest."""
-        return self._heads.read(record.file, record.sha256, f"'{record.name}' v{record.version}")
+        try:
+            label = f"'{record.name}' v{record.version}"
+            return self._heads.read(record.file, record.sha256, label)
+        except HeadError as exc:
+            fix = store_command("heads delete", self.location, f"{record.name}@{record.version}")
+            raise HeadError(f"{exc} ('{fix}' removes the version)") from exc
 
     def replace_head_file(self, record: HeadRecord, payload: bytes) -> HeadRecord:
         """Store `payload` as the file of head version `record` (a format conversion: the
@@ -893,14 +924,17 @@ class FeatureStore:
         """
         with self._maps_lock:  # release the memory maps before a possible delete
             self._maps.clear()
-        report = maintenance.verify(self._catalog, self._shards, repair=repair)
+        report = maintenance.verify(self._catalog, self._shards, repair=repair, store=self.location)
         self._intact_ids.clear()
-        runtimes = self._runtimes.audit()
+        runtimes = self._runtimes.audit(self.location, repair=repair)
         report.runtime_models = runtimes.models
         report.problems += runtimes.problems
+        if repair:
+            report.runtime_models_removed = [str(folder) for folder in runtimes.damaged]
+        gc = store_command("store gc", self.location)
         report.problems += [
-            f"{path}: temporary file (being written, or left by a killed command; 'featcache "
-            "store gc' removes it once older than --grace)"
+            f"{path}: temporary file (being written, or left by a killed command; '{gc}' "
+            "removes it once older than --grace)"
             for path in maintenance.stale_temporaries(self.path, time.time() + 1)
         ]
         for record in self.heads():
@@ -912,8 +946,8 @@ class FeatureStore:
             if payload[:1] == b"\x80":  # a pickle's PROTO opcode: never loaded
                 report.problems.append(
                     f"head '{record.name}' v{record.version} ({self.path / record.file}): an old "
-                    "pickled head, refused by every command; if you trust this store, 'featcache "
-                    f"heads upgrade --store {self.path}' converts it"
+                    "pickled head, refused by every command; if you trust this store, "
+                    f"'{store_command('heads upgrade', self.location)}' converts it"
                 )
                 continue
             report.heads += 1

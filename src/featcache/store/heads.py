@@ -56,24 +56,27 @@ class HeadFiles:
 
     def read(self, file: str, sha256: str, label: str) -> bytes:
         """The file's bytes, only if their SHA-256 is `sha256` (`label` names the head)."""
-        try:
-            path = self.path(file)
-            with open(open_regular(path), "rb") as f:
-                payload = f.read()
-        except UnsafePathError as exc:
-            raise HeadError(
-                f"head {label}: {exc} ('featcache heads delete' removes the version)"
-            ) from None
-        except OSError as exc:
-            raise HeadError(f"{self.store_dir / file}: head file unreadable ({exc})") from exc
+        where, payload = self._fetch(file, label)
         digest = hashlib.sha256(payload).hexdigest()
         if digest != sha256:
             raise HeadError(
-                f"{path}: SHA-256 {digest[:16]}... does not match the registered "
+                f"{where}: SHA-256 {digest[:16]}... does not match the registered "
                 f"{sha256[:16]}... for head {label}; the file was changed outside featcache "
                 "and will not be loaded"
             )
         return payload
+
+    def _fetch(self, file: str, label: str) -> tuple[str, bytes]:
+        """Where the file is (for messages) and its bytes; `HeadError` if it is unsafe or
+        unreadable."""
+        try:
+            path = self.path(file)
+            with open(open_regular(path), "rb") as f:
+                return str(path), f.read()
+        except UnsafePathError as exc:
+            raise HeadError(f"head {label}: {exc}") from None
+        except OSError as exc:
+            raise HeadError(f"{self.store_dir / file}: head file unreadable ({exc})") from exc
 
     def delete(self, file: str) -> None:
         """Delete a head file featcache wrote; a name leading outside ``STORE/heads``, a

@@ -17,6 +17,7 @@ import numpy as np
 
 from featcache.errors import StoreError, UnsafePathError
 from featcache.store.catalog import Catalog
+from featcache.store.commands import store_command
 from featcache.store.records import GcReport, VerifyReport
 from featcache.store.runtime_files import RUNTIMES_FOLDER
 from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardFiles
@@ -79,13 +80,16 @@ def info(path: Path, catalog: Catalog) -> dict[str, Any]:
     }
 
 
-def verify(catalog: Catalog, shards: ShardFiles, *, repair: bool = False) -> VerifyReport:
+def verify(
+    catalog: Catalog, shards: ShardFiles, *, repair: bool = False, store: str = "STORE"
+) -> VerifyReport:
     """Re-hash every registered shard, read back every vector, account for every file.
 
     Damaged shards (missing, truncated, changed since written, or holding NaN/infinity) are
     named in ``report.damaged``. With `repair`, their vectors are dropped from the catalog and
     their files deleted, so the next ``extract`` computes those images again; vectors that
-    point to no shard are dropped too, and rows sharing a dataset path are merged.
+    point to no shard are dropped too, and rows sharing a dataset path are merged. `store`
+    names the store in the commands the problems suggest.
     """
     report = VerifyReport()
     registered: set[str] = set()
@@ -130,21 +134,28 @@ def verify(catalog: Catalog, shards: ShardFiles, *, repair: bool = False) -> Ver
         report.vectors_dropped += catalog.drop_dangling_vectors() if dangling else 0
         catalog.dedupe_dataset_rows()
     else:
+        fix = store_command("store verify", store, "--repair")
         report.problems += [
-            f"{problem}; 'featcache store verify --repair' drops its vectors, then extract "
-            "computes them again"
+            f"{problem}; '{fix}' drops its vectors, then extract computes them again"
             for problem in damaged.values()
         ]
         if dangling:
             report.problems.append(
-                f"{dangling} vector(s) point to an unregistered shard ('featcache store verify "
-                "--repair' drops them)"
+                f"{dangling} vector(s) point to an unregistered shard ('{fix}' drops them)"
             )
     for name, _ in shards.names():
-        if name not in registered and name not in report.repaired:
+        if name in registered or name in report.repaired:
+            continue
+        where = shards.where(name)
+        if shards.removable(name):
             report.problems.append(
-                f"{shards.root / name}: shard file not in the catalog (left by an interrupted "
-                "run; 'featcache store gc' removes it)"
+                f"{where}: shard file not in the catalog (left by an interrupted run; "
+                f"'{store_command('store gc', store)}' removes it once older than --grace)"
+            )
+        else:  # gc deletes only files named as featcache names its own
+            report.problems.append(
+                f"{where}: a file featcache did not write, in its shards folder; move it out of "
+                "the store (gc leaves it alone)"
             )
     return report
 

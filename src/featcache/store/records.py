@@ -208,6 +208,7 @@ class VerifyReport:
     repaired: list[str] = field(default_factory=list)
     vectors_dropped: int = 0
     runtime_models: int = 0  # sound converted models in ``runtimes/``
+    runtime_models_removed: list[str] = field(default_factory=list)  # damaged, by repair
     heads: int = 0  # head versions whose file is inside the store and matches its digest
 
     @property

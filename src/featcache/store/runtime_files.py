@@ -34,6 +34,7 @@ from featcache._io import (
     temporary_name,
 )
 from featcache.errors import ConfigError, StoreError, UnsafePathError
+from featcache.store.commands import store_command
 from featcache.store.paths import contained, plain_name
 
 __all__ = ["RUNTIMES_FOLDER", "RuntimeAudit", "RuntimeFiles", "RuntimeModel"]
@@ -86,7 +87,8 @@ def _fsync_file(path: Path) -> None:
 
 @dataclass(frozen=True)
 class RuntimeAudit:
-    """What `RuntimeFiles.audit` found: sound models, problems, and the damaged folders."""
+    """What `RuntimeFiles.audit` found: sound models, problems, and the damaged folders
+    (removed, with `repair`: not problems any more)."""
 
     models: int
     problems: list[str]
@@ -121,9 +123,7 @@ class RuntimeFiles:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:  # UnsafePathError is a ValueError too
-            raise StoreError(
-                f"{folder / MANIFEST}: unreadable ({exc}); 'featcache store gc' removes the folder"
-            ) from exc
+            raise StoreError(f"{folder / MANIFEST}: unreadable ({exc})") from exc
         return self._bound(folder, fingerprint, name, manifest)
 
     @staticmethod
@@ -302,13 +302,16 @@ class RuntimeFiles:
     def is_temporary(folder: Path) -> bool:
         return folder.name.startswith(TMP_PREFIX)
 
-    def audit(self) -> RuntimeAudit:
-        """Check every model folder's files against its manifest (for `FeatureStore.verify`)."""
+    def audit(self, store: str = "STORE", *, repair: bool = False) -> RuntimeAudit:
+        """Check every model folder's files against its manifest (for `FeatureStore.verify`;
+        `store` names the store in the commands suggested). With `repair`, a damaged folder
+        is removed: the next run on that runtime converts the model again from the weights."""
         models, problems, damaged = 0, [], []
         for _, folder, _ in self.folders():
             if self.is_temporary(folder):
                 problems.append(
-                    f"{folder}: left by an interrupted conversion ('featcache store gc' removes it)"
+                    f"{folder}: left by an interrupted conversion "
+                    f"('{store_command('store gc', store)}' removes it once older than --grace)"
                 )
                 continue
             try:
@@ -321,11 +324,15 @@ class RuntimeFiles:
                     if model is None
                     else self.check(model, rehash=True)
                 )
-            if found:
-                problems += found
-                damaged.append(folder)
-            else:
+            if not found:
                 models += 1
+                continue
+            damaged.append(folder)
+            if repair:
+                self.remove(folder)
+            else:
+                fix = store_command("store verify", store, "--repair")
+                problems += [f"{problem} ('{fix}' removes the model)" for problem in found]
         return RuntimeAudit(models, problems, damaged)
 
     def collect(self, live: set[str], cutoff: float) -> tuple[int, int]:

@@ -148,8 +148,7 @@ class ShardFiles:
             ) from exc
         except ValueError as exc:
             raise StoreError(
-                f"{path}: registered shard is missing or unreadable ({exc}); "
-                "run 'featcache store verify --repair', then extract again"
+                f"{path}: registered shard is missing or unreadable ({exc})"
             ) from exc
         if matrix.ndim != 2:
             raise StoreError(f"{path}: shard has shape {matrix.shape}, expected 2-D")
@@ -201,17 +200,20 @@ class ShardFiles:
             )
         return ShardCheck(None, digest, st.st_size, st.st_mtime_ns)
 
+    def removable(self, name: str) -> bool:
+        """Whether `remove` deletes this file: one featcache wrote, inside the folder."""
+        try:
+            return featcache_made(self.path(name))
+        except UnsafePathError:
+            return False
+
     def remove(self, name: str) -> None:
         """Delete a shard file featcache wrote; a name leading outside the folder, a symlink
         or a file featcache would not have named is left alone."""
-        try:
-            path = self.path(name)
-        except UnsafePathError:
-            return
-        if not featcache_made(path):
+        if not self.removable(name):
             return
         with contextlib.suppress(OSError):  # a read-only folder: verify and gc report it
-            path.unlink(missing_ok=True)
+            self.path(name).unlink(missing_ok=True)
 
     def names(self) -> Iterator[tuple[str, float]]:
         """Yield (relative name, mtime) of every ``.npy`` file under the shard root,

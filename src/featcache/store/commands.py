@@ -1,0 +1,58 @@
+"""The featcache commands that messages suggest, spelled so that they run as printed: the
+store named with ``--store`` and every path quoted for a shell. A word in capitals
+(``SOURCE``, ``WEIGHTS``, ``DATASET``) stands for what only the user knows."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["extract_command", "shell_word", "source_path", "store_command"]
+
+_PLAIN = re.compile(r"[\w@%+=:,./-]+")
+# A dataset's source as the readers in featcache.data describe it: "folder PATH",
+# "folder PATH (unlabelled)", "manifest PATH", "arrays PATH (how they were converted)".
+_SOURCE = re.compile(r"(?:folder|manifest|arrays) (.+?)(?: \([^()]*\))?")
+
+
+def source_path(description: str) -> str | None:
+    """The path in a dataset's source description (what `extract` was given), or None."""
+    found = _SOURCE.fullmatch(description)
+    return found.group(1) if found else None
+
+
+def shell_word(text: str) -> str:
+    """`text` as one word of a POSIX shell: as it is when it is plain, else in double quotes
+    (messages quote whole commands in single quotes, so a path's quotes must not be those)."""
+    if _PLAIN.fullmatch(text):
+        return text
+    return '"' + re.sub(r'(["\\$`])', r"\\\1", text) + '"'
+
+
+def store_command(command: str, store: str, *rest: str) -> str:
+    """``featcache COMMAND --store STORE REST...``, e.g. ``store_command("store gc", path)``."""
+    return " ".join(["featcache", command, "--store", shell_word(store), *rest])
+
+
+def extract_command(
+    store: str, dataset: str, layers: str, *, source: str | None, network: str | None = None
+) -> str:
+    """The ``extract`` that adds `layers` (comma-separated) to the rows of `dataset` from
+    `source` (a dataset's source description; ``SOURCE`` when there is none):
+    ``--append`` keeps the dataset's other rows, and a backbone other than AlexNet is named."""
+    path = source_path(source) if source else None
+    backbone = ["--backbone", network] if network and network != "alexnet" else []
+    return " ".join(
+        [
+            "featcache extract",
+            shell_word(path) if path else "SOURCE",
+            "--store",
+            shell_word(store),
+            "--weights WEIGHTS",
+            *backbone,
+            "--dataset",
+            shell_word(dataset),
+            "--layers",
+            layers,
+            "--append",
+        ]
+    )
