@@ -456,10 +456,7 @@ class FeatureStore:
                 return matrix
         for _, problem in self._check_shards(self._catalog.shards([name])):
             raise StoreError(f"{problem}; {self._repair_hint()}")
-        try:
-            matrix = self._shards.open(name)
-        except StoreError as exc:
-            raise StoreError(f"{exc}; {self._repair_hint()}") from exc
+        matrix = self._shards.open(name)
         with self._maps_lock:
             self._maps[name] = matrix
             while len(self._maps) > self.max_open_shards:

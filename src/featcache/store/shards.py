@@ -29,6 +29,7 @@ from featcache._io import (
     file_sha256,
 )
 from featcache.errors import StoreError, UnsafePathError
+from featcache.store.commands import store_command
 from featcache.store.paths import contained, featcache_made
 from featcache.store.records import ShardInfo, ShardRecord
 
@@ -143,16 +144,19 @@ class ShardFiles:
                     "max_open_shards"
                 ) from exc
             raise StoreError(
-                f"{path}: registered shard is missing or unreadable ({exc}); "
-                "run 'featcache store verify --repair', then extract again"
+                f"{path}: registered shard is missing or unreadable ({exc}); {self._repair()}"
             ) from exc
         except ValueError as exc:
             raise StoreError(
-                f"{path}: registered shard is missing or unreadable ({exc})"
+                f"{path}: registered shard is unreadable ({exc}); {self._repair()}"
             ) from exc
         if matrix.ndim != 2:
             raise StoreError(f"{path}: shard has shape {matrix.shape}, expected 2-D")
         return matrix
+
+    def _repair(self) -> str:
+        fix = store_command("store verify", str(self.root.parent), "--repair")
+        return f"run '{fix}', then extract again"
 
     def sha256(self, name: str) -> str:
         """The SHA-256 of a shard file; `StoreError` naming it if it cannot be read."""
