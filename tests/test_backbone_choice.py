@@ -39,7 +39,7 @@ def make_store(path: Path, held: dict[str, tuple[str, ...]], *, rows: int = 24) 
         "d",
         [DatasetRow(k, f"pics/{i}.png", int(y[i]), "train") for i, k in enumerate(keys)],
         ["cat", "dog"],
-        source="pics",
+        source="folder pics",  # as the folder reader describes it
     )
     return store
 

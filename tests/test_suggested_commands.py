@@ -102,6 +102,12 @@ def test_every_suggestion_runs_as_printed(tmp_path: Path, monkeypatch: pytest.Mo
     assert code == 0 and "head 'clean-softmax' v1" in text
 
 
+def with_weights(words: list[str], weights: Path) -> list[str]:
+    """The suggested extract with the user's weights file (the one word only they know)."""
+    at = words.index("--weights") + 1
+    return [*words[:at], str(weights), *words[at + 1 :]]
+
+
 def test_a_missing_layer_names_the_extract_that_adds_it(tmp_path: Path, weights_path: Path) -> None:
     """`train --layer` and `advise` on a layer not cached print `featcache extract SOURCE ...`
     with the dataset's own source; run with the user's weights, it adds the layer to the same
@@ -113,18 +119,19 @@ def test_a_missing_layer_names_the_extract_that_adds_it(tmp_path: Path, weights_
     assert code == 0 and "now 12 rows" in text, text
 
     code, text = cli("train", "--store", store, "--dataset", "pics", "--layer", "fc6")
-    assert code == 1 and "no 'fc6' vectors" in text
-    extract = suggested(text, r"run '(featcache extract [^']+)'")
-    assert extract[1] == str(root / "pics") and "WEIGHTS" in extract
-    code, text = cli(*[str(weights_path) if w == "WEIGHTS" else w for w in extract])
+    assert code == 1 and "'fc6' vectors" in text
+    extract = suggested(text, r"extract them: (featcache extract .+)")
+    assert extract[1] == str(root / "pics") and "--append" in extract
+    code, text = cli(*with_weights(extract, weights_path))
     assert code == 0 and "12 extracted" in text and "now 12 rows" in text, text
     code, text = cli("train", "--store", store, "--dataset", "pics", "--layer", "fc6")
     assert code == 0 and "head 'pics-softmax' v1" in text
 
     code, text = cli("advise", "--store", store, "--dataset", "pics")
     assert code == 0 and "pool5 is not cached (alexnet)" in text
-    extract = suggested(text, r"pool5 is not cached \(alexnet\); to measure: (featcache extract .+?) \(")
-    code, text = cli(*[str(weights_path) if w == "WEIGHTS" else w for w in extract])
+    measure = r"pool5 is not cached \(alexnet\); to measure: (featcache extract .+?) \("
+    extract = suggested(text, measure)
+    code, text = cli(*with_weights(extract, weights_path))
     assert code == 0 and "now 12 rows" in text, text
     code, text = cli("advise", "--store", store, "--dataset", "pics")
     assert code == 0 and "not cached" not in text and "pool5: cross-validated" in text

@@ -15,7 +15,8 @@ from typing import Any
 
 from featcache.errors import ConfigError, NotFoundError
 from featcache.extractor.registry import DEFAULT_BACKBONE, backbone_named, backbone_names
-from featcache.store import FeatureStore
+from featcache.store import FeatureStore, commands
+from featcache.store.commands import source_path
 
 __all__ = [
     "Holdings",
@@ -107,14 +108,16 @@ def extract_command(
     source: str | None = None,
 ) -> str:
     """The `featcache extract` command that adds `backbone`'s `layers` (default: its default
-    layer) to `dataset`'s rows (``--append`` keeps the others), with the weights file as
-    ``featcache weights fetch --backbone ...`` names it."""
+    layer) to `dataset`'s rows from the path `source` (``--append`` keeps the others), with
+    the weights file as ``featcache weights fetch --backbone ...`` names it."""
     network = backbone_named(backbone)
-    wanted = ",".join(layers or (network.default_layer,))
-    return (
-        f"featcache extract {source or 'SOURCE'} --store {store} --weights "
-        f"{network.weights_file} --backbone {backbone} --dataset {dataset} --layers {wanted} "
-        "--append"
+    return commands.extract_command(
+        store,
+        dataset,
+        ",".join(layers or (network.default_layer,)),
+        source=source,
+        network=backbone,
+        weights=network.weights_file,
     )
 
 
@@ -155,12 +158,12 @@ def resolve_vectors(
     found = [s for s in holdings.of(backbone, layer) if fingerprint in (None, s.fingerprint)]
     if not found:
         others = ", ".join(s.label for s in holdings.layers if s.complete) or "none"
-        source = store.dataset(dataset).source
+        source = source_path(store.dataset(dataset).source)
         raise NotFoundError(
-            f"dataset '{dataset}' has no {backbone} '{layer}' vectors in {store.path} (it "
+            f"dataset '{dataset}' has no {backbone} '{layer}' vectors in {store.location} (it "
             f"has: {others}); extract them: "
             + extract_command(
-                store=str(store.path),
+                store=store.location,
                 dataset=dataset,
                 backbone=backbone,
                 layers=(layer,),

@@ -34,20 +34,27 @@ def store_command(command: str, store: str, *rest: str) -> str:
 
 
 def extract_command(
-    store: str, dataset: str, layers: str, *, source: str | None, network: str | None = None
+    store: str,
+    dataset: str,
+    layers: str,
+    *,
+    source: str | None,
+    network: str | None = None,
+    weights: str = "WEIGHTS",
 ) -> str:
-    """The ``extract`` that adds `layers` (comma-separated) to the rows of `dataset` from
-    `source` (a dataset's source description; ``SOURCE`` when there is none):
-    ``--append`` keeps the dataset's other rows, and a backbone other than AlexNet is named."""
-    path = source_path(source) if source else None
-    backbone = ["--backbone", network] if network and network != "alexnet" else []
+    """The ``extract`` that adds `layers` (comma-separated) to the rows of `dataset` from the
+    path `source` (``SOURCE`` when unknown; `source_path` reads it from a dataset's
+    description): ``--append`` keeps the dataset's other rows; `network` is named with
+    ``--backbone`` when given."""
+    backbone = ["--backbone", network] if network else []
     return " ".join(
         [
             "featcache extract",
-            shell_word(path) if path else "SOURCE",
+            shell_word(source) if source else "SOURCE",
             "--store",
             shell_word(store),
-            "--weights WEIGHTS",
+            "--weights",
+            shell_word(weights),
             *backbone,
             "--dataset",
             shell_word(dataset),

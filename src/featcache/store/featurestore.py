@@ -41,7 +41,7 @@ from featcache.store.bucket import (
     store_url,
 )
 from featcache.store.catalog import Catalog
-from featcache.store.commands import extract_command, store_command
+from featcache.store.commands import extract_command, source_path, store_command
 from featcache.store.heads import HEADS_FOLDER, HeadFiles
 from featcache.store.location import server_catalog
 from featcache.store.names import (
@@ -546,7 +546,7 @@ class FeatureStore:
                 self.location,
                 dataset,
                 layer,
-                source=self.dataset(dataset).source,
+                source=source_path(self.dataset(dataset).source),
                 network=self.dataset_network(dataset),
             )
             raise NotFoundError(
