@@ -41,7 +41,7 @@ def make_store(
         DatasetRow(k, f"pics/{i}.png", int(y[i]), "test" if i % 10 == 0 else "train")
         for i, k in enumerate(keys)
     ]
-    store.add_dataset("d", rows, [f"c{c}" for c in range(classes)], source="pics")
+    store.add_dataset("d", rows, [f"c{c}" for c in range(classes)], source="folder pics")
     return store
 
 
