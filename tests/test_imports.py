@@ -87,3 +87,19 @@ def test_both_engines_decode_and_write_through_the_shared_stages() -> None:
             "featcache.extractor.alexnet",
             "featcache.extractor.pipeline",
         }, engine
+
+
+def test_the_layers_above_the_cuts_are_described_once() -> None:
+    """featcache.architecture is the one description of the stages above pool2: the
+    extractor's graph, the fine-tune's training pass and its NumPy pass all read it, and
+    no other module builds a Stage."""
+    for user in ("extractor/alexnet.py", "classifier/cuts.py", "classifier/_finetune_tf.py"):
+        used = {module for module, _, _ in imports(PACKAGE / user)}
+        assert "featcache.architecture" in used, user
+    builders = [
+        str(path.relative_to(SRC))
+        for path in modules()
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("Stage", "Cut")
+    ]
+    assert set(builders) == {"featcache/architecture.py"}

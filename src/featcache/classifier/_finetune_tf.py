@@ -1,6 +1,6 @@
 """The TensorFlow side of one fine-tune: variables, AdamW slots, the compiled step.
 
-Imported by `FineTuneHead.fit` only. The layers above the cut (`featcache.classifier.cuts`)
+Imported by `FineTuneHead.fit` only. The layers above the cut (`featcache.architecture`)
 run as TensorFlow ops: convolutions (oneDNN on the CPU, a GPU when TensorFlow sees one),
 max pools and products, differentiated by TensorFlow. Grouped convolutions run group by
 group: TensorFlow has no gradient for its native grouped convolution on the CPU.
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from featcache.classifier.cuts import Stage
+from featcache.architecture import Stage, tf_stage
 
 __all__ = ["Standardisation", "Trainer", "TrainerConfig", "input_stats"]
 
@@ -111,32 +111,18 @@ class Trainer:
         stage_list = self.stages
         seed = config.seed
 
-        def conv(h: Any, w: Any, b: Any, stage: Stage) -> Any:
-            pad = [[0, 0], [stage.padding] * 2, [stage.padding] * 2, [0, 0]]
-            groups = int(h.shape[-1]) // int(w.shape[2])
-            if groups == 1:
-                out = tf.nn.conv2d(h, w, 1, pad)
-            else:
-                xs = tf.split(h, groups, axis=-1)
-                ws = tf.split(w, groups, axis=-1)
-                out = tf.concat(
-                    [tf.nn.conv2d(x, k, 1, pad) for x, k in zip(xs, ws, strict=True)], -1
-                )
-            return out + b
-
         def forward(x: Any, seeds: Any, stop: int | None = None) -> Any:
             h = x if input_shape is None else tf.reshape(x, [-1, *input_shape])
             k = 0
             previous_dense = False
             for index, stage in enumerate(stage_list[:stop]):
                 if stage.kind == "pool":
-                    h = tf.nn.max_pool2d(h, ksize=3, strides=2, padding="VALID")
+                    h = tf_stage(tf, h, stage, None, None)
                     continue
                 w, b = variables[2 * k], variables[2 * k + 1]
                 h = tf.cast(h, tf.float32)
                 if stage.kind == "conv":
-                    h = conv(tf.cast(h * inv_scales[k], compute), tf.cast(w, compute),
-                             tf.cast(b, compute), stage)  # fmt: skip
+                    h = tf.cast(h * inv_scales[k], compute)
                 else:
                     h = (tf.reshape(h, [-1, int(w.shape[0])]) - shifts[k]) * inv_scales[k]
                     if previous_dense and seeds is not None and dropout > 0:
@@ -144,10 +130,10 @@ class Trainer:
                         h = tf.nn.experimental.stateless_dropout(
                             h, dropout, seed=seeds + tf.constant([0, index], tf.int64)
                         )
-                    h = tf.matmul(tf.cast(h, compute), tf.cast(w, compute)) + tf.cast(b, compute)
+                    h = tf.cast(h, compute)
+                h = tf_stage(tf, h, stage, tf.cast(w, compute), tf.cast(b, compute),
+                             split_groups=True)  # fmt: skip
                 previous_dense = stage.kind == "dense"
-                if stage.relu:
-                    h = tf.nn.relu(h)
                 k += 1
             return tf.cast(h, tf.float32)
 

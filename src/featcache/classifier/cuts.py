@@ -1,83 +1,28 @@
-"""Where a fine-tune can start: the network above each cut, and its NumPy forward pass.
+"""The network above each cut, run in NumPy: a fine-tuned head's prediction pass.
 
-A *cut* is a layer whose output is cached; fine-tuning trains every layer above it. For
-AlexNet (both profiles wire the layers above pool2 alike: 3x3 convolutions padded by 1,
-a 3x3 stride-2 max pool)::
-
-    pool2 (13x13x256) → conv3 → conv4 (group 2) → conv5 (group 2) → pool5 → fc6 → fc7 → fc8
-    cut:  pool2 trains conv3-fc8, conv3 trains conv4-fc8, conv4 conv5-fc8, conv5 fc6-fc8
-          (pool5 has no weights), pool5 fc6-fc8, fc6 fc7-fc8
-
-Spatial vectors are stored flattened in H, W, C order, as pool5 is. This module is plain
-data and NumPy (prediction never imports TensorFlow); `featcache.classifier._finetune_tf`
-runs the same stages in TensorFlow for training. The test suite checks both against the
-extractor's own outputs at every layer.
+The stages themselves (which layers lie above a cut, their padding, groups and ReLUs) are
+described once, in `featcache.architecture`, which the extractor's TensorFlow graph also
+runs; this module runs them in plain NumPy float32 (prediction never imports TensorFlow),
+and checks a weights file's layers against them. The test suite checks this pass against
+the extractor's own outputs at every layer above every cut.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Final
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from featcache.architecture import CUTS, Stage, stages_above
+
 __all__ = ["CUTS", "Stage", "conv2d", "max_pool", "run_stages", "stages_above"]
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One layer above a cut: a convolution (3x3 kernels from the weights, `padding`,
-    `groups`), the 3x3 stride-2 max pool, or a dense product; ReLU after if `relu`."""
-
-    name: str
-    kind: str  # "conv" | "pool" | "dense"
-    relu: bool
-    padding: int = 0
-    groups: int = 1
-    width: int = 0  # channels out (conv) or units out (dense) of AlexNet's own layer
-
-    @property
-    def has_weights(self) -> bool:
-        return self.kind != "pool"
-
-
-#: AlexNet above pool2, in order (fc8 is the new last layer; its width is the classes').
-ALEXNET: Final = (
-    Stage("conv3", "conv", True, padding=1, groups=1, width=384),
-    Stage("conv4", "conv", True, padding=1, groups=2, width=384),
-    Stage("conv5", "conv", True, padding=1, groups=2, width=256),
-    Stage("pool5", "pool", False),
-    Stage("fc6", "dense", True, width=4096),
-    Stage("fc7", "dense", True, width=4096),
-    Stage("fc8", "dense", False),
-)
-
-#: cut → (index in `ALEXNET` of the first stage above it, channels of a spatial cut or 0).
-CUTS: Final = {
-    "pool2": (0, 256),
-    "conv3": (1, 384),
-    "conv4": (2, 384),
-    "conv5": (3, 256),
-    "pool5": (4, 0),
-    "fc6": (5, 0),
-}
-#: The layer whose kernels give a spatial cut's channels (their last dimension).
-_CUT_SOURCE: Final = {"pool2": "conv2", "conv3": "conv3", "conv4": "conv4", "conv5": "conv5"}
-
-
-def stages_above(cut: str) -> tuple[Stage, ...]:
-    """The stages a fine-tune from `cut` trains or runs, fc8 last; `ValueError` if unknown."""
-    if cut not in CUTS:
-        raise ValueError(f"The 'cut' must be one of {list(CUTS)}. Got {cut!r}.")
-    return ALEXNET[CUTS[cut][0] :]
 
 
 def spatial_shape(cut: str, n_features: int, channels: int | None = None) -> tuple[int, int, int]:
     """(H, W, C) of a spatial cut's flattened vectors of `n_features` values (square maps);
     `channels` defaults to AlexNet's. `ValueError` when the width does not fit."""
-    c = CUTS[cut][1] if channels is None else channels
+    c = CUTS[cut].channels if channels is None else channels
     side = round(float(np.sqrt(n_features / c))) if c else 0
     if not c or side * side * c != n_features:
         raise ValueError(
@@ -148,8 +93,8 @@ def pretrained_params(
     input they get, and the cut's (H, W, C) (None for a flat cut). `ValueError` names the
     layer and the mismatch."""
     input_shape: tuple[int, int, int] | None = None
-    if cut in _CUT_SOURCE:
-        source = _CUT_SOURCE[cut]
+    if CUTS[cut].spatial:
+        source = CUTS[cut].source
         if source not in layers:
             raise ValueError(f"The pretrained weights have no layer '{source}'.")
         input_shape = spatial_shape(cut, n_features, int(layers[source][0].shape[-1]))

@@ -3,7 +3,7 @@
 The seed's case 1 (a large set, a similar task): start from the trained network and keep
 training its top. The layers below the cut do not change, so their output (the cut: pool5,
 or conv5, conv4, conv3, pool2 for deeper fine-tunes, or fc6) is read from the store instead
-of being recomputed in every epoch (`featcache.classifier.cuts` lists the cuts)::
+of being recomputed in every epoch (`featcache.architecture` lists the cuts)::
 
     pool5 (9216) → fc6 (4096, ReLU) → fc7 (4096, ReLU) → fc8 (classes)      cut="pool5"
     conv4 (13x13x384) → conv5 → pool5 → fc6 → fc7 → fc8                      cut="conv4"
@@ -473,7 +473,7 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         self, stages: tuple[Stage, ...], n_features: int, rng: np.random.RandomState
     ) -> tuple[list[tuple[np.ndarray, np.ndarray, bool]], tuple[int, int, int] | None]:
         generator = np.random.default_rng(rng.randint(2**31 - 1))
-        input_shape = spatial_shape(self.cut, n_features) if CUTS[self.cut][1] else None
+        input_shape = spatial_shape(self.cut, n_features) if CUTS[self.cut].spatial else None
         shape: tuple[int, ...] = input_shape or (n_features,)
         start: list[tuple[np.ndarray, np.ndarray, bool]] = []
         for stage in stages[:-1]:
@@ -535,7 +535,7 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
             if len(given) != 3 or int(np.prod(given)) != int(self.n_features_in_):
                 raise ValueError(f"input_shape_ {given} is not {self.n_features_in_} values")
             self.input_shape_ = (given[0], given[1], given[2])
-        elif CUTS[self.cut][1]:
+        elif CUTS[self.cut].spatial:
             raise ValueError(f"a '{self.cut}' head needs the input_shape_ of its maps")
         shape: tuple[int, ...] = self.input_shape_ or (int(self.n_features_in_),)
         weights = iter(zip(self.layers_, self.coefs_, self.intercepts_, strict=True))

@@ -9,25 +9,28 @@ layer      caffe (deploy.prototxt)           udacity (the seed program)
 =========  ================================  =================================
 conv1      11x11 stride 4, no padding        11x11 stride 4, SAME
 conv2      5x5 pad 2, group 2                5x5 SAME, group 2
-conv3      3x3 pad 1                         3x3 SAME
-conv4/5    3x3 pad 1, group 2                3x3 SAME, group 2
+conv3      3x3 pad 1                         3x3 SAME (= pad 1)
+conv4/5    3x3 pad 1, group 2                3x3 SAME (= pad 1), group 2
 =========  ================================  =================================
 
 Both: ReLU, then LRN (radius 2, alpha 2e-5, beta 0.75, bias 1; fused with the pool by XLA)
 and a 3x3 stride-2 max pool after conv1 and conv2; a max pool after conv5 gives pool5
 (6x6x256, flattened H, W, C); fc6 and fc7 with ReLU; fc8 logits; prob = softmax(fc8).
+Everything above pool2 is the same for both profiles and is built from
+`featcache.architecture.ALEXNET_TOP`, the stages a fine-tune trains: one description of
+them, run here, in the fine-tune's training pass and in its NumPy prediction.
 Grouped convolutions use TensorFlow's native groups (the kernel's input depth is half the
 input's), which equals the seed's split-and-concat.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 
+from featcache.architecture import ALEXNET_TOP, CUTS, tf_stage
 from featcache.errors import ConfigError
 from featcache.extractor._tf import import_tensorflow
 from featcache.extractor.preprocess import INPUT_SIZE, check_profile
@@ -46,12 +49,12 @@ __all__ = [
 LAYER_DIMS: Final = {"pool5": 9216, "fc6": 4096, "fc7": 4096, "fc8": 1000, "prob": 1000}
 LAYERS: Final = tuple(LAYER_DIMS)
 #: Deeper cuts for fine-tuning (TensorFlow runtime): 13x13 maps flattened H, W, C, as pool5.
-CUT_DIMS: Final = {"pool2": 13 * 13 * 256, "conv3": 13 * 13 * 384, "conv4": 13 * 13 * 384,
-                   "conv5": 13 * 13 * 256}  # fmt: skip
+CUT_DIMS: Final = {name: cut.dim for name, cut in CUTS.items() if cut.spatial}
 #: float32 everywhere; bf16 (CPUs with AMX/AVX512-BF16, GPUs) and fp16 (GPUs) run the
 #: convolutions and products in reduced precision and keep LRN and outputs in float32.
 PRECISIONS: Final = ("float32", "bf16", "fp16")
-_CHAIN: Final = ("pool5", "fc6", "fc7", "fc8")
+#: pool2, then every layer above it (featcache.architecture), shallow to deep.
+_ORDER: Final = ("pool2", *(stage.name for stage in ALEXNET_TOP))
 
 
 def check_batch(batch: np.ndarray) -> None:
@@ -162,20 +165,17 @@ class AlexNet:
         h = lrn_pool(self._conv(h, "conv1", 4, "VALID" if caffe else 4, params))
         out: dict[str, Any] = {}
         h = out["pool2"] = lrn_pool(self._conv(h, "conv2", 1, 2 if caffe else "SAME", params))
-        h = out["conv3"] = self._conv(h, "conv3", 1, 1 if caffe else "SAME", params)
-        h = out["conv4"] = self._conv(h, "conv4", 1, 1 if caffe else "SAME", params)
-        h = out["conv5"] = self._conv(h, "conv5", 1, 1 if caffe else "SAME", params)
-        for name in CUT_DIMS:  # spatial cuts flattened H, W, C, when asked for
-            out[name] = tf.reshape(out[name], [-1, CUT_DIMS[name]]) if name in layers else None
-        out["pool5"] = tf.reshape(self._pool(h), [-1, LAYER_DIMS["pool5"]])
-        # Stop at the deepest layer asked for: fc6 alone skips fc7 and fc8.
-        chain = [_CHAIN.index("fc8" if name == "prob" else name) for name in layers
-                 if name in _CHAIN or name == "prob"]  # fmt: skip
-        depth = max(chain, default=0)
-        for previous, name in itertools.pairwise(_CHAIN[: depth + 1]):
-            w, b = params[name]
-            z = tf.matmul(out[previous], w) + b
-            out[name] = z if name == "fc8" else tf.nn.relu(z)
+        # Above pool2, the stages fine-tuning trains (featcache.architecture, the one
+        # description of them), up to the deepest layer asked for: fc6 alone skips fc7, fc8.
+        depth = max(_ORDER.index("fc8" if name == "prob" else name) for name in layers)
+        for stage in ALEXNET_TOP:
+            if _ORDER.index(stage.name) > depth:
+                break
+            w, b = params[stage.name] if stage.has_weights else (None, None)
+            h = out[stage.name] = tf_stage(tf, h, stage, w, b)
+        for name in (*CUT_DIMS, "pool5"):  # spatial layers flattened H, W, C, when asked for
+            if name in layers:
+                out[name] = tf.reshape(out[name], [-1, int(np.prod(out[name].shape[1:]))])
         if "prob" in layers:
             out["prob"] = tf.nn.softmax(tf.cast(out["fc8"], tf.float32))
         return {name: tf.cast(out[name], tf.float32) for name in layers}
@@ -212,8 +212,8 @@ class AlexNet:
                 f"export_function needs a float32 AlexNet; this one is {self.precision!r}"
             )
         tf = self._tf
-        depth = max(_CHAIN.index("fc8" if name == "prob" else name) for name in wanted)
-        used = [name for name in self._params if name not in _CHAIN[depth + 1 :]]
+        depth = max(_ORDER.index("fc8" if name == "prob" else name) for name in wanted)
+        used = [name for name in self._params if name not in _ORDER[depth + 1 :]]
         names = [(layer, part) for layer in used for part in ("weights", "biases")]
         signature = [tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.float32, name="x")]
         for layer in used:
