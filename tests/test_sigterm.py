@@ -40,3 +40,24 @@ def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path: Path) -> None:
     assert run.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == []  # neither the temporary nor a half file
+
+
+def test_a_forked_worker_ends_quietly_on_sigterm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool worker forked from a command (cleanlab's, in doctor) inherits its SIGTERM
+    handler; when the pool ends it with SIGTERM, it dies by the signal, not with a
+    `Terminated` traceback (it exited 1 and printed one in doctor's output)."""
+    import multiprocessing
+
+    from featcache import cli
+
+    monkeypatch.setattr(cli, "_MAIN_PID", os.getpid())
+    previous = signal.signal(signal.SIGTERM, cli._terminate)
+    try:
+        worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+        worker.start()
+        time.sleep(0.2)
+        worker.terminate()  # SIGTERM, as Pool.terminate sends it
+        worker.join(10)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert worker.exitcode == -signal.SIGTERM

@@ -9,22 +9,19 @@ test_suggested_repairs.py.)"""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shlex
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from conftest import write_images
 from featcache.cli import app
 from featcache.store import DatasetRow, FeatureStore
-from service_fakes import png
+from signs import CLASSES, write_signs
 
 pytestmark = pytest.mark.slow  # doctor and advise twice: about 15 s
-CLASSES = ("stop", "yield", "priority")
 runner = CliRunner()
 
 
@@ -46,24 +43,15 @@ def suggested(text: str, pattern: str) -> list[str]:
 def build(root: Path) -> Path:
     """Datasets 'signs' (with a test row copying a train image: leakage) and 'clean' (the
     same without it); 120 real PNGs, random 16-d 'fc7' vectors by class."""
-    rng = np.random.default_rng(0)
-    centres = rng.standard_normal((3, 16)).astype(np.float32) * 3
-    keys, rows, vectors = [], [], []
-    for i in range(120):
-        data = png(i)
-        path = root / "data" / CLASSES[i % 3] / f"{i:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        keys.append(hashlib.sha256(data).hexdigest())
-        vectors.append(centres[i % 3] + rng.standard_normal(16).astype(np.float32))
-        rows.append(DatasetRow(keys[-1], str(path), i % 3, "test" if i % 5 == 0 else "train"))
+    signs = write_signs(root / "data", 120, test_every=5)
     copy = root / "data" / "copy-of-001.png"
     copy.write_bytes((root / "data" / CLASSES[1] / "001.png").read_bytes())
     with FeatureStore(root / "store") as store:
         store.register_extractor("d" * 64, {"profile": "caffe", "weights_note": "RANDOM"})
-        store.put_batch(keys, {"fc7": np.maximum(np.array(vectors), 0)}, "d" * 64)
-        store.add_dataset("clean", rows, list(CLASSES))
-        store.add_dataset("signs", [*rows, DatasetRow(keys[1], str(copy), 1, "test")], CLASSES)
+        store.put_batch(signs.keys, {"fc7": signs.vectors}, "d" * 64)
+        store.add_dataset("clean", signs.rows, list(CLASSES))
+        copied = DatasetRow(signs.keys[1], str(copy), 1, "test")
+        store.add_dataset("signs", [*signs.rows, copied], CLASSES)
     return root / "store"
 
 

@@ -22,11 +22,11 @@ import featcache as fc
 from featcache.classifier.train import train_head
 from featcache.cli import app
 from featcache.service import ServiceConfig, create_app
-from featcache.store import DatasetRow, FeatureStore
-from service_fakes import LOCAL, png
+from featcache.store import FeatureStore
+from service_fakes import LOCAL
+from signs import CLASSES, write_signs
 
 NOTE = "RANDOM test vectors, not AlexNet features"
-CLASSES = ("stop", "yield", "priority")
 runner = CliRunner()
 
 
@@ -35,21 +35,11 @@ def noted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """root/store: 36 real PNGs (root/data) with random 'fc7' vectors marked as random,
     dataset 'signs' (a quarter in test), head 'signs'."""
     root = tmp_path_factory.mktemp("noted")
-    rng = np.random.default_rng(0)
-    centres = rng.standard_normal((3, 16)).astype(np.float32) * 3
-    rows, keys, vectors = [], [], []
-    for i in range(36):
-        data = png(i)
-        path = root / "data" / CLASSES[i % 3] / f"{i:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        keys.append(hashlib.sha256(data).hexdigest())
-        vectors.append(centres[i % 3] + rng.standard_normal(16).astype(np.float32))
-        rows.append(DatasetRow(keys[-1], str(path), i % 3, "test" if i % 4 == 0 else "train"))
+    signs = write_signs(root / "data", 36, test_every=4)
     with FeatureStore(root / "store") as store:
         store.register_extractor("e" * 64, {"profile": "caffe", "weights_note": NOTE})
-        store.put_batch(keys, {"fc7": np.maximum(np.array(vectors), 0)}, "e" * 64)
-        store.add_dataset("signs", rows, list(CLASSES))
+        store.put_batch(signs.keys, {"fc7": signs.vectors}, "e" * 64)
+        store.add_dataset("signs", signs.rows, list(CLASSES))
         train_head(store, "signs", name="signs", params={"random_state": 0})
     return root
 

@@ -33,6 +33,7 @@ from featcache.classifier.splits import effective_splits
 from featcache.data.phash import HASH_BYTES, HASH_KIND, image_hash
 from featcache.errors import ConfigError, DataError
 from featcache.store import FeatureStore, LabelledVectors, LazyVectors
+from featcache.store.commands import shell_word, store_command
 
 __all__ = ["DoctorConfig", "DoctorReport", "doctor", "near_duplicate_groups", "write_doctor"]
 
@@ -223,13 +224,16 @@ class DoctorReport:
             lines.append(f"next: {self.unlabelled_next}")
         elif leaky:
             lines.append(
-                f"next: featcache train --store {store} --dataset {self.dataset} "
-                f"--layer {self.layer} --split-groups   (copies stay on one side of the "
+                "next: "
+                + store_command(
+                    "train", str(store), "--dataset", self.dataset, "--layer", self.layer
+                )
+                + " --split-groups   (copies stay on one side of the "
                 "held-out split; evaluate then reports the clean test accuracy)"
             )
         else:
             lines.append(
-                f"next: featcache advise --store {store} --dataset {self.dataset}   "
+                f"next: {store_command('advise', str(store), '--dataset', self.dataset)}   "
                 "(which transfer-learning case this dataset is in)"
             )
         return lines
@@ -463,13 +467,17 @@ def _unlabelled_next(store: FeatureStore, data: LabelledVectors | LazyVectors) -
     if heads:
         folder = os.path.commonpath([os.path.dirname(p) or "." for p in data.paths])
         return (
-            f"featcache predict --store {store.path} --head {heads[-1].name} {folder}   "
-            "(a head trained on these vectors answers every image from the cache)"
+            store_command("predict", store.location, "--head", heads[-1].name, shell_word(folder))
+            + "   (a head trained on these vectors answers every image from the cache)"
         )
     return (
-        f"featcache export --store {store.path} --dataset {data.dataset} --layer {data.layer} "
-        f"--out {data.dataset}.parquet   (unlabelled: to train, put the images in one "
-        "subfolder per class and extract again)"
+        store_command(
+            "export",
+            store.location,
+            f"--dataset {data.dataset} --layer {data.layer} --out {data.dataset}.parquet",
+        )
+        + "   (unlabelled: to train, put the images in one subfolder per class and extract "
+        "again)"
     )
 
 

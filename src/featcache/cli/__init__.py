@@ -86,7 +86,16 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so the same cleanup runs."""
 
 
+_MAIN_PID = os.getpid()
+
+
 def _terminate(signum: int, frame: object) -> None:
+    if os.getpid() != _MAIN_PID:
+        # a forked worker (a multiprocessing pool of cleanlab's or scikit-learn's, which its
+        # parent ends with SIGTERM) inherited the handler: it dies quietly, as by default
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise Terminated(f"signal {signum}")
 
 
@@ -103,6 +112,8 @@ def main() -> None:
     # SIGTERM (kill, a container stopping, a job scheduler) ends a command the way Ctrl-C
     # does: temporary files are removed, what is stored is said. `serve` replaces this with
     # uvicorn's graceful shutdown.
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
     signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
