@@ -1,24 +1,32 @@
 """VGG16 and ResNet50 in TensorFlow against the independent NumPy references
 (`reference_keras`: the .h5 read there, BatchNorm from its raw arrays, im2col convolutions).
 
-Narrow networks (1/16 of the filters, `narrow_backbones`) on real 224x224 inputs, where
-the width is not the point; `test_full_networks_once` runs each full network once.
+Narrow networks (1/16 of the filters, `NARROW`) on real 224x224 inputs, where the width
+is not the point: one weights file, one NumPy reference and one OpenVINO conversion per
+backbone for the whole module (module-scoped fixtures); `test_backbone_full.py` runs each
+full network once.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import reference_keras
+from conftest import NARROW, write_images
 from featcache.errors import ConfigError, WeightsError
 from featcache.extractor.fingerprint import ExtractorSpec
 from featcache.extractor.network import build_tensorflow
+from featcache.extractor.pipeline import ExtractConfig, extract
 from featcache.extractor.preprocess import preprocess_rgb
 from featcache.extractor.registry import backbone_named, read_backbone_weights
+from featcache.extractor.weights import Weights
+from featcache.store import FeatureStore, RuntimeFiles
 
 pytestmark = pytest.mark.slow
 REFERENCE_LAYERS = {
@@ -40,6 +48,80 @@ def _inputs(count: int, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
     return pictures, batch
 
 
+@pytest.fixture(scope="module")
+def narrow() -> Iterator[int]:
+    """VGG16's and ResNet50's readers and demo writers expect the narrow layouts for this
+    module (as conftest's `narrow_backbones` does for one test)."""
+    from featcache.extractor import resnet50, vgg16
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vgg16, "LAYER_SHAPES", vgg16.vgg16_layer_shapes(NARROW))
+        patch.setattr(resnet50, "LAYER_SHAPES", resnet50.resnet50_layer_shapes(NARROW))
+        yield NARROW
+
+
+@pytest.fixture(scope="module")
+def narrow_weights(
+    narrow: int, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Path, Weights]]:
+    """Each narrow backbone's seeded RANDOM weights file (seed 1), read."""
+    folder = tmp_path_factory.mktemp("narrow")
+    made = {}
+    for name in REFERENCE_LAYERS:
+        path = backbone_named(name).write_demo_weights(folder / f"{name}.h5", 1)
+        made[name] = (path, read_backbone_weights(path, name))
+    return made
+
+
+@pytest.fixture(scope="module")
+def batch() -> np.ndarray:
+    return _inputs(3)[1]
+
+
+@pytest.fixture(scope="module")
+def reference(
+    narrow_weights: dict[str, tuple[Path, Weights]], batch: np.ndarray
+) -> Callable[[str], dict[str, np.ndarray]]:
+    """The NumPy reference's layers for the first image, computed once per backbone."""
+    found: dict[str, dict[str, np.ndarray]] = {}
+
+    def of(name: str) -> dict[str, np.ndarray]:
+        if name not in found:
+            found[name] = getattr(reference_keras, name)(narrow_weights[name][0], batch[0])
+        return found[name]
+
+    return of
+
+
+@pytest.fixture(scope="module")
+def openvino_store(tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
+    """Where the module's OpenVINO conversions are kept (one per backbone, all layers)."""
+    return FeatureStore(tmp_path_factory.mktemp("ov") / "store")
+
+
+@pytest.fixture(scope="module")
+def openvino_network(
+    narrow_weights: dict[str, tuple[Path, Weights]], openvino_store: FeatureStore
+) -> Callable[[str], Any]:
+    """Each backbone's OpenVINO network, converted once for all its layers and saved into
+    `openvino_store` (so an extraction into that store converts nothing)."""
+    from featcache.extractor.runtime_openvino import OpenVINONetwork
+
+    made: dict[str, Any] = {}
+
+    def of(name: str) -> Any:
+        if name not in made:
+            weights = narrow_weights[name][1]
+            cache = RuntimeFiles(openvino_store.runtime_models.root.resolve())
+            network = OpenVINONetwork(ExtractorSpec(weights.sha256, network=name), weights, cache)
+            network.prepare(backbone_named(name).layer_names)
+            network.close()  # written to the store
+            made[name] = network
+        return made[name]
+
+    return of
+
+
 def test_keras_preprocessing_is_bgr_minus_the_imagenet_mean() -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     found = preprocess_rgb(rgb, "caffe", size=224, mean_bgr=(103.939, 116.779, 123.68))
@@ -50,15 +132,16 @@ def test_keras_preprocessing_is_bgr_minus_the_imagenet_mean() -> None:
 
 @pytest.mark.parametrize("name", ["vgg16", "resnet50"])
 def test_tensorflow_float32_matches_the_numpy_reference(
-    name: str, narrow_backbones: int, tmp_path: Path
+    name: str,
+    narrow_weights: dict[str, tuple[Path, Weights]],
+    reference: Callable[[str], dict[str, np.ndarray]],
+    batch: np.ndarray,
 ) -> None:
-    path = backbone_named(name).write_demo_weights(tmp_path / f"{name}.h5", 1)
-    weights = read_backbone_weights(path, name)
+    weights = narrow_weights[name][1]
     network = build_tensorflow(weights, ExtractorSpec(weights.sha256, network=name))
-    _, batch = _inputs(2)
     layers = (*REFERENCE_LAYERS[name], "predictions")
     found = network.forward(batch, layers)
-    expected = getattr(reference_keras, name)(path, batch[0])
+    expected = reference(name)
     for layer in REFERENCE_LAYERS[name]:
         assert found[layer].dtype == np.float32
         err = relative_error(found[layer][0], expected[layer])
@@ -78,10 +161,10 @@ def test_tensorflow_float32_matches_the_numpy_reference(
         network.forward(batch, ("fc7",))
 
 
-def test_bf16_stays_close_to_float32(narrow_backbones: int, tmp_path: Path) -> None:
-    path = backbone_named("resnet50").write_demo_weights(tmp_path / "r.h5", 1)
-    weights = read_backbone_weights(path, "resnet50")
-    _, batch = _inputs(2)
+def test_bf16_stays_close_to_float32(
+    narrow_weights: dict[str, tuple[Path, Weights]], batch: np.ndarray
+) -> None:
+    weights = narrow_weights["resnet50"][1]
     out = {
         precision: build_tensorflow(
             weights, ExtractorSpec(weights.sha256, precision=precision, network="resnet50")
@@ -92,30 +175,12 @@ def test_bf16_stays_close_to_float32(narrow_backbones: int, tmp_path: Path) -> N
     assert 0 < err < 0.05
 
 
-def test_weights_of_another_backbone_are_refused(narrow_backbones: int, tmp_path: Path) -> None:
-    path = backbone_named("vgg16").write_demo_weights(tmp_path / "v.h5", 1)
-    weights = read_backbone_weights(path, "vgg16")
+def test_weights_of_another_backbone_are_refused(
+    narrow_weights: dict[str, tuple[Path, Weights]],
+) -> None:
+    weights = narrow_weights["vgg16"][1]
     with pytest.raises(WeightsError, match=r"vgg16 weights, but the extractor is a resnet50"):
         build_tensorflow(weights, ExtractorSpec(weights.sha256, network="resnet50"))
-
-
-def test_full_networks_once(tmp_path: Path) -> None:
-    """The real sizes: 138M and 25.6M parameters, 224x224, two images each; VGG16's fc2 and
-    ResNet50's avg_pool against the references on the first image."""
-    _, batch = _inputs(2, seed=9)
-    for name, layer in (("resnet50", "avg_pool"), ("vgg16", "fc2")):
-        path = backbone_named(name).write_demo_weights(tmp_path / f"{name}.h5", 0)
-        weights = read_backbone_weights(path, name)
-        found = build_tensorflow(weights, ExtractorSpec(weights.sha256, network=name)).forward(
-            batch, (layer,)
-        )[layer]
-        assert found.shape == (2, backbone_named(name).layers[layer])
-        expected = getattr(reference_keras, name)(path, batch[0], dtype=np.float32)[layer]
-        err = relative_error(found[0], expected)
-        assert err < 1e-4, f"{name} {layer}: relative error {err:.2e}"
-        assert relative_error(found[1], found[0]) > 1e-3  # two images, two answers
-        del weights, found
-        path.unlink()
 
 
 needs_openvino = pytest.mark.skipif(
@@ -126,18 +191,16 @@ needs_openvino = pytest.mark.skipif(
 @needs_openvino
 @pytest.mark.parametrize("name", ["vgg16", "resnet50"])
 def test_openvino_float32_matches_the_numpy_reference(
-    name: str, narrow_backbones: int, tmp_path: Path
+    name: str,
+    openvino_network: Callable[[str], Any],
+    reference: Callable[[str], dict[str, np.ndarray]],
+    batch: np.ndarray,
 ) -> None:
     """The shipped traced graph (weights of unknown shape bound at conversion), no TensorFlow."""
-    from featcache.extractor.runtime_openvino import OpenVINONetwork
-
-    path = backbone_named(name).write_demo_weights(tmp_path / f"{name}.h5", 1)
-    weights = read_backbone_weights(path, name)
-    network = OpenVINONetwork(ExtractorSpec(weights.sha256, network=name), weights)
-    _, batch = _inputs(3)
+    network = openvino_network(name)
     layers = backbone_named(name).layer_names
     found = network.forward(batch, layers)
-    expected = getattr(reference_keras, name)(path, batch[0])
+    expected = reference(name)
     for layer in REFERENCE_LAYERS[name]:
         err = relative_error(found[layer][0], expected[layer])
         assert err < 1e-4, f"openvino {name} {layer}: relative error {err:.2e}"
@@ -149,3 +212,29 @@ def test_openvino_float32_matches_the_numpy_reference(
         alone[REFERENCE_LAYERS[name][-1]][0], found[REFERENCE_LAYERS[name][-1]][1], rtol=1e-6
     )
     assert network.conversions == [layers]
+
+
+@needs_openvino
+def test_openvino_extraction_shares_the_float32_cache_and_the_converted_model(
+    tmp_path: Path,
+    narrow_weights: dict[str, tuple[Path, Weights]],
+    openvino_network: Callable[[str], Any],
+    openvino_store: FeatureStore,
+) -> None:
+    openvino_network("vgg16")  # converted for every layer, kept in the store
+    kept = sorted(p.name for p in openvino_store.path.rglob("openvino-*") if p.is_dir())
+    write_images(tmp_path / "pics", 3)
+    path = narrow_weights["vgg16"][0]
+    tf_report = extract(tmp_path / "pics", path, None, config=ExtractConfig(backbone="vgg16"))
+    ov_config = ExtractConfig(backbone="vgg16", runtime="openvino")
+    ov_report = extract(tmp_path / "pics", path, openvino_store, config=ov_config)
+    assert ov_report.fingerprint == tf_report.fingerprint  # float32: the same numbers
+    data = openvino_store.vectors("pics", "fc2")
+    order = np.argsort(data.keys)
+    expected = tf_report.vectors["fc2"][np.argsort(tf_report.keys)]
+    err = np.linalg.norm(data.X[order] - expected) / np.linalg.norm(expected)
+    assert err < 1e-5
+    # fc2 came from the model converted for all four layers: nothing was converted again
+    assert "openvino-block5_pool+fc1+fc2+predictions-float32" in kept
+    assert sorted(p.name for p in openvino_store.path.rglob("openvino-*") if p.is_dir()) == kept
+    assert not any(name.startswith("openvino-fc2") for name in kept)

@@ -136,22 +136,3 @@ def test_cli_demo_info_and_extract_with_resnet50(tmp_path: Path, narrow_backbone
         ],
     )
     assert wrong.exit_code != 0 and "backbone 'resnet50'" in wrong.output
-
-
-def test_openvino_extraction_shares_the_float32_cache(
-    tmp_path: Path, narrow_backbones: int
-) -> None:
-    pytest.importorskip("openvino")
-    write_images(tmp_path / "pics", 3)
-    weights = backbone_named("vgg16").write_demo_weights(tmp_path / "v.h5", 2)
-    tf_report = extract(tmp_path / "pics", weights, None, config=ExtractConfig(backbone="vgg16"))
-    store = FeatureStore(tmp_path / "store")
-    ov_config = ExtractConfig(backbone="vgg16", runtime="openvino")
-    ov_report = extract(tmp_path / "pics", weights, store, config=ov_config)
-    assert ov_report.fingerprint == tf_report.fingerprint  # float32: the same numbers
-    X = store.vectors("pics", "fc2").X
-    order = np.argsort(store.vectors("pics", "fc2").keys)
-    expected = tf_report.vectors["fc2"][np.argsort(tf_report.keys)]
-    err = np.linalg.norm(X[order] - expected) / np.linalg.norm(expected)
-    assert err < 1e-5
-    assert any(p.name.startswith("openvino-fc2-float32") for p in store.path.rglob("openvino-*"))
