@@ -141,3 +141,16 @@ def test_cli_train_backbone_without_layer(tmp_path: Path) -> None:
     assert missing.exit_code != 0
     assert "no resnet50 'avg_pool' vectors" in missing.output
     assert "--backbone resnet50 --dataset d --layers avg_pool --append" in missing.output
+
+
+def test_cli_doctor_reads_the_backbones_default_layer(tmp_path: Path) -> None:
+    make_store(tmp_path / "s", {VGG: ("fc2",)}).close()
+    runner = CliRunner()
+    base = ["doctor", "--store", str(tmp_path / "s"), "--dataset", "d"]
+    done = runner.invoke(app, [*base, "--out", str(tmp_path / "doc")])
+    assert done.exit_code == 0, done.output
+    assert "doctor: dataset 'd' [fc2]" in done.output
+    missing = runner.invoke(app, [*base, "--backbone", "alexnet"])
+    assert (
+        missing.exit_code != 0 and "--backbone alexnet --dataset d --layers fc7" in missing.output
+    )

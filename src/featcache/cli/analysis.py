@@ -16,7 +16,16 @@ __all__ = ["advise", "doctor"]
 def doctor(
     store: Path = typer.Option(..., "--store", help="Feature store directory."),
     dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
-    layer: str = typer.Option("fc7", help="Which stored layer's vectors to compare."),
+    layer: str | None = typer.Option(
+        None,
+        help="Which stored layer's vectors to compare [default: the backbone's: alexnet fc7, "
+        "vgg16 fc2, resnet50 avg_pool].",
+    ),
+    backbone: str | None = typer.Option(
+        None,
+        help="Whose vectors: alexnet, vgg16 or resnet50 [default: the one the dataset has "
+        "vectors of; alexnet if several].",
+    ),
     out_dir: Path | None = typer.Option(
         None, "--out", help="Report folder [default: STORE/reports/doctor-DATASET]."
     ),
@@ -27,15 +36,19 @@ def doctor(
     """Exact and near duplicates, leakage across splits, label issues, outliers (no TensorFlow)."""
     from featcache.analysis.doctor import DoctorConfig
     from featcache.analysis.doctor import doctor as run_doctor
+    from featcache.extractor.stored import resolve_vectors
     from featcache.store import FeatureStore
 
     folder = out_dir or store / "reports" / f"doctor-{dataset}"
     with FeatureStore(store, create=False) as fs:
+        chosen = resolve_vectors(
+            fs, dataset, backbone=backbone, layer=layer, fingerprint=fingerprint
+        )
         report = run_doctor(
             fs,
             dataset,
-            layer=layer,
-            fingerprint=fingerprint,
+            layer=chosen.layer,
+            fingerprint=chosen.fingerprint,
             config=DoctorConfig(folds=folds, top=top),
             out=folder,
             on_stage=stage_printer("doctor"),
