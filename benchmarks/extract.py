@@ -1,6 +1,8 @@
 """Extraction speed, side by side in one run: featcache against the seed program.
 
     python benchmarks/extract.py [--images 1024] [--precision float32|bf16] [--weights W]
+    python benchmarks/extract.py --backbone vgg16,resnet50 [--runtime openvino]
+        [--precision float32|bf16|both]
 
 Every figure is measured in this run on the same images and weights:
 
@@ -22,7 +24,10 @@ Every figure is measured in this run on the same images and weights:
   seed program, TensorFlow float32 and bf16, and OpenVINO float32 and bf16, each once with
   the model converted in that run and once with the converted model already in the store;
   whole-process seconds, ratio to the seed program, images/s overall and in the network
-  (steady state); then OpenVINO's fc7 against TensorFlow's and bf16's against float32.
+  (steady state); then OpenVINO's fc7 against TensorFlow's and bf16's against float32;
+- with ``--backbone``: instead of all the above, each backbone's steady-state images/s per
+  runtime and precision against AlexNet's in the same run, and how close each comes to
+  the machine's matrix-product rate (``benchmarks/extract_backbones.py``).
 
 Weights are seeded RANDOM weights in the real layout unless --weights is given: speed does
 not depend on the values, and the accuracies printed are those of random features.
@@ -77,8 +82,8 @@ def make_images(folder: Path, count: int, seed: int = 0) -> np.ndarray:
     return images
 
 
-def matmul_rate(precision: str) -> float:
-    """GFLOP/s of a 4096x4096 product in TensorFlow, best of five."""
+def matmul_rate(precision: str, repeats: int = 5) -> float:
+    """GFLOP/s of a 4096x4096 product in TensorFlow, best of `repeats`."""
     import tensorflow as tf
 
     dtype = {"float32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}[precision]
@@ -86,7 +91,7 @@ def matmul_rate(precision: str) -> float:
     b = tf.cast(tf.random.normal((4096, 4096)), dtype)
     product = tf.function(lambda: tf.matmul(a, b))
     product().numpy()
-    best = min(_timed(lambda: product().numpy()) for _ in range(5))
+    best = min(_timed(lambda: product().numpy()) for _ in range(repeats))
     return 2 * 4096**3 / best / 1e9
 
 
@@ -264,7 +269,12 @@ def compare_precisions(work: Path, weights: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1024)
-    parser.add_argument("--precision", default="float32", choices=["float32", "bf16", "fp16"])
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "bf16", "fp16", "both"],
+        help="both: float32 and bf16 (with --backbone)",
+    )
     parser.add_argument("--weights", type=Path, help="real weights (default: seeded random)")
     parser.add_argument("--skip-seed", action="store_true", help="do not run the seed program")
     parser.add_argument("--engine", default="local", choices=["local", "ray"])
@@ -276,7 +286,20 @@ def main() -> None:
         choices=["tensorflow", "openvino"],
         help="openvino: compare both runtimes in both precisions instead",
     )
+    parser.add_argument(
+        "--backbone",
+        help="comma-separated backbones (vgg16,resnet50): their steady-state speed against "
+        "AlexNet's, per runtime and precision, instead of the comparison with the seed",
+    )
+    parser.add_argument("--batch", type=int, default=64, help="with --backbone: images a batch")
     args = parser.parse_args()
+    if args.backbone:
+        from extract_backbones import run as compare_backbones
+
+        compare_backbones(args.backbone.split(","), args.runtime, args.precision, args.batch, 3)
+        return
+    if args.precision == "both":
+        parser.error("--precision both goes with --backbone")
 
     with tempfile.TemporaryDirectory(prefix="featcache-bench-") as tmp:
         work = Path(tmp)
