@@ -18,6 +18,8 @@
     ├── FingerprintMismatchError      vectors from one extractor handed to a head of another
     ├── HeadError                     a head file that is missing, tampered with or unfitted
     ├── DependencyError               an optional dependency (Ray, ...) is not installed
+    ├── ExportError                   an exported model that cannot be loaded, changed since
+    │                                 it was exported, or disagrees with predict past the tolerance
     └── ClusterError                  a Ray cluster that cannot be reached or refuses us, or a
                                       run on it whose work cannot be accounted for
 
@@ -32,6 +34,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DependencyError",
+    "ExportError",
     "FeatcacheError",
     "FingerprintMismatchError",
     "HeadError",
@@ -102,3 +105,7 @@ class DependencyError(FeatcacheError, ImportError):
 
 class ClusterError(FeatcacheError):
     """A Ray cluster cannot be used, or a run on it left work that cannot be accounted for."""
+
+
+class ExportError(FeatcacheError):
+    """An exported model cannot be loaded, has changed, or disagrees with `predict`."""

@@ -27,11 +27,12 @@ class RowPixels:
     def rgb(self, path: str) -> np.ndarray | None:
         """The row's pixels, or None if its file is gone or unreadable."""
         try:
-            return self._item(path).rgb()
+            return self.item(path).rgb()
         except (ImageError, DataError, OSError, IndexError, ValueError):
             return None
 
-    def _item(self, path: str) -> ImageItem:
+    def item(self, path: str) -> ImageItem:
+        """The row as an `ImageItem` (its key and pixels read on demand)."""
         file, sep, index = path.rpartition("#")
         if sep and index.isdigit() and file.lower().endswith(_ARRAY_SUFFIXES):
             items = self._arrays.get(file)

@@ -43,6 +43,7 @@ __all__ = [
     "AlexNet",
     "check_batch",
     "check_layers",
+    "weight_layers",
 ]
 
 #: The network's outputs (every runtime's), and the length of each one's vector.
@@ -74,6 +75,13 @@ def check_layers(layers: Sequence[str]) -> tuple[str, ...]:
             f"Got {list(layers)}."
         )
     return tuple(dict.fromkeys(layers))
+
+
+def weight_layers(layers: Sequence[str]) -> tuple[str, ...]:
+    """The weights file's layers (conv1 ... fc8) the network uses to compute `layers`."""
+    depth = max(_ORDER.index("fc8" if n == "prob" else n) for n in check_layers(layers))
+    above = (s.name for s in ALEXNET_TOP if s.has_weights and _ORDER.index(s.name) <= depth)
+    return ("conv1", "conv2", *above)
 
 
 class AlexNet:
@@ -220,18 +228,34 @@ class AlexNet:
             for part, tensor in zip(("weights", "biases"), self._params[layer], strict=True):
                 signature.append(tf.TensorSpec(tensor.shape, tf.float32, name=f"{layer}_{part}"))
 
-        def lrn_pool(x: Any) -> Any:
-            normed = tf.nn.local_response_normalization(
-                x, depth_radius=2, bias=1.0, alpha=2e-05, beta=0.75
-            )
-            return self._pool(normed)
-
         def graph(x: Any, *flat: Any) -> dict[str, Any]:
             params = {layer: (flat[2 * i], flat[2 * i + 1]) for i, layer in enumerate(used)}
-            return self._graph(x, wanted, params, lrn_pool)
+            return self.portable_graph(x, wanted, params)
 
         function = tf.function(graph, input_signature=signature, autograph=False)
         return function.get_concrete_function(), names
+
+    def portable_graph(
+        self,
+        x: Any,
+        layers: Sequence[str],
+        params: Mapping[str, tuple[Any, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """`forward`'s graph on the float32 NHWC tensor `x` (227x227x3, preprocessed), in
+        ops every converter maps (TensorFlow's own LRN: a native LRN in ONNX and OpenVINO),
+        for tracing into an exported model. `params` ({layer: (weights, biases)}, tensors
+        or variables; default this network's constants) needs only the layers used.
+        Returns ``{layer: (N, dim) float32 tensor}``.
+        """
+        tf = self._tf
+
+        def lrn_pool(h: Any) -> Any:
+            normed = tf.nn.local_response_normalization(
+                h, depth_radius=2, bias=1.0, alpha=2e-05, beta=0.75
+            )
+            return self._pool(normed)
+
+        return self._graph(x, check_layers(layers), params, lrn_pool)
 
     def forward(self, batch: np.ndarray, layers: Sequence[str] = ("fc7",)) -> dict[str, np.ndarray]:
         """Run a (N, 227, 227, 3) float32 batch; return ``{layer: (N, dim) float32}``."""

@@ -315,6 +315,12 @@ class FeatureStore:
         bad = {record.id for record, _ in damaged}
         return {key for key, shard_id in where.items() if shard_id not in bad}
 
+    def stored_dtypes(self, keys: Sequence[str], fingerprint: str, layer: str) -> set[str]:
+        """The dtypes (``"float32"``, ``"float16"``) the vectors of `keys` are stored in:
+        what `get` reads them back from (float16 vectors come back rounded)."""
+        ids = sorted(set(self._catalog.shard_ids(list(keys), fingerprint, layer).values()))
+        return {record.dtype for record in self._catalog.shards(ids=ids)} if ids else set()
+
     def _check_shards(self, records: Sequence[ShardRecord]) -> list[tuple[ShardRecord, str]]:
         """(record, problem) for the damaged shards among `records` (intact ones are
         remembered, so each is checked once per store object)."""

@@ -1,0 +1,238 @@
+"""The three formats: write an exported module, and load one back with its own runtime.
+
+=============  ==================================  ==========================================
+format         files in the output folder          metadata (class names, head, fingerprint)
+=============  ==================================  ==========================================
+onnx           ``model.onnx`` (tf2onnx, opset 17)  ``metadata_props``: ``featcache`` (JSON),
+                                                   ``class_names`` (JSON list)
+savedmodel     ``saved_model.pb``, ``variables/``  ``assets/featcache.json``,
+               signatures ``serving_default``,     ``assets/class_names.txt`` (one per line)
+               ``serving_bytes``
+openvino       ``model.xml`` + ``model.bin`` (f32)  runtime info ``featcache`` (JSON) and
+                                                   ``class_names`` (JSON list)
+=============  ==================================  ==========================================
+
+Loading (`load_model`) imports only the target runtime: onnxruntime, TensorFlow or OpenVINO.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from featcache.errors import ConfigError, DependencyError, ExportError
+
+__all__ = ["FORMATS", "LoadedModel", "load_model", "model_files", "write_model"]
+
+FORMATS: Final = ("onnx", "savedmodel", "openvino")
+ONNX_OPSET: Final = 17
+_INSTALL = 'pip install "featcache[export]"'
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError(f"The 'format' must be one of {list(FORMATS)}. Got {fmt!r}.")
+
+
+def model_files(fmt: str, folder: Path) -> list[Path]:
+    """The files that make up the exported model in `folder` (sorted), for digests."""
+    check_format(fmt)
+    if fmt == "onnx":
+        return [folder / "model.onnx"]
+    if fmt == "openvino":
+        return [folder / "model.xml", folder / "model.bin"]
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.name != "verification.json"
+    )
+
+
+# -- writing (TensorFlow and the converters) ------------------------------------------------
+
+
+def _frozen(module: Any) -> Any:
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    return convert_variables_to_constants_v2(module.serve.get_concrete_function())
+
+
+def _write_savedmodel(module: Any, folder: Path, metadata: dict[str, Any]) -> None:
+    import tensorflow as tf
+
+    staging = folder.parent / f".{folder.name}.assets"
+    staging.mkdir()
+    (staging / "featcache.json").write_text(json.dumps(metadata, indent=1, sort_keys=True))
+    (staging / "class_names.txt").write_text("".join(f"{n}\n" for n in metadata["class_names"]))
+    module.metadata_file = tf.saved_model.Asset(str(staging / "featcache.json"))
+    module.class_names_file = tf.saved_model.Asset(str(staging / "class_names.txt"))
+    signatures = {
+        "serving_default": module.serve.get_concrete_function(),
+        "serving_bytes": module.serve_bytes.get_concrete_function(),
+    }
+    try:
+        tf.saved_model.save(module, str(folder), signatures=signatures)
+    finally:
+        for file in staging.iterdir():
+            file.unlink()
+        staging.rmdir()
+
+
+def _rename(graph: Any, old: str, new: str) -> None:
+    """Rename tensor `old` to `new` everywhere in an ONNX graph."""
+    for value in [*graph.input, *graph.output]:
+        if value.name == old:
+            value.name = new
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+
+
+def _write_onnx(module: Any, folder: Path, metadata: dict[str, Any]) -> None:
+    try:
+        import onnx
+        import tf2onnx
+    except ImportError as exc:
+        raise DependencyError(f"exporting to ONNX needs tf2onnx and onnx: {_INSTALL}") from exc
+    frozen = _frozen(module)
+    source, result = frozen.inputs[0].name, frozen.outputs[0].name
+    model, _ = tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(),
+        input_names=[source],
+        output_names=[result],
+        opset=ONNX_OPSET,
+    )
+    _rename(model.graph, source, "images")
+    _rename(model.graph, result, "probabilities")
+    model.doc_string = metadata["description"]
+    for key, value in _metadata_props(metadata).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    onnx.save(model, str(folder / "model.onnx"))
+
+
+def _metadata_props(metadata: dict[str, Any]) -> dict[str, str]:
+    return {
+        "featcache": json.dumps(metadata, sort_keys=True),
+        "class_names": json.dumps(metadata["class_names"]),
+    }
+
+
+def _write_openvino(module: Any, folder: Path, metadata: dict[str, Any]) -> None:
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise DependencyError(f"exporting to OpenVINO needs openvino: {_INSTALL}") from exc
+    model = ov.convert_model(module.serve.get_concrete_function())
+    model.inputs[0].get_tensor().set_names({"images"})
+    model.outputs[0].get_tensor().set_names({"probabilities"})
+    for key, value in _metadata_props(metadata).items():
+        model.set_rt_info(value, [key])
+    # float32 weights as they are: OpenVINO would store them as float16 by default.
+    ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
+
+
+_WRITERS: Final[dict[str, Callable[[Any, Path, dict[str, Any]], None]]] = {
+    "onnx": _write_onnx,
+    "savedmodel": _write_savedmodel,
+    "openvino": _write_openvino,
+}
+
+
+def write_model(fmt: str, module: Any, folder: Path, metadata: dict[str, Any]) -> None:
+    """Write `module` (`featcache.export.graph.build_module`) as `fmt` into `folder`."""
+    check_format(fmt)
+    _WRITERS[fmt](module, folder, metadata)
+
+
+# -- loading (the target runtime only) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An exported model loaded by its runtime: ``run(uint8 [N, H, W, 3]) -> float32 [N, C]``,
+    the metadata written into it, and the runtime's name and version."""
+
+    run: Callable[[np.ndarray], np.ndarray]
+    metadata: dict[str, Any]
+    class_names: list[str]
+    runtime: str
+    runtime_version: str
+    run_bytes: Callable[[list[bytes]], np.ndarray] | None = None
+
+
+def _load_onnx(folder: Path) -> LoadedModel:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    props = session.get_modelmeta().custom_metadata_map
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(["probabilities"], {"images": images})[0])
+
+    return LoadedModel(
+        run,
+        json.loads(props["featcache"]),
+        json.loads(props["class_names"]),
+        "onnxruntime",
+        ort.__version__,
+    )
+
+
+def _load_openvino(folder: Path) -> LoadedModel:
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(folder / "model.xml"))
+    metadata = json.loads(model.get_rt_info(["featcache"]).astype(str))
+    names = json.loads(model.get_rt_info(["class_names"]).astype(str))
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return np.asarray(compiled(images)["probabilities"])
+
+    return LoadedModel(run, metadata, names, "openvino", ov.get_version())
+
+
+def _load_savedmodel(folder: Path) -> LoadedModel:
+    from featcache.extractor._tf import import_tensorflow
+
+    tf = import_tensorflow()
+    loaded = tf.saved_model.load(str(folder))
+    serve, serve_bytes = loaded.signatures["serving_default"], loaded.signatures["serving_bytes"]
+    metadata = json.loads(Path(loaded.metadata_file.asset_path.numpy().decode()).read_text())
+    names_file = Path(loaded.class_names_file.asset_path.numpy().decode())
+    names = names_file.read_text().splitlines()
+
+    def run(images: np.ndarray) -> np.ndarray:
+        return np.asarray(serve(images=tf.constant(images))["probabilities"])
+
+    def run_bytes(data: list[bytes]) -> np.ndarray:
+        return np.asarray(serve_bytes(image_bytes=tf.constant(data))["probabilities"])
+
+    return LoadedModel(run, metadata, names, "tensorflow", tf.__version__, run_bytes)
+
+
+def load_model(fmt: str, folder: Path) -> LoadedModel:
+    """Load the `fmt` model in `folder` with its own runtime; `ExportError` if unreadable."""
+    check_format(fmt)
+    loader = {"onnx": _load_onnx, "openvino": _load_openvino, "savedmodel": _load_savedmodel}
+    try:
+        return loader[fmt](folder)
+    except ImportError as exc:
+        raise DependencyError(f"running a {fmt} model needs its runtime: {_INSTALL}") from exc
+    except (OSError, RuntimeError, ValueError, KeyError, AttributeError) as exc:
+        raise ExportError(
+            f"{folder}: the {fmt} model cannot be loaded ({type(exc).__name__}: {exc}); "
+            "export it again"
+        ) from exc

@@ -1,0 +1,110 @@
+"""The exported network as a TensorFlow module: pixels in, the head's probabilities out.
+
+``serve(images)`` takes decoded RGB, ``uint8 [N, H, W, 3]`` (any H and W, one size per
+batch), and returns ``{"probabilities": float32 [N, C]}``: the profile's resize and
+preprocessing (`featcache.export.ingraph`), AlexNet up to the head's layer
+(`AlexNet.portable_graph`), then the head's dense layers and a softmax. ``serve_bytes``
+takes encoded images (``tf.string [N]``, PNG, JPEG, GIF or BMP, sizes may differ) as TF
+Serving and Vertex AI clients send them. Weights are variables, so a SavedModel keeps them
+in ``variables/`` and converters freeze them into constants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from featcache.export.dense import Dense
+from featcache.export.ingraph import preprocess_images
+from featcache.extractor._tf import import_tensorflow
+from featcache.extractor.alexnet import AlexNet, weight_layers
+from featcache.extractor.preprocess import INPUT_SIZE
+
+__all__ = ["GraphSpec", "build_module"]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """What the exported graph computes: the extractor's profile and resize policy, the
+    head's layer, whether its vectors were stored as float16 (rounded there alike), and
+    whether the caffe resize follows Pillow 13's pass order."""
+
+    profile: str
+    resize: str
+    layer: str
+    float16_vectors: bool = False
+    pillow_order: bool = True
+
+
+def build_module(
+    weights: dict[str, tuple[np.ndarray, np.ndarray]], head: Sequence[Dense], spec: GraphSpec
+) -> Any:
+    """A ``tf.Module`` with the ``serve`` and ``serve_bytes`` functions (imports TensorFlow)."""
+    tf = import_tensorflow()
+    used = weight_layers([spec.layer])
+    # AlexNet keeps its own constants of what it is given: only the layers the graph uses.
+    network = AlexNet({name: weights[name] for name in used}, spec.profile)
+
+    class ExportedModel(tf.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__(name="featcache_export")
+            self.backbone = {
+                name: (
+                    tf.Variable(np.asarray(w, np.float32), trainable=False, name=f"{name}_w"),
+                    tf.Variable(np.asarray(b, np.float32), trainable=False, name=f"{name}_b"),
+                )
+                for name, (w, b) in ((n, weights[n]) for n in used)
+            }
+            self.head = [
+                (
+                    tf.Variable(layer.weights, trainable=False, name=f"head{i}_w"),
+                    tf.Variable(layer.biases, trainable=False, name=f"head{i}_b"),
+                )
+                for i, layer in enumerate(head)
+            ]
+            self.relu = [layer.relu for layer in head]
+
+        def _probabilities(self, inputs: Any) -> Any:
+            h = network.portable_graph(inputs, [spec.layer], self.backbone)[spec.layer]
+            if spec.float16_vectors:  # the head was trained on vectors stored as float16
+                h = tf.cast(tf.cast(h, tf.float16), tf.float32)
+            for (w, b), relu in zip(self.head, self.relu, strict=True):
+                h = tf.matmul(h, w) + b
+                if relu:
+                    h = tf.nn.relu(h)
+            return tf.nn.softmax(h, axis=-1)
+
+        @tf.function(  # type: ignore[misc]
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
+            autograph=False,
+        )
+        def serve(self, images: Any) -> dict[str, Any]:
+            inputs = preprocess_images(
+                tf, images, spec.profile, spec.resize, pillow_order=spec.pillow_order
+            )
+            return {"probabilities": self._probabilities(inputs)}
+
+        @tf.function(  # type: ignore[misc]
+            input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+            autograph=False,
+        )
+        def serve_bytes(self, image_bytes: Any) -> dict[str, Any]:
+            def one(data: Any) -> Any:
+                rgb = tf.io.decode_image(data, channels=3, expand_animations=False)
+                rgb = tf.ensure_shape(rgb, [None, None, 3])
+                batch = preprocess_images(
+                    tf, rgb[None], spec.profile, spec.resize, pillow_order=spec.pillow_order
+                )
+                return batch[0]
+
+            inputs = tf.map_fn(
+                one,
+                image_bytes,
+                fn_output_signature=tf.TensorSpec([INPUT_SIZE, INPUT_SIZE, 3], tf.float32),
+            )
+            return {"probabilities": self._probabilities(inputs)}
+
+    return ExportedModel()
