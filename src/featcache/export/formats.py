@@ -129,7 +129,9 @@ def _write_openvino(module: Any, folder: Path, metadata: dict[str, Any]) -> None
         import openvino as ov
     except ImportError as exc:
         raise DependencyError(f"exporting to OpenVINO needs openvino: {_INSTALL}") from exc
-    model = ov.convert_model(module.serve.get_concrete_function())
+    # The frozen graph (weights as constants): converting the function with its variables
+    # did not finish in an hour here.
+    model = ov.convert_model(_frozen(module).graph.as_graph_def())
     model.inputs[0].get_tensor().set_names({"images"})
     model.outputs[0].get_tensor().set_names({"probabilities"})
     for key, value in _metadata_props(metadata).items():
