@@ -17,6 +17,7 @@ import typer
 
 from featcache.cli.analysis import advise, doctor
 from featcache.cli.demo import demo
+from featcache.cli.export_model import export_model
 from featcache.cli.extraction import export, extract
 from featcache.cli.heads import evaluate, heads_app, predict, train
 from featcache.cli.serve import serve
@@ -77,6 +78,7 @@ def _options(
 
 for command in (extract, export, train, evaluate, predict, serve, demo, doctor, advise):
     app.command()(command)
+app.command("export-model")(export_model)
 app.add_typer(weights_app, name="weights")
 app.add_typer(store_app, name="store")
 app.add_typer(heads_app, name="heads")

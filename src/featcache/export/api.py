@@ -97,9 +97,7 @@ def _extractor(store: FeatureStore, head: LoadedHead) -> dict[str, Any]:
     return spec
 
 
-def _sample(
-    store: FeatureStore, dataset: str, count: int, max_pixels: int
-) -> list[SampleImage]:
+def _sample(store: FeatureStore, dataset: str, count: int, max_pixels: int) -> list[SampleImage]:
     rows = store.dataset_rows(dataset)
     by_key = {row.key: row.path for row in sorted(rows, key=lambda r: r.key)}
     if not by_key:
@@ -137,7 +135,8 @@ def _reference(
     )
     kept, rows = [], []
     column = {c: j for j, c in enumerate(classes)}
-    for image, result in zip(sample, predictor.predict_items([s.item for s in sample]), strict=True):
+    answers = predictor.predict_items([s.item for s in sample])
+    for image, result in zip(sample, answers, strict=True):
         if result.error is not None:
             continue
         row = np.zeros(len(classes))
@@ -313,5 +312,3 @@ def _verify(
         "reference": [[float(f"{p:.9g}") for p in row] for row in reference],
         "verified_at": time.time(),
     }
-
-

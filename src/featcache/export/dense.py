@@ -47,9 +47,8 @@ def head_layers(estimator: SoftmaxHead | LogRegHead | FineTuneHead) -> list[Dens
         return [Dense(_f32(estimator.coef_.T), _f32(estimator.intercept_), relu=False)]
     if isinstance(estimator, LogRegHead):
         # Standardisation folded in: ((x - mean) / scale) @ C.T + i = x @ (C / scale).T + ...
-        model = estimator.model_
-        coef = np.asarray(model.coef_, np.float64) / estimator.scale_.astype(np.float64)
-        intercept = np.asarray(model.intercept_, np.float64) - coef @ estimator.mean_.astype(
+        coef = np.asarray(estimator.coef_, np.float64) / estimator.scale_.astype(np.float64)
+        intercept = np.asarray(estimator.intercept_, np.float64) - coef @ estimator.mean_.astype(
             np.float64
         )
         if coef.shape[0] == 1:  # binary: the decision z is split as logits (-z/2, z/2)
@@ -58,7 +57,5 @@ def head_layers(estimator: SoftmaxHead | LogRegHead | FineTuneHead) -> list[Dens
         return [Dense(_f32(coef.T), _f32(intercept), relu=False)]
     if isinstance(estimator, FineTuneHead):
         pairs = list(zip(estimator.coefs_, estimator.intercepts_, strict=True))
-        return [
-            Dense(_f32(w), _f32(b), relu=i < len(pairs) - 1) for i, (w, b) in enumerate(pairs)
-        ]
+        return [Dense(_f32(w), _f32(b), relu=i < len(pairs) - 1) for i, (w, b) in enumerate(pairs)]
     raise HeadError(f"cannot export a {type(estimator).__name__}: not a featcache head")

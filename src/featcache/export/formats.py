@@ -46,9 +46,7 @@ def model_files(fmt: str, folder: Path) -> list[Path]:
         return [folder / "model.onnx"]
     if fmt == "openvino":
         return [folder / "model.xml", folder / "model.bin"]
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.name != "verification.json"
-    )
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "verification.json")
 
 
 # -- writing (TensorFlow and the converters) ------------------------------------------------

@@ -77,7 +77,7 @@ def build_module(
                     h = tf.nn.relu(h)
             return tf.nn.softmax(h, axis=-1)
 
-        @tf.function(  # type: ignore[misc]
+        @tf.function(  # type: ignore[untyped-decorator]
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
             autograph=False,
         )
@@ -87,7 +87,7 @@ def build_module(
             )
             return {"probabilities": self._probabilities(inputs)}
 
-        @tf.function(  # type: ignore[misc]
+        @tf.function(  # type: ignore[untyped-decorator]
             input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
             autograph=False,
         )

@@ -11,8 +11,9 @@ catch a changed (tampered, truncated) model.
 Tolerances: ``TOLERANCE`` (1e-4) on images at the network's input size (227x227), where the
 graph's preprocessing is exact; ``RESIZED_TOLERANCE`` where the graph resized: the caffe
 profile's resize rounds like Pillow's 8-bit path, but sums in float32 rather than Pillow's
-22-bit fixed point, so a fraction of a percent of the pixel values come out one level
-apart (README, "Export").
+22-bit fixed point, so 0.01-0.3% of the pixel values come out one level apart, which moved
+probabilities by up to 3.5e-3 in the tests (README, "Export"); the udacity resize is within
+3e-5 of its reference.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 TOLERANCE: Final = 1e-4
-RESIZED_TOLERANCE: Final = 2e-3
+RESIZED_TOLERANCE: Final = 1e-2
 VERIFICATION_FILE: Final = "verification.json"
 
 
@@ -100,7 +101,8 @@ def run_fresh(
     with the format's own runtime; return one probability row per image and its report."""
     with tempfile.TemporaryDirectory(prefix="featcache-verify-") as tmp:
         inputs, outputs = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
-        np.savez(inputs, **{f"images_{i:06d}": rgb[None] for i, rgb in enumerate(images)})
+        batches = {f"images_{i:06d}": rgb[None] for i, rgb in enumerate(images)}
+        np.savez(inputs, **batches)  # type: ignore[arg-type]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         command = [sys.executable, "-m", "featcache.export.run", fmt, str(folder)]
         done = subprocess.run(
@@ -131,7 +133,9 @@ def compare(
     exported: Sequence[np.ndarray],
 ) -> dict[str, Any]:
     """The figures of `verification.json` for `exported` rows against `reference` ones."""
-    at_size, resized, images = [], [], []
+    at_size: list[float] = []
+    resized: list[float] = []
+    images: list[dict[str, Any]] = []
     agree = 0
     for image, want, got in zip(sample, reference, exported, strict=True):
         diff = float(np.max(np.abs(np.asarray(got, np.float64) - want))) if len(want) else 0.0

@@ -1,0 +1,86 @@
+"""`featcache export-model` figures: export time and model size per format, and the exported
+model's images/s beside `featcache predict` on images the store has not seen, in one run.
+
+    python benchmarks/export.py [--images 128] [--size 32] [--formats onnx,savedmodel,openvino]
+
+Seeded random weights at full size (244 MB, written here), `caffe` profile, a softmax head on
+fc7 trained on 64 generated PNGs. Each format is exported and verified (16 images). Then the
+same unseen PNGs (decoded, resized, run, answered) go through `Predictor.predict` (what
+`featcache predict` runs: hash, decode, TensorFlow AlexNet, store, head) and through each
+exported model loaded by its own runtime (decode with Pillow, then one batch of 32 at a
+time). Prints seconds, MB and images/s, and the ratio to predict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from featcache.classifier.train import train_head
+from featcache.export import ExportConfig, export_model, load_model
+from featcache.extractor.pipeline import extract
+from featcache.extractor.weights import write_demo_weights
+from featcache.predictor import Predictor
+from featcache.store import FeatureStore
+
+
+def write_pngs(folder: Path, count: int, size: int, seed: int) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        label = folder / f"c{i % 4}"
+        label.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        picture = Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
+        paths.append(label / f"{seed}-{i}.png")
+        picture.save(paths[-1])
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--formats", default="onnx,savedmodel,openvino")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        weights = write_demo_weights(work / "w.npy")
+        write_pngs(work / "train", 64, args.size, seed=0)
+        store = FeatureStore(work / "store")
+        extract(work / "train", weights, store, dataset="d")
+        train_head(store, "d", name="h", params={"random_state": 0})
+        unseen = write_pngs(work / "unseen", args.images, args.size, seed=1)
+
+        started = time.perf_counter()
+        Predictor(store, "h", weights=weights).predict(unseen)
+        base = args.images / (time.perf_counter() - started)
+        print(f"predict (unseen: extract + store + head): {base:.1f} img/s")
+        print("format      export s  verify s  MB      img/s   vs predict  max|diff|")
+        for fmt in args.formats.split(","):
+            result = export_model(
+                store, "h", weights, work / f"out-{fmt}", ExportConfig(format=fmt, sample=16)
+            )
+            model = load_model(fmt, result.path)
+            model.run(np.zeros((1, args.size, args.size, 3), np.uint8))  # warm-up
+            started = time.perf_counter()
+            for i in range(0, len(unseen), 32):
+                files = unseen[i : i + 32]
+                model.run(np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]))
+            rate = args.images / (time.perf_counter() - started)
+            v = result.verification or {}
+            print(
+                f"{fmt:<11} {result.seconds['export']:8.1f}  {result.seconds['verify']:8.1f}  "
+                f"{result.bytes / 1e6:6.1f}  {rate:6.1f}  {rate / base:9.2f}x  "
+                f"{v.get('max_abs_diff', float('nan')):.2g}"
+            )
+        print("note: seeded random weights, NOT ImageNet-trained")
+
+
+if __name__ == "__main__":
+    main()

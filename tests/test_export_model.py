@@ -1,0 +1,204 @@
+"""export-model: each format run by its own runtime in a fresh process agrees with predict.
+
+Real AlexNet convolutions with narrow fc6/fc7 (32 wide instead of 4,096: the sizes do not
+matter here, the wiring does), seeded random weights, images of two sizes (227x227: no
+resize; 30x40: resized inside the graph), both profiles and every head kind, spread over
+the three formats (each format sees both profiles; each kind two formats).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import PYTHON
+from featcache.errors import ConfigError, ExportError
+from featcache.extractor import weights as weights_module
+
+pytestmark = pytest.mark.slow
+
+NARROW = {**weights_module.LAYER_SHAPES, "fc6": (9216, 32), "fc7": (32, 32), "fc8": (32, 1000)}
+SIZES = ((227, 227), (30, 40))
+CASES = [  # (format, profile, head kind)
+    ("onnx", "caffe", "softmax"),
+    ("onnx", "udacity", "finetune"),
+    ("savedmodel", "udacity", "logreg"),
+    ("savedmodel", "caffe", "finetune"),
+    ("openvino", "caffe", "logreg"),
+    ("openvino", "udacity", "softmax"),
+]
+
+
+def _images(folder: Path) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(8):
+        height, width = SIZES[i % 2]
+        label = folder / ("cat" if i % 4 < 2 else "dog")
+        label.mkdir(parents=True, exist_ok=True)
+        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        picture = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
+        paths.append(label / f"img{i}.png")
+        picture.save(paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """Per profile a store with fc7 and pool5 of the same 8 images and three heads."""
+    from featcache.classifier.train import train_head
+    from featcache.extractor.pipeline import ExtractConfig, extract
+    from featcache.extractor.weights import read_weights, write_demo_weights
+    from featcache.store import FeatureStore
+
+    root = tmp_path_factory.mktemp("export")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(weights_module, "LAYER_SHAPES", NARROW)
+        weights = write_demo_weights(root / "narrow.npy")
+        paths = _images(root / "data")
+        made: dict[str, object] = {"weights": weights, "paths": paths, "root": root}
+        for profile in ("caffe", "udacity"):
+            store = FeatureStore(root / profile)
+            config = ExtractConfig(profile=profile, layers=("fc7", "pool5"))
+            extract(root / "data", weights, store, dataset="pets", config=config)
+            for kind in ("softmax", "logreg", "finetune"):
+                params: dict[str, object] = {"random_state": 0}
+                if kind == "finetune":
+                    params["epochs"] = 1
+                train_head(
+                    store,
+                    "pets",
+                    head=kind,
+                    name=kind,
+                    params=params,
+                    weights=read_weights(weights) if kind == "finetune" else None,
+                )
+            made[profile] = store
+        yield made
+
+
+@pytest.fixture(scope="module")
+def exported(stores: dict[str, object]) -> dict[tuple[str, str, str], object]:
+    from featcache.export import ExportConfig, export_model
+
+    root = stores["root"]
+    assert isinstance(root, Path)
+    results = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(weights_module, "LAYER_SHAPES", NARROW)
+        for fmt, profile, kind in CASES:
+            results[fmt, profile, kind] = export_model(
+                stores[profile],  # type: ignore[arg-type]
+                kind,
+                stores["weights"],  # type: ignore[arg-type]
+                root / f"{fmt}-{profile}-{kind}",
+                ExportConfig(format=fmt),
+            )
+    return results
+
+
+@pytest.mark.parametrize("case", CASES, ids=["-".join(c) for c in CASES])
+def test_export_agrees_with_predict(exported: dict, case: tuple[str, str, str]) -> None:
+    result = exported[case]
+    fmt, profile, kind = case
+    v = result.verification
+    assert result.passed, v["problems"]
+    assert v["runtime"] == {"onnx": "onnxruntime", "savedmodel": "tensorflow"}.get(fmt, fmt)
+    assert v["images_checked"] == 8
+    assert v["images_at_input_size"] == 4 and v["images_resized"] == 4
+    assert v["max_abs_diff_at_input_size"] <= 1e-4
+    assert v["max_abs_diff_resized"] <= v["tolerance"]["resized"]
+    assert v["top1_agreement"] == 1.0
+    # The class names and the head's identity travel inside the file.
+    assert v["class_names"] == ["cat", "dog"] and v["class_names_match"]
+    assert result.metadata["head"]["name"] == kind
+    assert result.metadata["extractor"]["profile"] == profile
+    assert result.metadata["weights_note"].startswith("seeded random weights")
+    written = json.loads((result.path / "verification.json").read_text())
+    assert written["passed"] and set(written["model_files"]) == {
+        str(p.relative_to(result.path)) for p in result.files
+    }
+
+
+def test_predict_json_matches_the_exported_onnx(stores: dict, exported: dict) -> None:
+    """`featcache predict --json` (a cached answer, another process) against onnxruntime."""
+    from featcache.export import RESIZED_TOLERANCE, TOLERANCE, load_model
+
+    paths = stores["paths"]
+    done = subprocess.run(
+        [PYTHON, "-m", "featcache", "predict", *map(str, paths), "--store",
+         str(stores["caffe"].path), "--head", "softmax", "--top-k", "2", "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    model = load_model("onnx", exported["onnx", "caffe", "softmax"].path)
+    assert model.class_names == ["cat", "dog"]
+    for path, answer in zip(paths, answers, strict=True):
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        probabilities = model.run(rgb[None])[0]
+        tolerance = TOLERANCE if rgb.shape[:2] == (227, 227) else RESIZED_TOLERANCE
+        for p in answer["predictions"]:
+            assert abs(probabilities[p["class_id"]] - p["probability"]) <= tolerance
+
+
+def test_serving_bytes_answers_png_and_jpeg(exported: dict) -> None:
+    from featcache.export import load_model
+
+    model = load_model("savedmodel", exported["savedmodel", "caffe", "finetune"].path)
+    assert model.run_bytes is not None
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)
+    rgb = np.asarray(Image.fromarray(small).resize((40, 30), Image.Resampling.BICUBIC))
+    encoded = {}
+    for kind in ("PNG", "JPEG"):
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, kind, quality=95)
+        encoded[kind] = buffer.getvalue()
+    from_bytes = model.run_bytes([encoded["PNG"], encoded["JPEG"]])
+    jpeg_pixels = np.asarray(Image.open(io.BytesIO(encoded["JPEG"])).convert("RGB"))
+    assert from_bytes.shape == (2, 2)
+    np.testing.assert_allclose(from_bytes[0], model.run(rgb[None])[0], atol=1e-6)
+    np.testing.assert_allclose(from_bytes[1], model.run(jpeg_pixels[None])[0], atol=1e-6)
+
+
+def test_reverify_catches_a_tampered_model(exported: dict, tmp_path: Path) -> None:
+    import shutil
+
+    from featcache.export import reverify
+
+    source = exported["onnx", "caffe", "softmax"].path
+    copy = tmp_path / "model"
+    shutil.copytree(source, copy)
+    assert reverify(copy)["passed"]
+    onnx_file = copy / "model.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    middle = len(data) // 2  # inside the weights: the file still loads, the answers change
+    data[middle : middle + 64] = bytes(64)
+    onnx_file.write_bytes(bytes(data))
+    done = subprocess.run(
+        [PYTHON, "-m", "featcache", "export-model", "--verify", str(copy)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "model.onnx: SHA-256" in done.stderr and "the file changed" in done.stderr
+
+
+def test_refuses_an_existing_out_and_bad_format(stores: dict, exported: dict) -> None:
+    from featcache.export import ExportConfig, export_model
+
+    with pytest.raises(ConfigError, match="'format' must be one of"):
+        ExportConfig(format="tflite")
+    out = exported["onnx", "caffe", "softmax"].path
+    with pytest.raises(ConfigError, match="already exists; choose another --out"):
+        export_model(stores["caffe"], "softmax", stores["weights"], out, ExportConfig("onnx"))
+    with pytest.raises(ExportError, match="verification.json"):
+        from featcache.export import reverify
+
+        reverify(out.parent)
