@@ -93,7 +93,13 @@ def build_module(
         )
         def serve_bytes(self, image_bytes: Any) -> dict[str, Any]:
             def one(data: Any) -> Any:
-                rgb = tf.io.decode_image(data, channels=3, expand_animations=False)
+                # JPEG with the accurate integer DCT: Pillow's (libjpeg's ISLOW), to the bit;
+                # TensorFlow's default (fast) DCT put 84% of the pixel values up to 13 apart.
+                rgb = tf.cond(
+                    tf.io.is_jpeg(data),
+                    lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+                    lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+                )
                 rgb = tf.ensure_shape(rgb, [None, None, 3])
                 batch = preprocess_images(
                     tf, rgb[None], spec.profile, spec.resize, pillow_order=spec.pillow_order
