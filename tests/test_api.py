@@ -19,7 +19,7 @@ from featcache.classifier.evaluate import evaluate_head
 from featcache.errors import ConfigError, NotFoundError
 from test_train_evaluate import make_store
 
-SUBPACKAGES = ("analysis", "classifier", "data", "extractor", "service", "store")
+SUBPACKAGES = ("analysis", "classifier", "data", "export", "extractor", "service", "store")
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

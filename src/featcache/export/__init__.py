@@ -23,6 +23,19 @@ _EXPORTS = {
     "RESIZED_TOLERANCE": "featcache.export.verify",
     "TOLERANCE": "featcache.export.verify",
     "reverify": "featcache.export.verify",
+    "SampleImage": "featcache.export.verify",
+    "VERIFICATION_FILE": "featcache.export.verify",
+    "compare": "featcache.export.verify",
+    "read_sample": "featcache.export.verify",
+    "run_fresh": "featcache.export.verify",
+    "Dense": "featcache.export.dense",
+    "head_layers": "featcache.export.dense",
+    "model_files": "featcache.export.formats",
+    "write_model": "featcache.export.formats",
+    "GraphSpec": "featcache.export.graph",
+    "build_module": "featcache.export.graph",
+    "pillow_orders_passes": "featcache.export.ingraph",
+    "preprocess_images": "featcache.export.ingraph",
 }
 
 __all__ = sorted(_EXPORTS)

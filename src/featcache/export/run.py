@@ -19,7 +19,7 @@ import numpy as np
 
 from featcache.errors import FeatcacheError
 
-__all__ = ["main"]
+__all__: list[str] = []  # a program: python -m featcache.export.run
 
 
 def main(argv: list[str]) -> int:

@@ -24,6 +24,7 @@ _EXPORTS = {
     "PRECISIONS": "featcache.extractor.alexnet",
     "check_batch": "featcache.extractor.alexnet",
     "check_layers": "featcache.extractor.alexnet",
+    "weight_layers": "featcache.extractor.alexnet",
     "Clock": "featcache.extractor.clock",
     "AUTO_BATCH_SIZE": "featcache.extractor.config",
     "ENGINES": "featcache.extractor.config",
