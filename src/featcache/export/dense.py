@@ -56,6 +56,13 @@ def head_layers(estimator: SoftmaxHead | LogRegHead | FineTuneHead) -> list[Dens
             intercept = np.concatenate([-intercept / 2, intercept / 2])
         return [Dense(_f32(coef.T), _f32(intercept), relu=False)]
     if isinstance(estimator, FineTuneHead):
+        dense = {"fc6", "fc7", "fc8"}
+        if not set(estimator.layers_) <= dense:
+            raise HeadError(
+                f"a fine-tuned head from cut '{estimator.cut}' trains convolutions "
+                f"({[n for n in estimator.layers_ if n not in dense]}); export-model builds "
+                "heads of dense layers only (cuts pool5 and fc6) for now"
+            )
         pairs = list(zip(estimator.coefs_, estimator.intercepts_, strict=True))
         return [Dense(_f32(w), _f32(b), relu=i < len(pairs) - 1) for i, (w, b) in enumerate(pairs)]
     raise HeadError(f"cannot export a {type(estimator).__name__}: not a featcache head")
