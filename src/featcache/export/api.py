@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from featcache._io import rename_folder
 from featcache.classifier.persist import LoadedHead, load_head
 from featcache.data.decode import DEFAULT_MAX_PIXELS
 from featcache.errors import ConfigError, DataError, ExportError, WeightsError
@@ -254,7 +255,8 @@ def export_model(
             write_verification(staging, verification)
         if out.exists():
             shutil.rmtree(out)
-        staging.rename(out)
+        if not rename_folder(staging, out):
+            raise ExportError(f"{out}: written by another process meanwhile; export again")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
