@@ -123,10 +123,9 @@ def _metadata_props(metadata: dict[str, Any]) -> dict[str, str]:
 
 
 def _write_openvino(module: Any, folder: Path, metadata: dict[str, Any]) -> None:
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise DependencyError(f"exporting to OpenVINO needs openvino: {_INSTALL}") from exc
+    from featcache._openvino import import_openvino
+
+    ov = import_openvino("exporting to OpenVINO", "export")
     # The frozen graph (weights as constants): converting the function with its variables
     # did not finish in an hour here.
     model = ov.convert_model(_frozen(module).graph.as_graph_def())
@@ -190,7 +189,9 @@ def _load_onnx(folder: Path) -> LoadedModel:
 
 
 def _load_openvino(folder: Path) -> LoadedModel:
-    import openvino as ov
+    from featcache._openvino import import_openvino
+
+    ov = import_openvino("running an OpenVINO export", "export")
 
     core = ov.Core()
     model = core.read_model(str(folder / "model.xml"))

@@ -36,7 +36,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from featcache.errors import ConfigError, DependencyError, FeatcacheError, StoreError, WeightsError
+from featcache._openvino import import_openvino
+from featcache.errors import ConfigError, FeatcacheError, StoreError, WeightsError
 from featcache.extractor.fingerprint import ExtractorSpec
 from featcache.extractor.graphdef import shipped_graph
 from featcache.extractor.network import Network, Runtime, WeightsSource
@@ -75,15 +76,9 @@ _XML: Final = "model.xml"
 
 
 def require_openvino() -> Any:
-    """Import OpenVINO, or raise `DependencyError` saying how to install it."""
-    try:
-        import openvino
-    except ImportError as exc:
-        raise DependencyError(
-            "runtime 'openvino' needs OpenVINO: pip install \"featcache[openvino]\" "
-            f"(import failed: {exc})"
-        ) from exc
-    return openvino
+    """Import OpenVINO (its telemetry off: `featcache._openvino`), or raise
+    `DependencyError` saying how to install it."""
+    return import_openvino("runtime 'openvino'", "openvino")
 
 
 def has_bf16(core: Any) -> bool:
