@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from featcache.export.dense import Dense
+from featcache.export.float16 import round_to_float16
 from featcache.export.ingraph import preprocess_images
 from featcache.extractor._tf import import_tensorflow
 from featcache.extractor.alexnet import AlexNet, weight_layers
@@ -70,7 +71,7 @@ def build_module(
         def _probabilities(self, inputs: Any) -> Any:
             h = network.portable_graph(inputs, [spec.layer], self.backbone)[spec.layer]
             if spec.float16_vectors:  # the head was trained on vectors stored as float16
-                h = tf.cast(tf.cast(h, tf.float16), tf.float32)
+                h = round_to_float16(tf, h)
             for (w, b), relu in zip(self.head, self.relu, strict=True):
                 h = tf.matmul(h, w) + b
                 if relu:
