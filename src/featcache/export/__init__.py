@@ -34,6 +34,7 @@ _EXPORTS = {
     "write_model": "featcache.export.formats",
     "GraphSpec": "featcache.export.graph",
     "build_module": "featcache.export.graph",
+    "round_to_float16": "featcache.export.float16",
     "pillow_orders_passes": "featcache.export.ingraph",
     "preprocess_images": "featcache.export.ingraph",
 }
