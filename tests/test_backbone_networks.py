@@ -238,3 +238,29 @@ def test_openvino_extraction_shares_the_float32_cache_and_the_converted_model(
     assert "openvino-block5_pool+fc1+fc2+predictions-float32" in kept
     assert sorted(p.name for p in openvino_store.path.rglob("openvino-*") if p.is_dir()) == kept
     assert not any(name.startswith("openvino-fc2") for name in kept)
+
+
+@needs_openvino
+def test_openvino_bf16_stays_close_to_float32(
+    narrow_weights: dict[str, tuple[Path, Weights]],
+    openvino_network: Callable[[str], Any],
+    batch: np.ndarray,
+) -> None:
+    """ResNet50 (BatchNorm folded into scale and offset) in OpenVINO's bf16, where the CPU
+    has it: close to its float32, not equal."""
+    import openvino
+
+    from featcache.extractor.runtime_openvino import OpenVINONetwork, has_bf16
+
+    if not has_bf16(openvino.Core()):
+        pytest.skip("this CPU has no bf16 for OpenVINO")
+    weights = narrow_weights["resnet50"][1]
+    spec = ExtractorSpec(weights.sha256, precision="bf16", network="resnet50", runtime="openvino")
+    bf16 = OpenVINONetwork(spec, weights).forward(batch, ("avg_pool",))["avg_pool"]
+    float32 = openvino_network("resnet50").forward(batch, ("avg_pool",))["avg_pool"]
+    assert bf16.dtype == np.float32 and bf16.shape == float32.shape
+    cosine = (bf16 * float32).sum(1) / (
+        np.linalg.norm(bf16, axis=1) * np.linalg.norm(float32, axis=1)
+    )
+    assert cosine.min() > 0.999
+    assert 0 < relative_error(bf16, float32) < 0.05
