@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -216,3 +217,23 @@ def bucket(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     name = f"fc-{uuid.uuid4().hex[:12]}"
     fsspec.filesystem("s3").mkdir(name)
     return f"s3://{name}/store"
+
+
+def publish_runtime_model(files: Any, fingerprint: str = "f" * 64, *, kib: int = 16) -> Path:
+    """Publish a stand-in OpenVINO model (an empty net, `kib` KiB of weights) for fc7 in
+    `files` (a store's `RuntimeFiles`); return its folder."""
+
+    def write(folder: Path) -> None:
+        (folder / "model.xml").write_text("<net/>")
+        (folder / "model.bin").write_bytes(bytes(range(256)) * 4 * kib)
+
+    return Path(
+        files.publish(
+            fingerprint,
+            "openvino-fc7-float32",
+            write,
+            {"note": "x"},
+            layers=["fc7"],
+            precision="float32",
+        ).folder
+    )

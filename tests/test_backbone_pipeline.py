@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import Result
 from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -100,39 +101,16 @@ def test_cli_demo_info_and_extract_with_resnet50(tmp_path: Path, narrow_backbone
     assert "NOT ImageNet" in info.output
     write_images(tmp_path / "pics", 4)
     store = tmp_path / "store"
-    result = runner.invoke(
-        app,
-        [
-            "extract",
-            str(tmp_path / "pics"),
-            "--store",
-            str(store),
-            "--weights",
-            str(weights),
-            "--backbone",
-            "resnet50",
-            "--layers",
-            "avg_pool,conv5_block3_out",
-        ],
-    )
+
+    def extract(layers: str) -> Result:
+        words = ["extract", tmp_path / "pics", "--store", store, "--weights", weights]
+        return runner.invoke(app, [*map(str, words), "--backbone", "resnet50", "--layers", layers])
+
+    result = extract("avg_pool,conv5_block3_out")
     assert result.exit_code == 0, result.output
     assert "(resnet50, caffe, float32, tensorflow)" in result.output
     with FeatureStore(store) as fs:
         assert fs.vectors("pics", "avg_pool").X.shape == (4, 128)
         assert fs.vectors("pics", "conv5_block3_out").X.dtype == np.float32
-    wrong = runner.invoke(
-        app,
-        [
-            "extract",
-            str(tmp_path / "pics"),
-            "--store",
-            str(store),
-            "--weights",
-            str(weights),
-            "--backbone",
-            "resnet50",
-            "--layers",
-            "fc7",
-        ],
-    )
+    wrong = extract("fc7")
     assert wrong.exit_code != 0 and "backbone 'resnet50'" in wrong.output

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import CountingNetwork, write_images
+from conftest import CountingNetwork, publish_runtime_model, write_images
 from featcache.classifier.train import train_head
 from featcache.cli import app
 from featcache.errors import StoreError, UnsafePathError
@@ -161,19 +161,8 @@ def test_gc_deletes_only_what_featcache_names(tmp_path: Path) -> None:
     assert mine.read_bytes() == b"keep me" and not orphan.exists()
 
 
-def publish(files: RuntimeFiles, fingerprint: str) -> Path:
-    def write(folder: Path) -> None:
-        (folder / "model.xml").write_text("<net/>")
-        (folder / "model.bin").write_bytes(bytes(range(256)) * 4)
-
-    return files.publish(
-        fingerprint,
-        "openvino-fc7-float32",
-        write,
-        {"note": "x"},
-        layers=["fc7"],
-        precision="float32",
-    ).folder
+def publish(files: RuntimeFiles, fingerprint: str = "f" * 64) -> Path:
+    return publish_runtime_model(files, fingerprint, kib=1)
 
 
 def test_a_runtime_model_belongs_to_its_fingerprint_and_its_exact_files(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_images
+from conftest import publish_runtime_model, write_images
 from featcache.errors import ConfigError
 from featcache.extractor.fingerprint import ExtractorSpec
 from featcache.extractor.pipeline import ExtractConfig, extract
@@ -86,18 +86,7 @@ def test_runtime_joins_the_fingerprint_only_in_reduced_precision() -> None:
 
 
 def _publish(files: RuntimeFiles, fingerprint: str = "f" * 64) -> Path:
-    def write(folder: Path) -> None:
-        (folder / "model.xml").write_text("<net/>")
-        (folder / "model.bin").write_bytes(bytes(range(256)) * 64)
-
-    return files.publish(
-        fingerprint,
-        "openvino-fc7-float32",
-        write,
-        {"note": "x"},
-        layers=["fc7"],
-        precision="float32",
-    ).folder
+    return publish_runtime_model(files, fingerprint, kib=16)
 
 
 def test_runtime_models_are_published_whole_checked_and_collected(tmp_path: Path) -> None:

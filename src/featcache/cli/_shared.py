@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -147,6 +148,18 @@ def which_store(store: Path | None, positional: Path | str | None, command: str)
         f"use 'featcache {command} --store {positional}'"
     )
     return Path(positional)
+
+
+def confirm_or_exit(question: str, verb: str, done: str) -> None:
+    """Ask `question`; unless the answer is yes (no answer is no), say that nothing was
+    `done` and how to `verb` without asking, and exit 1."""
+    try:
+        sure = typer.confirm(question)
+    except (typer.Abort, click.Abort):  # no answer (end of input)
+        sure = False
+    if not sure:
+        err.print(f"nothing {done} (pass --yes to {verb} without asking)")
+        raise typer.Exit(EXIT_ERROR)
 
 
 def note(text: str | None) -> None:

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
 import typer
 
 from featcache.cli._shared import (
-    EXIT_ERROR,
     EXIT_STRICT,
+    confirm_or_exit,
     err,
     note,
     out,
@@ -416,13 +415,7 @@ def heads_delete(
         if versions and not yes:
             one = spec.follow != "newest"
             which = f"v{versions[0]}" if one else f"all {len(versions)} version(s)"
-            try:
-                sure = typer.confirm(f"delete {which} of head '{name}' from {store}?")
-            except (typer.Abort, click.Abort):  # no answer (end of input)
-                sure = False
-            if not sure:
-                err.print("nothing deleted (pass --yes to delete without asking)")
-                raise typer.Exit(EXIT_ERROR)
+            confirm_or_exit(f"delete {which} of head '{name}' from {store}?", "delete", "deleted")
         count = fs.delete_head(spec)
     out.print(f"deleted {count} version(s) of head '{name}'")
 
@@ -475,13 +468,7 @@ def heads_upgrade(
             "which runs any code they hold"
         )
         if not yes:
-            try:
-                sure = typer.confirm(f"do you trust {store} and convert its heads?")
-            except (typer.Abort, click.Abort):  # no answer (end of input)
-                sure = False
-            if not sure:
-                err.print("nothing converted (pass --yes to convert without asking)")
-                raise typer.Exit(EXIT_ERROR)
+            confirm_or_exit(f"do you trust {store} and convert its heads?", "convert", "converted")
         done = upgrade_heads(fs)
     for item in done:
         out.print(f"head '{item.name}' v{item.version}: {item.old_file} -> {item.new_file}")

@@ -25,6 +25,8 @@ _EXPORTS = {
     "check_batch": "featcache.extractor.alexnet",
     "check_layers": "featcache.extractor.alexnet",
     "weight_layers": "featcache.extractor.alexnet",
+    "export_signature": "featcache.extractor.alexnet",
+    "weight_constants": "featcache.extractor.alexnet",
     "Clock": "featcache.extractor.clock",
     "AUTO_BATCH_SIZE": "featcache.extractor.config",
     "ENGINES": "featcache.extractor.config",

@@ -43,6 +43,8 @@ __all__ = [
     "AlexNet",
     "check_batch",
     "check_layers",
+    "export_signature",
+    "weight_constants",
     "weight_layers",
 ]
 
@@ -56,6 +58,41 @@ CUT_DIMS: Final = {name: cut.dim for name, cut in CUTS.items() if cut.spatial}
 PRECISIONS: Final = ("float32", "bf16", "fp16")
 #: pool2, then every layer above it (featcache.architecture), shallow to deep.
 _ORDER: Final = ("pool2", *(stage.name for stage in ALEXNET_TOP))
+
+
+def weight_constants(
+    weights: Mapping[str, tuple[np.ndarray, np.ndarray]], precision: str
+) -> tuple[Any, Any, dict[str, tuple[Any, Any]]]:
+    """TensorFlow, the compute dtype of `precision` and ``{layer: (W, b)}`` as constants of
+    it, for a network built on them (AlexNet, the graph networks); `ConfigError` names an
+    unknown precision."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"The 'precision' must be one of {list(PRECISIONS)}. Got {precision!r}.")
+    tf = import_tensorflow()  # deferred: importing featcache must not import TensorFlow
+    dtype = {"float32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}[precision]
+    params = {
+        name: (
+            tf.constant(np.asarray(w, dtype=np.float32), dtype=dtype),
+            tf.constant(np.asarray(b, dtype=np.float32), dtype=dtype),
+        )
+        for name, (w, b) in weights.items()
+    }
+    return tf, dtype, params
+
+
+def export_signature(
+    tf: Any, params: Mapping[str, tuple[Any, Any]], used: Sequence[str], size: int | None
+) -> tuple[list[tuple[str, str]], list[Any]]:
+    """An exported graph's weight inputs ``(layer, "weights" | "biases")`` in order, and its
+    input signature: the (N, size, size, 3) batch, then those weights (every dimension
+    unknown when `size` is None, so the graph takes its shapes from the arrays bound to it)."""
+    names = [(layer, part) for layer in used for part in ("weights", "biases")]
+    signature = [tf.TensorSpec([None, size, size, 3], tf.float32, name="x")]
+    for layer in used:
+        for part, tensor in zip(("weights", "biases"), params[layer], strict=True):
+            shape = tensor.shape if size is not None else [None] * len(tensor.shape)
+            signature.append(tf.TensorSpec(shape, tf.float32, name=f"{layer}_{part}"))
+    return names, signature
 
 
 def check_batch(batch: np.ndarray) -> None:
@@ -99,23 +136,10 @@ class AlexNet:
         precision: str = "float32",
     ) -> None:
         check_profile(profile)
-        if precision not in PRECISIONS:
-            raise ConfigError(
-                f"The 'precision' must be one of {list(PRECISIONS)}. Got {precision!r}."
-            )
-        tf = import_tensorflow()  # deferred: importing featcache must not import TensorFlow
-
+        tf, self._dtype, self._params = weight_constants(weights, precision)
         self.profile = profile
         self.precision = precision
         self._tf: Any = tf
-        self._dtype = {"float32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}[precision]
-        self._params = {
-            name: (
-                tf.constant(np.asarray(w, dtype=np.float32), dtype=self._dtype),
-                tf.constant(np.asarray(b, dtype=np.float32), dtype=self._dtype),
-            )
-            for name, (w, b) in weights.items()
-        }
         self._graphs: dict[tuple[str, ...], Callable[[Any], dict[str, Any]]] = {}
         self._fused_lrn_pool = tf.function(self._lrn_pool_graph, jit_compile=True, autograph=False)
 
@@ -222,11 +246,7 @@ class AlexNet:
         tf = self._tf
         depth = max(_ORDER.index("fc8" if name == "prob" else name) for name in wanted)
         used = [name for name in self._params if name not in _ORDER[depth + 1 :]]
-        names = [(layer, part) for layer in used for part in ("weights", "biases")]
-        signature = [tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.float32, name="x")]
-        for layer in used:
-            for part, tensor in zip(("weights", "biases"), self._params[layer], strict=True):
-                signature.append(tf.TensorSpec(tensor.shape, tf.float32, name=f"{layer}_{part}"))
+        names, signature = export_signature(tf, self._params, used, INPUT_SIZE)
 
         def graph(x: Any, *flat: Any) -> dict[str, Any]:
             params = {layer: (flat[2 * i], flat[2 * i + 1]) for i, layer in enumerate(used)}

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from featcache.errors import ConfigError
-from featcache.extractor._tf import import_tensorflow
-from featcache.extractor.alexnet import PRECISIONS
+from featcache.extractor.alexnet import export_signature, weight_constants
 
 __all__ = ["GraphFn", "GraphNetwork", "check_square_batch"]
 
@@ -43,24 +42,12 @@ class GraphNetwork:
         *,
         precision: str = "float32",
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ConfigError(
-                f"The 'precision' must be one of {list(PRECISIONS)}. Got {precision!r}."
-            )
-        tf = import_tensorflow()  # deferred: importing featcache must not import TensorFlow
+        tf, self._dtype, self._params = weight_constants(weights, precision)
         self.precision = precision
         self.input_size = input_size
         self.layer_names = tuple(layers)
         self._graph_fn = graph
         self._tf: Any = tf
-        self._dtype = {"float32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}[precision]
-        self._params = {
-            name: (
-                tf.constant(np.asarray(w, dtype=np.float32), dtype=self._dtype),
-                tf.constant(np.asarray(b, dtype=np.float32), dtype=self._dtype),
-            )
-            for name, (w, b) in weights.items()
-        }
         self._graphs: dict[tuple[str, ...], Callable[[Any], dict[str, Any]]] = {}
 
     def _check(self, layers: Sequence[str]) -> tuple[str, ...]:
@@ -105,12 +92,7 @@ class GraphNetwork:
             )
         tf = self._tf
         used = list(self._params)
-        names = [(layer, part) for layer in used for part in ("weights", "biases")]
-        signature = [tf.TensorSpec([None, None, None, 3], tf.float32, name="x")]
-        for layer in used:
-            for part, tensor in zip(("weights", "biases"), self._params[layer], strict=True):
-                shape = [None] * len(tensor.shape)
-                signature.append(tf.TensorSpec(shape, tf.float32, name=f"{layer}_{part}"))
+        names, signature = export_signature(tf, self._params, used, None)
 
         def graph(x: Any, *flat: Any) -> dict[str, Any]:
             params = {layer: (flat[2 * i], flat[2 * i + 1]) for i, layer in enumerate(used)}

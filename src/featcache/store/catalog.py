@@ -286,34 +286,41 @@ class Catalog:
         unregistered again in the same transaction (the caller deletes its file).
         """
         with self.transaction() as db:
-            shard_id = db.execute(
-                "INSERT INTO shards(name, fingerprint, layer, dtype, rows, dim, created, sha256, "
-                "bytes, mtime_ns) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (
-                    shard.name,
-                    shard.fingerprint,
-                    shard.layer,
-                    shard.dtype,
-                    len(keys),
-                    shard.dim,
-                    time.time(),
-                    shard.sha256,
-                    shard.bytes,
-                    shard.mtime_ns,
-                ),
-            ).fetchone()[0]
-            before = db.total_changes
-            db.executemany(
-                "INSERT INTO vectors VALUES(?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [
-                    (key, shard.fingerprint, shard.layer, shard_id, row)
-                    for row, key in enumerate(keys)
-                ],
+            shard_id, added = self._insert_shard(
+                db, shard, len(keys), [(key, row) for row, key in enumerate(keys)]
             )
-            added = int(db.total_changes - before)
             if added == 0:
                 db.execute("DELETE FROM shards WHERE id=?", (shard_id,))
         return added
+
+    @staticmethod
+    def _insert_shard(
+        db: Any, shard: ShardRecord, rows: int, vectors: Sequence[tuple[str, int]]
+    ) -> tuple[int, int]:
+        """Insert a shard of `rows` rows and its (key, row) vectors (a key already stored
+        keeps its vector); return (the shard's id, the vectors added)."""
+        shard_id = db.execute(
+            "INSERT INTO shards(name, fingerprint, layer, dtype, rows, dim, created, sha256, "
+            "bytes, mtime_ns) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                shard.name,
+                shard.fingerprint,
+                shard.layer,
+                shard.dtype,
+                rows,
+                shard.dim,
+                time.time(),
+                shard.sha256,
+                shard.bytes,
+                shard.mtime_ns,
+            ),
+        ).fetchone()[0]
+        before = db.total_changes
+        db.executemany(
+            "INSERT INTO vectors VALUES(?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(key, shard.fingerprint, shard.layer, shard_id, row) for key, row in vectors],
+        )
+        return int(shard_id), int(db.total_changes - before)
 
     def vector_counts(self) -> list[tuple[str, str, int]]:
         return self.query(
@@ -832,26 +839,7 @@ class Catalog:
     def import_shard(self, shard: ShardRecord, vectors: Sequence[tuple[str, int]]) -> None:
         """Register a copied shard file with its own (key, row) pairs, in one transaction."""
         with self.transaction() as db:
-            shard_id = db.execute(
-                "INSERT INTO shards(name, fingerprint, layer, dtype, rows, dim, created, sha256, "
-                "bytes, mtime_ns) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (
-                    shard.name,
-                    shard.fingerprint,
-                    shard.layer,
-                    shard.dtype,
-                    shard.rows,
-                    shard.dim,
-                    time.time(),
-                    shard.sha256,
-                    shard.bytes,
-                    shard.mtime_ns,
-                ),
-            ).fetchone()[0]
-            db.executemany(
-                "INSERT INTO vectors VALUES(?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(key, shard.fingerprint, shard.layer, shard_id, row) for key, row in vectors],
-            )
+            self._insert_shard(db, shard, shard.rows, vectors)
 
     def head_history(self) -> tuple[dict[str, int], list[tuple[str, int, float]]]:
         """({head name: last version ever}, promotions in order)."""
