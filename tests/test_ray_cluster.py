@@ -153,12 +153,17 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster(s3_endpoint: str) -> Iterator[Cluster]:
     pytest.importorskip("ray")
     root = Path(tempfile.mkdtemp(prefix="fc-ray-", dir="/tmp"))  # Ray's socket paths are short
     ports = _free_ports(16)
     env = {
         **os.environ,
+        # every node reaches the S3 server, as a real cluster's nodes have the credentials
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")]),
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -204,14 +209,19 @@ def _featcache(
 
 
 def _start_extract(
-    cluster: Cluster, data: Path, store: Path, weights: Path, *extra: str
+    cluster: Cluster,
+    data: Path,
+    store: Path | str,
+    weights: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
     """`featcache extract DATA` on the cluster in the background (dataset "d", batches of 8)."""
     command = [PYTHON, "-m", "featcache", "extract", str(data), "--store", str(store)]
     command += ["--weights", str(weights), "--dataset", "d", *extra]
     command += ["--engine", "ray", "--ray-address", cluster.address, "--batch-size", "8"]
     return subprocess.Popen(
-        command, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command, env=env or cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 
@@ -366,6 +376,40 @@ def test_openvino_workers_use_the_model_the_driver_converted(
     assert a.keys == b.keys
     error = np.linalg.norm(a.X - b.X, axis=1) / np.linalg.norm(b.X, axis=1)
     assert error.max() < 1e-5, error.max()
+
+
+def test_workers_write_to_a_bucket_and_the_driver_registers_the_shards(
+    cluster: Cluster, weights_path: Path, tmp_path: Path, bucket: str, pg_catalog: str
+) -> None:
+    """No shared folder: the store is on the bucket, its catalog on PostgreSQL; the workers
+    write their shards to the bucket, the driver registers them."""
+    import fsspec
+
+    from featcache.extractor.pipeline import extract
+    from featcache.store import FeatureStore
+
+    write_images(tmp_path / "data", 16, seed=8)
+    env = {**cluster.env, "FEATCACHE_CATALOG": pg_catalog}
+    env["FEATCACHE_CACHE"] = str(tmp_path / "driver-cache")  # the driver host's local cache
+    run = _start_extract(cluster, tmp_path / "data", bucket, weights_path, env=env)
+    out, err = run.communicate(timeout=600)
+    assert run.returncode == 0, (out, err)
+    assert "16 extracted" in out, out
+    s3 = fsspec.filesystem("s3")
+    s3.invalidate_cache()
+    shards = [o for o in s3.find(bucket.removeprefix("s3://")) if o.endswith(".npy")]
+    assert len(shards) == 2 and all(o.rsplit("/", 1)[1].startswith("ray-") for o in shards)
+    assert not list((tmp_path / "driver-cache").rglob("shards"))  # nothing written locally
+    verify = _featcache("store", "verify", "--store", bucket, env=env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "2 shards, 16 vectors" in verify.stdout, verify.stdout
+
+    local = FeatureStore(tmp_path / "local", catalog="")
+    extract(tmp_path / "data", weights_path, local, dataset="d")
+    with FeatureStore(bucket, catalog=pg_catalog, create=False) as remote:
+        a, b = remote.vectors("d"), local.vectors("d")
+    assert a.keys == b.keys
+    np.testing.assert_allclose(a.X, b.X, rtol=1e-5, atol=1e-5)
 
 
 def test_a_node_lost_mid_run_still_gives_a_verified_store(

@@ -110,8 +110,8 @@ def extract(
     file must exist, but is read, and checked against it, only if the network needs it (not
     when the runtime's converted model is cached). `engine` and
     `ray_address` are shorthands for the config's fields: with ``engine="ray"`` the network
-    runs on a Ray cluster with ``config.workers`` actors, which write shards into the store's
-    directory (a shared path on a cluster) for this process to register. It connects first,
+    runs on a Ray cluster with ``config.workers`` actors, which write shards into the store
+    (its bucket, or its folder at a shared path on every node) for this process to register. It connects first,
     so a cluster that cannot be used leaves no store behind; `on_ray_event` hears of workers
     started, retries, batches given up and nodes lost, and ``report.ray`` sums them up.
     `record_failures` False keeps failures out of the store (in the report only): the

@@ -3,9 +3,11 @@
 The driver has already hashed the inputs and dropped the keys the store holds. Here it
 cuts the rest into batches and hands them to a pool of actors (`RayActorPool`: bounded
 retries, a fresh worker after a death); each actor builds one network and, for every batch,
-decodes, computes and writes one shard per layer into the store's own directory (a shared
-filesystem path on a cluster), returning the keys of the shard's rows and the images that
-failed. The driver registers the shards in the catalog as results come back.
+decodes, computes and writes one shard per layer into the store, returning the keys of the
+shard's rows and the images that failed. The driver registers the shards in the catalog as
+results come back. A store on object storage needs no shared folder: workers write their
+shards straight to the bucket (each node with its own credentials), and only the driver
+talks to the catalog (PostgreSQL). A folder store must be at the same path on every node.
 
 Shard files carry the run's identity (``ray-RUN-…``). A worker that dies between writing a
 shard and reporting it leaves a file no one registers; the batch is run again elsewhere,
@@ -32,6 +34,7 @@ from featcache.extractor.ray_connect import RaySession
 from featcache.extractor.ray_pool import Batch, PoolEvent, RayActorPool
 from featcache.extractor.stages import BatchResult, EngineResult, Failed, Keyed, Progress, batches
 from featcache.store import FeatureStore, ShardFiles, ShardInfo
+from featcache.store.bucket import is_url, shard_files_at
 from featcache.store.commands import store_command
 
 __all__ = ["compute_on_ray", "shard_prefix"]
@@ -59,7 +62,7 @@ class _ExtractWorker:
         self,
         weights: str,
         spec: ExtractorSpec,
-        store: str,
+        store: str,  # the folder's absolute path, or the store's URL
         config: ExtractConfig,
         threads: int,
         runtime: Runtime,
@@ -78,7 +81,7 @@ class _ExtractWorker:
         self.network = runtime.build(
             functools.partial(read_backbone_weights, weights, spec.network), spec
         )
-        shards = ShardFiles.in_store(store)
+        shards = shard_files_at(store)
         self.writer = ShardWriter(shards, spec.fingerprint, config.dtype, prefix=prefix)
 
     def ready(self) -> dict[str, str]:
@@ -133,7 +136,7 @@ def compute_on_ray(
     arguments = (
         str(weights_path.resolve()),
         spec,
-        str(Path(store.path).resolve()),
+        store.location if is_url(store.location) else str(Path(store.path).resolve()),
         config,
         int(per_actor),
         runtime,
@@ -169,7 +172,10 @@ def compute_on_ray(
                             shard.name, spec.fingerprint, layer, batch.keys, sha256=shard.sha256
                         )
                     except StoreError as exc:
-                        if ShardFiles.in_store(store.path).path(shard.name).exists():
+                        if (
+                            is_url(store.location)
+                            or ShardFiles.in_store(store.path).path(shard.name).exists()
+                        ):
                             raise
                         raise ClusterError(
                             f"{exc}; written by a worker on node {outcome.node}: the store must "

@@ -45,6 +45,7 @@ __all__ = [
     "RangeMatrix",
     "cache_folder",
     "is_url",
+    "shard_files_at",
     "store_url",
 ]
 
@@ -79,6 +80,16 @@ def cache_folder(url: str) -> Path:
     """The local folder for one bucket store (block cache, failures.csv, runtime models)."""
     base = os.environ.get(CACHE_DIR_ENV) or str(Path.home() / ".cache" / "featcache")
     return Path(base) / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def shard_files_at(location: str) -> ShardFiles:
+    """The shard files of the store at `location` (a folder's absolute path or a store URL),
+    for a process that writes shards without the catalog (a Ray worker): a bucket store's
+    shards are written straight to the bucket, a folder store's into its folder."""
+    url = store_url(location)
+    if url is None:
+        return ShardFiles.in_store(location)
+    return BucketShardFiles(BucketFiles(url), BlockCache(cache_folder(url) / "blocks"))
 
 
 class BucketFiles:
@@ -368,6 +379,9 @@ class BucketShardFiles(ShardFiles):
         return True
 
     def remove(self, name: str) -> None:
+        self.files.remove(self._key(name))
+
+    def discard(self, name: str) -> None:
         self.files.remove(self._key(name))
 
     def names(self) -> Iterator[tuple[str, float]]:

@@ -441,10 +441,7 @@ class FeatureStore:
             ours = base.startswith(prefix) or (base.startswith(TMP_PREFIX) and f"-{prefix}" in base)
             if name in registered or not ours:
                 continue
-            try:
-                self._shards.path(name).unlink(missing_ok=True)
-            except OSError as exc:
-                raise StoreError(f"{self._shards.path(name)}: cannot remove ({exc})") from exc
+            self._shards.discard(name)
             removed.append(name)
         return removed
 

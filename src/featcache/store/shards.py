@@ -219,6 +219,15 @@ class ShardFiles:
         with contextlib.suppress(OSError):  # a read-only folder: verify and gc report it
             self.path(name).unlink(missing_ok=True)
 
+    def discard(self, name: str) -> None:
+        """Delete the shard file `name` (or a temporary of one) that a writer of this store
+        left unregistered; `StoreError` if it cannot be removed."""
+        path = self.path(name)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot remove ({exc})") from exc
+
     def names(self) -> Iterator[tuple[str, float]]:
         """Yield (relative name, mtime) of every ``.npy`` file under the shard root,
         temporaries too; symlinked folders are not entered, symlinks not listed."""
