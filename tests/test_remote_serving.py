@@ -203,3 +203,40 @@ def test_two_servers_on_one_bucket_follow_a_head_trained_elsewhere(
         assert versions() == (2, 2)
         assert httpx.get(f"{a}/v1/heads").json()["served"]["version"] == 2
         assert b.get("/v1/heads").json()["served"]["version"] == 2
+
+
+def test_runtime_models_stay_in_each_hosts_cache(
+    remote: tuple[str, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule: a converted runtime model (OpenVINO) of a bucket store is kept in the local
+    cache of the host that converted it, under the store's folder there and the extractor
+    fingerprint (CACHE/<store>/runtimes/FP/NAME), never on the bucket; another host converts
+    its own, verify and gc see this host's."""
+    pytest.importorskip("openvino")
+    from featcache.predictor import Predictor
+    from featcache.store.bucket import cache_folder
+
+    bucket, catalog, weights = remote
+    images = {}
+    for host, seed in (("a", 21), ("b", 22)):
+        images[host] = tmp_path / f"new-{host}.png"
+        images[host].write_bytes(png(seed))
+        monkeypatch.setenv("FEATCACHE_CACHE", str(tmp_path / f"cache-{host}"))
+        with FeatureStore(bucket, catalog=catalog, create=False) as store:
+            predictor = Predictor(store, "signs", weights=weights, runtime="openvino")
+            [result] = predictor.predict([images[host]])  # unseen: converted, then extracted
+            assert result.error is None and not result.cached
+            fingerprint = store.head("signs").meta["fingerprint"]
+            here = tmp_path / f"cache-{host}" / cache_folder(bucket).name
+            assert [(f.parent, f.name) for _, f, _ in store.runtime_models.folders()] == [
+                (here / "runtimes" / fingerprint[:16], "openvino-fc2-float32")
+            ]
+            assert store.verify().runtime_models == 1
+            if host == "b":  # a's image: a's vector from the bucket, not a's model
+                [seen] = Predictor(store, "signs").predict([images["a"]])
+                assert seen.cached and seen.error is None
+            # gc keeps the model while its extractor has vectors
+            assert store.gc(grace_seconds=0).runtime_models_removed == 0
+    fs = fsspec.filesystem("s3")
+    fs.invalidate_cache()
+    assert not [o for o in fs.find(bucket.removeprefix("s3://")) if "/runtimes/" in o]
