@@ -35,6 +35,7 @@ from featcache.extractor.pipeline import ExtractConfig, extract
 from featcache.extractor.registry import backbone_named
 from featcache.service import ServiceConfig, create_app
 from featcache.store import FeatureStore
+from featcache.store.bucket import cache_folder
 from servers import free_port
 
 pytestmark = pytest.mark.slow  # TensorFlow extracts; servers start in other processes
@@ -79,9 +80,18 @@ def other_host(tmp_path: Path, name: str) -> dict[str, str]:
 
 
 def test_predict_extracts_to_the_bucket_and_another_process_answers(
-    remote: tuple[str, str, Path], tmp_path: Path
+    remote: tuple[str, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket, catalog, weights = remote
+    monkeypatch.chdir(tmp_path)
+    # --catalog sets the variable for the processes a command starts: undone after the test
+    monkeypatch.setenv("FEATCACHE_CATALOG", catalog)
+    command = ["--catalog", catalog, "evaluate", "--store", bucket, "--head", "signs"]
+    evaluated = CliRunner().invoke(app, [*command, "--dataset", "signs", "--split", "all"])
+    assert evaluated.exit_code == 0, evaluated.output
+    # the report goes to this host's folder for the store, not to a folder named 's3:'
+    assert str(cache_folder(bucket) / "reports" / "signs-v1-signs-all") in evaluated.output
+    assert not (tmp_path / "s3:").exists()
     new = tmp_path / "new.png"
     new.write_bytes(png(7))
     key = hashlib.sha256(new.read_bytes()).hexdigest()
@@ -214,7 +224,6 @@ def test_runtime_models_stay_in_each_hosts_cache(
     its own, verify and gc see this host's."""
     pytest.importorskip("openvino")
     from featcache.predictor import Predictor
-    from featcache.store.bucket import cache_folder
 
     bucket, catalog, weights = remote
     images = {}

@@ -39,11 +39,12 @@ def doctor(
     from featcache.extractor.stored import resolve_vectors
     from featcache.store import FeatureStore
 
-    folder = out_dir or store / "reports" / f"doctor-{dataset}"
     with FeatureStore(store, create=False) as fs:
         chosen = resolve_vectors(
             fs, dataset, backbone=backbone, layer=layer, fingerprint=fingerprint
         )
+        # a bucket store's reports go to this host's folder for it, as its other local files
+        folder = out_dir or fs.path / "reports" / f"doctor-{dataset}"
         report = run_doctor(
             fs,
             dataset,
@@ -87,10 +88,10 @@ def advise(
     from featcache.analysis.advise import advise as run_advise
     from featcache.store import FeatureStore
 
-    folder = out_dir or store / "reports" / f"advise-{dataset}"
     names = [name.strip() for name in layers.split(",") if name.strip()]
     networks = [name.strip() for name in backbones.split(",") if name.strip()]
     with FeatureStore(store, create=False) as fs:
+        folder = out_dir or fs.path / "reports" / f"advise-{dataset}"
         report = run_advise(
             fs,
             dataset,

@@ -245,7 +245,7 @@ def evaluate(
     with FeatureStore(store, create=False) as fs:
         evaluation = evaluate_head(fs, head, dataset, split=chosen, version=version)
         # a read-only store cannot hold the report: it goes to the working folder
-        reports = Path("featcache-reports") if fs.read_only else store / "reports"
+        reports = Path("featcache-reports") if fs.read_only else fs.path / "reports"
     summary = evaluation.summary
     head = summary["head"]
     folder = out_dir or reports / f"{head}-v{summary['version']}-{dataset}-{split}"

@@ -111,9 +111,10 @@ def extract(
     when the runtime's converted model is cached). `engine` and
     `ray_address` are shorthands for the config's fields: with ``engine="ray"`` the network
     runs on a Ray cluster with ``config.workers`` actors, which write shards into the store
-    (its bucket, or its folder at a shared path on every node) for this process to register. It connects first,
-    so a cluster that cannot be used leaves no store behind; `on_ray_event` hears of workers
-    started, retries, batches given up and nodes lost, and ``report.ray`` sums them up.
+    (its bucket, or its folder at a shared path on every node) for this process to register.
+    It connects first, so a cluster that cannot be used leaves no store behind;
+    `on_ray_event` hears of workers started, retries, batches given up and nodes lost, and
+    ``report.ray`` sums them up.
     `record_failures` False keeps failures out of the store (in the report only): the
     service's uploads, where any client could otherwise grow the store without bound.
     """
