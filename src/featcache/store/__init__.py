@@ -16,6 +16,7 @@ from featcache.store.bucket import (
     RangeMatrix,
     cache_folder,
     is_url,
+    shard_files_at,
     store_url,
 )
 from featcache.store.catalog import Catalog
@@ -139,6 +140,7 @@ __all__ = [
     "redact_url",
     "schema_version",
     "server_catalog",
+    "shard_files_at",
     "shell_word",
     "source_path",
     "stale_temporaries",
