@@ -9,10 +9,14 @@ conv5 in two groups, a 3x3 stride-2 max pool)::
     cut:  pool2 trains conv3-fc8, conv3 trains conv4-fc8, conv4 conv5-fc8, conv5 fc6-fc8
           (pool5 has no weights), pool5 fc6-fc8, fc6 fc7-fc8
 
-Spatial vectors are stored flattened in H, W, C order. This module is plain data (no
-NumPy work, no TensorFlow import): `featcache.extractor.alexnet` builds its graph above
-pool2 from `ALEXNET_TOP` with `tf_stage`, `featcache.classifier` trains and predicts the same
-stages. The last stage (fc8) is the one a fine-tune replaces by a new layer of its classes.
+VGG16's cut is block5_pool (7x7x512, flattened): it trains fc1, fc2 and a new last layer
+in place of predictions. Spatial vectors are stored flattened in H, W, C order.
+
+This module is plain data (no NumPy work, no TensorFlow import): `featcache.extractor.alexnet`
+builds its graph above pool2 from `ALEXNET_TOP` with `tf_stage`, `featcache.extractor.vgg16`
+its dense top from `VGG16_TOP`, and `featcache.classifier` trains and predicts the same
+stages. The last stage (fc8, predictions) is the one a fine-tune replaces by a new layer of
+its classes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["ALEXNET_TOP", "CUTS", "Cut", "Stage", "stages_above", "tf_stage"]
+__all__ = ["ALEXNET_TOP", "CUTS", "VGG16_TOP", "Cut", "Stage", "stages_above", "tf_stage"]
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,14 @@ ALEXNET_TOP: Final = (
     Stage("fc8", "dense", False, width=1000),
 )
 
-#: Every cut, shallow to deep.
+#: VGG16 above block5_pool (keras.applications' names; predictions is the new last layer).
+VGG16_TOP: Final = (
+    Stage("fc1", "dense", True, width=4096),
+    Stage("fc2", "dense", True, width=4096),
+    Stage("predictions", "dense", False, width=1000),
+)
+
+#: Every cut, shallow to deep per network.
 CUTS: Final[Mapping[str, Cut]] = {
     "pool2": Cut("pool2", ALEXNET_TOP, 0, 13, 256, "conv2"),
     "conv3": Cut("conv3", ALEXNET_TOP, 1, 13, 384, "conv3"),
@@ -89,6 +100,7 @@ CUTS: Final[Mapping[str, Cut]] = {
     "conv5": Cut("conv5", ALEXNET_TOP, 3, 13, 256, "conv5"),
     "pool5": Cut("pool5", ALEXNET_TOP, 4),
     "fc6": Cut("fc6", ALEXNET_TOP, 5),
+    "block5_pool": Cut("block5_pool", VGG16_TOP, 0),
 }
 
 

@@ -131,12 +131,14 @@ def _chunks(rows: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
-    """AlexNet above a cached cut (pool5 by default), fine-tuned after a linear probe.
+    """AlexNet (or VGG16) above a cached cut (pool5 by default), fine-tuned after a linear
+    probe.
 
-    Parameters (keyword-only): ``cut`` the cached layer X holds (`CUTS`: pool2, conv3,
-    conv4, conv5, pool5, fc6; every layer above it trains); ``init`` "pretrained" (from the
-    weights given to `fit`) or "random" (He-initialised layers, dense ones ``hidden_units``
-    wide, trained from scratch: the seed's case 2); ``epochs`` of fine-tuning at most (0:
+    Parameters (keyword-only): ``cut`` the cached layer X holds (`CUTS`: AlexNet's pool2,
+    conv3, conv4, conv5, pool5, fc6, VGG16's block5_pool; every layer above it trains);
+    ``init`` "pretrained" (from the weights given to `fit`) or "random" (He-initialised
+    layers, dense ones ``hidden_units`` wide, trained from scratch: the seed's case 2);
+    ``epochs`` of fine-tuning at most (0:
     only the frozen start); ``batch_size`` rows per step; ``learning_rate`` (AdamW) of fc8
     and ``pretrained_learning_rate`` of the pretrained layers (None: a hundredth of it);
     ``weight_decay`` (decoupled, on weights); ``dropout`` rate on the inputs of fc7 and fc8

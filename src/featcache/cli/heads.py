@@ -81,8 +81,8 @@ def train(
     from_layer: str | None = typer.Option(
         None,
         "--from",
-        help="finetune: the cached cut to train above (pool2, conv3, conv4, conv5, pool5, "
-        "fc6) [default: pool5].",
+        help="finetune: the cached cut to train above (AlexNet: pool2, conv3, conv4, conv5, "
+        "pool5, fc6; VGG16: block5_pool) [default: pool5].",
     ),
     legacy_kind: str | None = typer.Option(
         None, "--head", help="Old name of --kind (deprecated: --head names a head elsewhere)."
@@ -123,9 +123,9 @@ def train(
     params = dict(_param(p) for p in param)
     pretrained = None
     if weights is not None:
-        from featcache.extractor.weights import read_weights
+        from featcache.extractor.registry import recognise_weights
 
-        pretrained = read_weights(weights)
+        pretrained = recognise_weights(weights)  # AlexNet's .npy or VGG16's .h5
     with FeatureStore(store, create=False) as fs:
         if kind != "finetune" or backbone is not None:
             from featcache.extractor.stored import resolve_vectors, stored_layers

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from featcache.architecture import VGG16_TOP, tf_stage
 from featcache.extractor.keras_h5 import read_keras_h5, write_keras_h5
 from featcache.extractor.registry import Backbone, register_backbone
 from featcache.extractor.weights import Weights, file_sha256
@@ -72,15 +73,14 @@ def vgg16_graph(
             h = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(h, w, 1, "SAME"), b))
         h = tf.nn.max_pool2d(h, ksize=2, strides=2, padding="VALID")
     out: dict[str, Any] = {"block5_pool": tf.reshape(h, [tf.shape(h)[0], -1])}
+    # the dense top is the one fine-tuning trains (featcache.architecture.VGG16_TOP)
     depth = max(_CHAIN.index(name) for name in layers)
     previous = out["block5_pool"]
-    for name in _CHAIN[1 : depth + 1]:
-        w, b = params[name]
-        z = tf.matmul(previous, w) + b
-        if name == "predictions":
-            out[name] = tf.nn.softmax(tf.cast(z, tf.float32))
-        else:
-            out[name] = previous = tf.nn.relu(z)
+    for stage in VGG16_TOP[:depth]:
+        w, b = params[stage.name]
+        out[stage.name] = previous = tf_stage(tf, previous, stage, w, b)
+    if "predictions" in out:  # Keras's model ends in the softmax
+        out["predictions"] = tf.nn.softmax(tf.cast(out["predictions"], tf.float32))
     return out
 
 
