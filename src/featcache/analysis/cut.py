@@ -19,16 +19,16 @@ from __future__ import annotations
 
 from typing import Final
 
+from featcache.architecture import stages_above
 from featcache.store.commands import extract_command, store_command
 
 __all__ = ["LADDER", "cut_commands", "recommend_cut"]
 
-#: The recommended cuts, shallow to deep, and the layers a fine-tune from each trains.
+#: The recommended cuts, deep to shallow, and the layers a fine-tune from each trains
+#: (read from featcache.architecture, their one description).
 LADDER: Final = {
-    "pool5": "fc6, fc7, fc8",
-    "conv4": "conv5, fc6, fc7, fc8",
-    "conv3": "conv4, conv5, fc6, fc7, fc8",
-    "pool2": "conv3, conv4, conv5, fc6, fc7, fc8",
+    cut: ", ".join(stage.name for stage in stages_above(cut) if stage.has_weights)
+    for cut in ("pool5", "conv4", "conv3", "pool2")
 }
 _START: Final = {1: 0, 2: 2}  # case → step of the ladder before any sign
 
