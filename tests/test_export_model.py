@@ -205,3 +205,60 @@ def test_refuses_an_existing_out_and_bad_format(stores: dict, exported: dict) ->
         from featcache.export import reverify
 
         reverify(out.parent)
+
+
+def test_head_named_as_the_other_commands_name_it(stores: dict, tmp_path: Path) -> None:
+    """NAME@N, NAME@promoted and --version, as predict and evaluate take them."""
+    from typer.testing import CliRunner
+
+    from featcache.cli import app
+    from featcache.export import ExportConfig, export_model
+
+    store = stores["caffe"]
+    with pytest.raises(ConfigError, match="say the version once, as softmax@1"):
+        export_model(store, "softmax@1", stores["weights"], tmp_path / "a", ExportConfig("onnx"),
+                     version=1)  # fmt: skip
+    store.promote_head("softmax@1")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(weights_module, "LAYER_SHAPES", NARROW)
+        done = CliRunner().invoke(
+            app,
+            ["export-model", "--store", str(store.path), "--head", "softmax@promoted",
+             "--weights", str(stores["weights"]), "--format", "onnx", "--out",
+             str(tmp_path / "promoted"), "--sample", "0", "--json"],
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+        answer = json.loads(done.stdout)
+        assert answer["head"]["name"] == "softmax" and answer["head"]["version"] == 1
+        assert answer["passed"] and answer["verification"] == {}
+        refused = CliRunner().invoke(
+            app,
+            ["export-model", "--store", str(store.path), "--head", "softmax", "--version", "2",
+             "--weights", str(stores["weights"]), "--out", str(tmp_path / "v2")],
+        )  # fmt: skip
+    assert refused.exit_code != 0 and "softmax" in refused.output and "2" in refused.output
+
+
+def test_heads_of_other_backbones_are_refused_naming_what_is_supported(
+    tmp_path: Path, narrow_backbones: int
+) -> None:
+    from conftest import write_images
+    from featcache.classifier.train import train_head
+    from featcache.export import ExportConfig, export_model
+    from featcache.extractor.pipeline import ExtractConfig, extract
+    from featcache.extractor.registry import backbone_named
+    from featcache.store import FeatureStore
+
+    weights = backbone_named("vgg16").write_demo_weights(tmp_path / "vgg16.h5", 0)
+    write_images(tmp_path / "pics", 10)
+    store = FeatureStore(tmp_path / "store")
+    config = ExtractConfig(backbone="vgg16", layers=("fc2",))
+    extract(tmp_path / "pics", weights, store, dataset="pics", config=config)
+    train_head(store, "pics", layer="fc2", name="h", params={"random_state": 0})
+    with pytest.raises(
+        ConfigError,
+        match=r"trained on vgg16 vectors: export-model builds heads "
+        r"of AlexNet only \(of the backbones \['alexnet', 'vgg16', 'resnet50'\]\)",
+    ):
+        export_model(store, "h", weights, tmp_path / "out", ExportConfig("onnx"))  # fmt: skip
+    assert not (tmp_path / "out").exists()

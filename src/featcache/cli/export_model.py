@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from featcache.cli._shared import EXIT_ERROR, err, note, out, reports_errors, usage_error
+from featcache.cli.heads import HEAD_HELP
 
 __all__ = ["export_model"]
 
@@ -29,9 +30,8 @@ def _summary(verification: dict[str, Any]) -> str:
 @reports_errors
 def export_model(
     store: Path | None = typer.Option(None, "--store", help="Feature store directory."),
-    head: str | None = typer.Option(
-        None, "--head", help="NAME (its newest version), NAME@N or NAME@promoted."
-    ),
+    head: str | None = typer.Option(None, "--head", help=HEAD_HELP),
+    version: int | None = typer.Option(None, help="Head version (same as --head NAME@N)."),
     weights: Path | None = typer.Option(
         None, help="The weights file the head's vectors were extracted with."
     ),
@@ -76,7 +76,7 @@ def export_model(
 
     config = ExportConfig(format=fmt, sample=sample, dataset=dataset, overwrite=overwrite)
     with FeatureStore(store, create=False) as fs:
-        result = run_export(fs, head, weights, out_path, config)
+        result = run_export(fs, head, weights, out_path, config, version=version)
     verification = result.verification
     if as_json:
         answer = {

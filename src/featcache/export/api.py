@@ -85,9 +85,13 @@ class ExportResult:
 def _extractor(store: FeatureStore, head: LoadedHead) -> dict[str, Any]:
     spec = dict(head.meta.get("extractor") or store.extractor_spec(head.fingerprint))
     if spec.get("network", "alexnet") != "alexnet":
+        from featcache.extractor.registry import backbone_names
+
         raise ConfigError(
-            f"head '{head.name}' v{head.version}: network {spec.get('network')!r} cannot be "
-            "exported yet; export-model builds AlexNet heads"
+            f"head '{head.name}' v{head.version} was trained on {spec.get('network')} "
+            f"vectors: export-model builds heads of AlexNet only (of the backbones "
+            f"{list(backbone_names())}); answer this head with featcache predict or serve, or "
+            "export an AlexNet head (extract --backbone alexnet, then train)"
         )
     if spec.get("precision", "float32") != "float32":
         raise ConfigError(
@@ -113,6 +117,17 @@ def _sample(store: FeatureStore, dataset: str, count: int, max_pixels: int) -> l
             "their paths any more; give --dataset with images on this machine"
         )
     return sample
+
+
+def _trained_on_float16(store: FeatureStore, head: LoadedHead, sample: list[str]) -> bool:
+    """Whether the head's vectors are stored as float16 (then the graph rounds them so too):
+    asked of up to 256 rows of the dataset it was trained on, else of the sample's."""
+    trained_on = head.meta.get("dataset")
+    keys = sample
+    if trained_on and trained_on in store.datasets():
+        rows = store.dataset_rows(str(trained_on))
+        keys = [rows[int(i)].key for i in np.linspace(0, len(rows) - 1, min(256, len(rows)))]
+    return "float16" in store.stored_dtypes(keys, head.fingerprint, head.layer)
 
 
 def _reference(
@@ -225,9 +240,10 @@ def export_model(
             "verify the export on (or --sample 0 to skip verification)"
         )
     started = time.perf_counter()
-    sample = _sample(store, str(dataset), config.sample, config.max_pixels) if dataset else []
-    keys = [s.key for s in sample]
-    float16 = "float16" in store.stored_dtypes(keys, loaded.fingerprint, loaded.layer)
+    sample = []
+    if dataset and config.sample:
+        sample = _sample(store, str(dataset), config.sample, config.max_pixels)
+    float16 = _trained_on_float16(store, loaded, [s.key for s in sample])
     read = read_weights(weights)
     if read.sha256 != spec["weights_sha256"]:
         raise WeightsError(
