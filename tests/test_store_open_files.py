@@ -111,11 +111,14 @@ def test_too_many_open_files_is_not_called_a_damaged_shard(
     import errno
 
     store = FeatureStore(tmp_path / "s")
-    store.put_batch(["k"], {"fc7": np.ones((1, 4), np.float32)}, FP)
+    keys = [f"k{i}" for i in range(40)]
+    store.put_batch(keys, {"fc7": np.ones((40, 4), np.float32)}, FP)
 
     def exhausted(*args: object, **kwargs: object) -> None:
         raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(np, "load", exhausted)
-    with pytest.raises(StoreError, match=r"too many open files.*ulimit -n.*max_open_shards"):
-        store.get(["k"], FP)
+    monkeypatch.setattr(np, "load", exhausted)  # the memory map (many rows of a shard)
+    monkeypatch.setattr(os, "open", exhausted)  # positioned reads (a few rows)
+    for asked in (keys[:1], keys):
+        with pytest.raises(StoreError, match=r"too many open files.*ulimit -n.*max_open_shards"):
+            store.get(asked, FP)

@@ -30,9 +30,10 @@ import numpy as np
 
 from featcache._io import TMP_PREFIX, atomic_write_bytes
 from featcache.errors import ConfigError, HeadError, StoreError
+from featcache.store.commands import store_command
 from featcache.store.heads import HEAD_SUFFIX, HEADS_FOLDER, HeadFiles
 from featcache.store.records import ShardInfo, ShardRecord
-from featcache.store.shards import SHARDS_FOLDER, ShardCheck, ShardFiles
+from featcache.store.shards import SHARDS_FOLDER, ShardCheck, ShardFiles, past_end
 
 __all__ = [
     "BLOCK_BYTES",
@@ -337,6 +338,16 @@ class BucketShardFiles(ShardFiles):
 
     def open(self, name: str) -> np.ndarray:
         return RangeMatrix(self.files, self.cache, self._key(name), self.stat(name))  # type: ignore[return-value]
+
+    def _repair(self) -> str:
+        fix = store_command("store verify", self.files.url, "--repair")
+        return f"run '{fix}', then extract again"
+
+    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        matrix = self.open(name)
+        if len(rows) and int(rows.max()) >= matrix.shape[0]:
+            raise StoreError(past_end(self.where(name), matrix.shape[0], self._repair()))
+        return np.asarray(matrix[rows])
 
     def sha256(self, name: str) -> str:
         digest = hashlib.sha256()

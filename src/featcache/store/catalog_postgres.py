@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS datasets(
 CREATE TABLE IF NOT EXISTS dataset_rows(
     dataset TEXT NOT NULL, idx BIGINT NOT NULL, key TEXT NOT NULL, path TEXT NOT NULL,
     label BIGINT, split TEXT, PRIMARY KEY(dataset, idx));
-CREATE INDEX IF NOT EXISTS dataset_rows_key ON dataset_rows(key);
+CREATE INDEX IF NOT EXISTS dataset_rows_keys ON dataset_rows(dataset, key, idx, split);
+DROP INDEX IF EXISTS dataset_rows_key;
 CREATE TABLE IF NOT EXISTS failures(
     id BIGSERIAL PRIMARY KEY, dataset TEXT, path TEXT NOT NULL, reason TEXT NOT NULL,
     time DOUBLE PRECISION NOT NULL);

@@ -61,13 +61,14 @@ from featcache.store.records import (
     VerifyReport,
 )
 from featcache.store.runtime_files import RuntimeFiles
-from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardFiles
+from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardFiles, past_end
 from featcache.store.streaming import (
     DEFAULT_BATCH_ROWS,
     LazyVectors,
     Locations,
     StoredRows,
     VectorBatch,
+    columns_index,
     index_rows,
 )
 
@@ -91,6 +92,8 @@ STORAGE_DTYPES = ("float32", "float16")
 CATALOG_FILE = "catalog.sqlite"
 #: Shards kept memory-mapped at once by default: far under the common 1,024 open files.
 MAX_OPEN_SHARDS = 64
+#: At most this many rows of a shard that is not mapped are read without mapping it.
+FEW_ROWS = 16
 #: The most `FeatureStore.vectors` reads into memory by default (2 GiB of float32).
 VECTORS_MAX_BYTES = 2 * 2**30
 
@@ -160,6 +163,7 @@ class FeatureStore:
         self._maps: OrderedDict[str, np.ndarray] = OrderedDict()
         self._maps_lock = threading.Lock()
         self._intact_ids: set[int] = set()  # shards checked by this instance
+        self._intact_names: set[str] = set()
         self._check_lock = threading.Lock()
         #: Problems with shards this instance found (and, when writable, dropped) while
         #: looking keys up; their images are then computed again by the next extraction.
@@ -338,6 +342,7 @@ class FeatureStore:
                         record.id, check.sha256, check.size or 0, check.mtime_ns or 0
                     )
                 self._intact_ids.add(record.id)
+                self._intact_names.add(record.name)
         return damaged
 
     def _forget_damaged(self, damaged: Sequence[tuple[ShardRecord, str]]) -> None:
@@ -345,6 +350,7 @@ class FeatureStore:
         for record, problem in damaged:
             with self._maps_lock:
                 self._maps.pop(record.name, None)
+            self._intact_names.discard(record.name)
             self._shards.remove(record.name)
             self.repairs.append(f"{problem}; its vectors will be computed again")
 
@@ -457,8 +463,7 @@ class FeatureStore:
             if matrix is not None:
                 self._maps.move_to_end(name)
                 return matrix
-        for _, problem in self._check_shards(self._catalog.shards([name])):
-            raise StoreError(f"{problem}; {self._repair_hint()}")
+        self._require_intact(name)
         matrix = self._shards.open(name)
         with self._maps_lock:
             self._maps[name] = matrix
@@ -470,31 +475,32 @@ class FeatureStore:
         fix = store_command("store verify", self.location, "--repair")
         return f"run '{fix}', then extract again"
 
+    def _require_intact(self, name: str) -> None:
+        """Check shard `name` against its record once per store object; `StoreError` if
+        it is damaged."""
+        if name in self._intact_names:
+            return
+        for _, problem in self._check_shards(self._catalog.shards([name])):
+            raise StoreError(f"{problem}; {self._repair_hint()}")
+
     def _gather(self, names: Sequence[str], shard_of: np.ndarray, row_of: np.ndarray) -> np.ndarray:
         """Rows ``row_of[i]`` of shards ``names[shard_of[i]]`` as (n, dim) float32, in order;
-        each shard is mapped once per call."""
+        each shard is read once per call."""
         if len(shard_of) == 0:
             return np.zeros((0, 0), dtype=np.float32)
         order = np.argsort(shard_of, kind="stable")
         cuts = np.flatnonzero(np.diff(shard_of[order])) + 1
-        dim = int(self._map(names[int(shard_of[order[0]])]).shape[1])
-        out = np.empty((len(shard_of), dim), dtype=np.float32)
+        out: np.ndarray | None = None
         for positions in np.split(order, cuts):
             name = names[int(shard_of[positions[0]])]
-            matrix = self._map(name)
-            if matrix.shape[1] != out.shape[1]:
-                raise StoreError(
-                    f"{self._shards.where(name)}: width {matrix.shape[1]} != {out.shape[1]}"
-                )
             rows = row_of[positions]
-            if rows.max() >= matrix.shape[0]:
+            block = self._read_rows(name, rows)
+            if out is None:
+                out = np.empty((len(shard_of), block.shape[1]), dtype=np.float32)
+            if block.shape[1] != out.shape[1]:
                 raise StoreError(
-                    f"{self._shards.where(name)}: a vector points past its {matrix.shape[0]} rows; "
-                    + self._repair_hint()
+                    f"{self._shards.where(name)}: width {block.shape[1]} != {out.shape[1]}"
                 )
-            block = np.asarray(matrix[rows], dtype=np.float32)
-            _release_pages(matrix)
-            del matrix  # the LRU alone decides how long a map stays open
             if not np.isfinite(block).all():
                 bad = sorted({int(r) for r in rows[~np.isfinite(block).all(axis=1)]})
                 raise StoreError(
@@ -502,7 +508,27 @@ class FeatureStore:
                     + self._repair_hint()
                 )
             out[positions] = block
+        assert out is not None  # shard_of is not empty
         return out
+
+    def _read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Rows of one shard as float32: a few rows of a shard that is not mapped are read
+        with positioned reads (no map to set up, fault in and give back: a cached lookup
+        costs the same in a store of 10 shards or 10,000); more go through the LRU's map."""
+        with self._maps_lock:
+            mapped = name in self._maps
+        if not mapped and len(rows) <= FEW_ROWS:
+            self._require_intact(name)
+            return np.asarray(self._shards.read_rows(name, rows), dtype=np.float32)
+        matrix = self._map(name)
+        if rows.max() >= matrix.shape[0]:
+            raise StoreError(
+                past_end(self._shards.where(name), matrix.shape[0], self._repair_hint())
+            )
+        block = np.asarray(matrix[rows], dtype=np.float32)
+        _release_pages(matrix)
+        del matrix  # the LRU alone decides how long a map stays open
+        return block
 
     def read_locations(self, where: Locations) -> np.ndarray:
         """The vectors at `where` (from `lazy_vectors`), as (n, dim) float32 in order."""
@@ -530,8 +556,10 @@ class FeatureStore:
     ) -> str | None:
         """The network (backbone) that made `dataset`'s vectors (those of `fingerprints`, or
         of any layer), or None if there are none or several."""
-        found = fingerprints if fingerprints is not None else self._catalog.dataset_fingerprints(
-            dataset
+        found = (
+            fingerprints
+            if fingerprints is not None
+            else self._catalog.dataset_fingerprints(dataset)
         )
         specs = self.extractors()
         networks = {specs.get(fp, {}).get("network") for fp in found}
@@ -632,7 +660,11 @@ class FeatureStore:
         """
         found = self.dataset(dataset)
         fp = self.resolve_fingerprint(dataset, layer, fingerprint)
-        index = index_rows(self._catalog.vector_pages(dataset, fp, layer))
+        index = columns_index(
+            self._catalog.dataset_columns(dataset),
+            self._catalog.dataset_locations(dataset, fp, layer),
+            self._shard_names,
+        )
         if index.missing or not index.keys:
             raise self._missing_error(
                 dataset, layer, fp, index.missing, len(index.keys), index.first_missing
@@ -650,6 +682,9 @@ class FeatureStore:
             dataset=dataset,
             weights_note=self.extractors().get(fp, {}).get("weights_note"),
         )
+
+    def _shard_names(self, ids: list[int]) -> dict[int, str]:
+        return {record.id: record.name for record in self._catalog.shards(ids=ids)}
 
     def vectors(
         self,
@@ -725,17 +760,13 @@ class FeatureStore:
         """
         validate_dataset_name(name)
         split = normalize_split(split, where="split")
-        checked = []
-        for i, row in enumerate(rows):
-            if row.label is not None and class_names and not 0 <= row.label < len(class_names):
-                raise ConfigError(
-                    f"dataset '{name}' row {i} ({row.path}): label {row.label} is outside "
-                    f"0..{len(class_names) - 1}"
-                )
-            row_split = normalize_split(row.split, where=f"dataset '{name}' row {i} ({row.path})")
-            checked.append(DatasetRow(row.key, row.path, row.label, row_split))
         return self._catalog.put_dataset(
-            name, checked, list(class_names), source, append=append, split=split
+            name,
+            _checked_rows(name, rows, len(class_names)),
+            list(class_names),
+            source,
+            append=append,
+            split=split,
         )
 
     def dataset(self, name: str) -> DatasetInfo:
@@ -926,6 +957,7 @@ class FeatureStore:
             self._maps.clear()
         report = maintenance.verify(self._catalog, self._shards, repair=repair, store=self.location)
         self._intact_ids.clear()
+        self._intact_names.clear()
         runtimes = self._runtimes.audit(self.location, repair=repair)
         report.runtime_models = runtimes.models
         report.problems += runtimes.problems
@@ -983,6 +1015,37 @@ class FeatureStore:
             bytes_freed=report.bytes_freed + freed,
             runtime_models_removed=models,
         )
+
+
+def _checked_rows(name: str, rows: Sequence[DatasetRow], classes: int) -> Sequence[DatasetRow]:
+    """`rows` with labels checked against `classes` (when known) and splits normalised;
+    checked once per distinct split and over the labels at once (a million rows take a
+    second, not the ten a row-by-row check took)."""
+
+    def where(i: int) -> str:
+        return f"dataset '{name}' row {i} ({rows[i].path})"
+
+    if classes:
+        labels = [row.label for row in rows]
+        known = [label for label in labels if label is not None]
+        if known and (min(known) < 0 or max(known) >= classes):
+            i = next(
+                i
+                for i, label in enumerate(labels)
+                if label is not None and not 0 <= label < classes
+            )
+            raise ConfigError(f"{where(i)}: label {labels[i]} is outside 0..{classes - 1}")
+    given = [row.split for row in rows]
+    normal: dict[str | None, str | None] = {}
+    for value in set(given):
+        try:
+            normal[value] = normalize_split(value, where="")
+        except ConfigError:
+            normalize_split(value, where=where(given.index(value)))  # raises naming the row
+            raise
+    if all(normal[value] == value for value in normal):
+        return rows
+    return [DatasetRow(r.key, r.path, r.label, normal[r.split]) for r in rows]
 
 
 def _release_pages(matrix: np.ndarray) -> None:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DatasetChange",
+    "DatasetColumns",
     "DatasetInfo",
     "DatasetRow",
     "GcReport",
@@ -50,6 +51,18 @@ class VectorRow:
     split: str | None
     shard: str | None
     row: int | None
+
+
+@dataclass(frozen=True)
+class DatasetColumns:
+    """A dataset's rows as columns, in dataset order: `idx` (ascending row numbers of the
+    catalog), keys, paths, labels (-1 where unlabelled) and splits."""
+
+    idx: np.ndarray
+    keys: list[str]
+    paths: list[str]
+    labels: np.ndarray
+    splits: list[str | None]
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from featcache.store.commands import store_command
 from featcache.store.paths import contained, featcache_made
 from featcache.store.records import ShardInfo, ShardRecord
 
-__all__ = ["SHARDS_FOLDER", "TMP_PREFIX", "ShardCheck", "ShardFiles"]
+__all__ = ["SHARDS_FOLDER", "TMP_PREFIX", "ShardCheck", "ShardFiles", "past_end"]
 
 SHARDS_FOLDER = "shards"
 
@@ -66,11 +66,31 @@ class _HashingWriter:
         return self._f.write(data)  # type: ignore[attr-defined, no-any-return]
 
 
+def past_end(where: str, rows: int, repair: str) -> str:
+    """The message for a catalog row number past the end of its shard (`repair`: what to
+    run, as `ShardFiles.repair_hint` says it)."""
+    return f"{where}: a vector points past its {rows} rows; {repair}"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a shard's rows are in its file (from its ``.npy`` header)."""
+
+    path: Path
+    offset: int
+    rows: int
+    dim: int
+    dtype: np.dtype
+
+
 class ShardFiles:
     """The shard folder of one store: write, open, check and list shard files by name."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # shards are never rewritten in place: a header read once stays true (a changed
+        # file is a damaged shard, which the store's check finds and removes)
+        self._layouts: dict[str, _Layout] = {}
 
     @classmethod
     def in_store(cls, store_dir: str | Path) -> ShardFiles:
@@ -137,15 +157,7 @@ class ShardFiles:
         try:
             matrix: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
         except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE):  # the shard is fine: the process is not
-                raise StoreError(
-                    f"{path}: cannot open the shard: too many open files ({exc.strerror}); "
-                    "raise the limit (ulimit -n) or open the store with a smaller "
-                    "max_open_shards"
-                ) from exc
-            raise StoreError(
-                f"{path}: registered shard is missing or unreadable ({exc}); {self._repair()}"
-            ) from exc
+            raise self._unreadable(path, exc) from exc
         except ValueError as exc:
             raise StoreError(
                 f"{path}: registered shard is unreadable ({exc}); {self._repair()}"
@@ -157,6 +169,68 @@ class ShardFiles:
     def _repair(self) -> str:
         fix = store_command("store verify", str(self.root.parent), "--repair")
         return f"run '{fix}', then extract again"
+
+    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Rows of a shard read with positioned reads, no memory map and no descriptor kept
+        (for a few rows, cheaper than mapping the file); `StoreError` naming it if it is
+        unreadable or a row is past its end."""
+        layout = self._layouts.get(name) or self._read_layout(name)
+        if len(rows) and int(rows.max()) >= layout.rows:
+            raise StoreError(past_end(str(layout.path), layout.rows, self._repair()))
+        width = layout.dim * layout.dtype.itemsize
+        out = np.empty((len(rows), layout.dim), dtype=layout.dtype)
+        try:
+            fd = os.open(layout.path, os.O_RDONLY)
+        except OSError as exc:
+            raise self._unreadable(layout.path, exc) from exc
+        try:
+            for i, row in enumerate(rows.tolist()):
+                data = os.pread(fd, width, layout.offset + row * width)
+                if len(data) != width:
+                    raise StoreError(
+                        f"{layout.path}: registered shard is truncated; {self._repair()}"
+                    )
+                out[i] = np.frombuffer(data, dtype=layout.dtype)
+        except OSError as exc:
+            raise self._unreadable(layout.path, exc) from exc
+        finally:
+            os.close(fd)
+        return out
+
+    def _read_layout(self, name: str) -> _Layout:
+        path = self.path(name)
+        try:
+            with open(path, "rb") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if major == 1
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran, dtype = read_header(f)
+                offset = f.tell()
+        except OSError as exc:
+            raise self._unreadable(path, exc) from exc
+        except ValueError as exc:
+            raise StoreError(
+                f"{path}: registered shard is unreadable ({exc}); {self._repair()}"
+            ) from exc
+        if len(shape) != 2 or fortran or dtype.hasobject:
+            raise StoreError(f"{path}: shard has shape {shape}, expected 2-D")
+        layout = _Layout(path, offset, int(shape[0]), int(shape[1]), dtype)
+        self._layouts[name] = layout
+        return layout
+
+    def _unreadable(self, path: Path, exc: OSError) -> StoreError:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):  # the shard is fine: the process is not
+            return StoreError(
+                f"{path}: cannot open the shard: too many open files ({exc.strerror}); "
+                "raise the limit (ulimit -n) or open the store with a smaller "
+                "max_open_shards"
+            )
+        return StoreError(
+            f"{path}: registered shard is missing or unreadable ({exc}); {self._repair()}"
+        )
 
     def sha256(self, name: str) -> str:
         """The SHA-256 of a shard file; `StoreError` naming it if it cannot be read."""
@@ -214,6 +288,7 @@ class ShardFiles:
     def remove(self, name: str) -> None:
         """Delete a shard file featcache wrote; a name leading outside the folder, a symlink
         or a file featcache would not have named is left alone."""
+        self._layouts.pop(name, None)
         if not self.removable(name):
             return
         with contextlib.suppress(OSError):  # a read-only folder: verify and gc report it

@@ -1,7 +1,8 @@
 """Streaming reads: a dataset's vectors as bounded batches, or as a lazy row view.
 
-Two shapes, both built on the catalog's paged row query (`Catalog.vector_pages`), so no
-step holds more than one page of catalog rows or one batch of vectors:
+Two shapes, built on the catalog's paged row queries (`Catalog.vector_pages` for batches;
+`Catalog.dataset_columns` and `Catalog.dataset_locations` for the lazy view), so no step
+holds more than one page of catalog rows or one batch of vectors beyond what it returns:
 
 - `VectorBatch`: what `FeatureStore.batches` yields, rows in dataset (catalog) order.
 - `LazyVectors` / `StoredRows`: every row's labels, keys and *where* its vector lives
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from featcache.errors import NotFoundError
-from featcache.store.records import LabelledVectors, VectorRow
+from featcache.store.records import DatasetColumns, LabelledVectors, VectorRow
 
 __all__ = [
     "DEFAULT_BATCH_ROWS",
@@ -217,3 +218,42 @@ def index_rows(pages: Iterator[list[VectorRow]]) -> RowIndex:
 
     where = Locations(list(names), joined(shard_parts, np.int32), joined(row_parts, np.int32))
     return RowIndex(keys, paths, joined(labels, np.int64), splits, where, missing, first_missing)
+
+
+def columns_index(
+    columns: DatasetColumns,
+    located: tuple[np.ndarray, np.ndarray, np.ndarray],
+    names_of: Callable[[list[int]], dict[int, str]],
+) -> RowIndex:
+    """Join a dataset's columns with the (idx, shard id, row) arrays of where its vectors
+    are (`Catalog.dataset_locations`, in any order) into a `RowIndex`, in numpy.
+
+    `names_of` maps shard ids to shard names; a row whose shard is not registered (a
+    dangling vector) counts as missing, as a row without a vector does.
+    """
+    idx, ids_of_rows, rows = located
+    shard_id = np.full(len(columns.idx), -1, np.int64)
+    row_of = np.full(len(columns.idx), -1, np.int32)
+    at = np.searchsorted(columns.idx, idx)
+    shard_id[at] = ids_of_rows
+    row_of[at] = rows
+    ids = np.unique(shard_id[shard_id >= 0])
+    names = names_of(ids.tolist())
+    known = np.array([int(i) in names for i in ids], dtype=bool)
+    # shard index of each id among the registered ones; -1 for a dangling id
+    number = np.where(known, np.cumsum(known) - 1, -1)
+    shard_of = np.full(len(columns.idx), -1, np.int32)
+    stored = shard_id >= 0
+    shard_of[stored] = number[np.searchsorted(ids, shard_id[stored])]
+    row_of[shard_of < 0] = -1
+    missing = np.flatnonzero(shard_of < 0)
+    where = Locations([names[int(i)] for i in ids[known]], shard_of, row_of)
+    return RowIndex(
+        keys=columns.keys,
+        paths=columns.paths,
+        labels=columns.labels,
+        splits=columns.splits,
+        where=where,
+        missing=len(missing),
+        first_missing=columns.paths[int(missing[0])] if len(missing) else None,
+    )
