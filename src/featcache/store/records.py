@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DatasetChange",
-    "DatasetColumns",
     "DatasetInfo",
     "DatasetRow",
     "GcReport",
