@@ -33,7 +33,7 @@ from featcache.store.commands import store_command
 from featcache.store.paths import contained, featcache_made
 from featcache.store.records import ShardInfo, ShardRecord
 
-__all__ = ["SHARDS_FOLDER", "TMP_PREFIX", "ShardCheck", "ShardFiles", "past_end"]
+__all__ = ["SHARDS_FOLDER", "TMP_PREFIX", "ShardCheck", "ShardFiles"]
 
 SHARDS_FOLDER = "shards"
 
