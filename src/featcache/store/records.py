@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -146,22 +146,7 @@ class LabelledVectors:
 
     def split(self, name: str) -> LabelledVectors:
         """The rows whose stored split is `name` (``train``, ``val``, ``test``...), in order."""
-        mask = np.array([s == name for s in self.splits], dtype=bool)
-        if not mask.any():
-            present = sorted({s or "none" for s in self.splits})
-            raise NotFoundError(
-                f"dataset '{self.dataset}' has no rows in split '{name}' "
-                f"(its splits: {', '.join(present) or 'none'})"
-            )
-        rows = np.flatnonzero(mask).tolist()
-        return replace(
-            self,
-            keys=[self.keys[i] for i in rows],
-            X=self.X[mask],
-            y=self.y[mask],
-            paths=[self.paths[i] for i in rows],
-            splits=[self.splits[i] for i in rows],
-        )
+        return rows_in_split(self, name)
 
 
 @dataclass(frozen=True)
@@ -236,3 +221,43 @@ class GcReport:
     vectors_removed: int
     bytes_freed: int
     runtime_models_removed: int = 0
+
+
+class _SplitRows(Protocol):
+    """Rows a dataset's split can be taken from: in-memory or lazy vectors."""
+
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def keys(self) -> list[str]: ...
+    @property
+    def paths(self) -> list[str]: ...
+    @property
+    def splits(self) -> list[str | None]: ...
+    @property
+    def X(self) -> Any: ...
+    @property
+    def y(self) -> np.ndarray: ...
+
+
+_Rows = TypeVar("_Rows", bound=_SplitRows)
+
+
+def rows_in_split(rows: _Rows, name: str) -> _Rows:
+    """The rows of `rows` whose stored split is `name`, in order (a copy of the same kind)."""
+    mask = np.array([s == name for s in rows.splits], dtype=bool)
+    if not mask.any():
+        present = sorted({s or "none" for s in rows.splits})
+        raise NotFoundError(
+            f"dataset '{rows.dataset}' has no rows in split '{name}' "
+            f"(its splits: {', '.join(present) or 'none'})"
+        )
+    kept = np.flatnonzero(mask).tolist()
+    return replace(  # type: ignore[type-var]
+        rows,
+        keys=[rows.keys[i] for i in kept],
+        X=rows.X[mask],
+        y=rows.y[mask],
+        paths=[rows.paths[i] for i in kept],
+        splits=[rows.splits[i] for i in kept],
+    )

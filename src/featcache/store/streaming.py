@@ -15,13 +15,12 @@ holds more than one page of catalog rows or one batch of vectors beyond what it 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from featcache.errors import NotFoundError
-from featcache.store.records import DatasetColumns, LabelledVectors, VectorRow
+from featcache.store.records import DatasetColumns, LabelledVectors, VectorRow, rows_in_split
 
 __all__ = [
     "DEFAULT_BATCH_ROWS",
@@ -132,22 +131,7 @@ class LazyVectors:
 
     def split(self, name: str) -> LazyVectors:
         """The rows whose stored split is `name`, in order (still lazy)."""
-        mask = np.array([s == name for s in self.splits], dtype=bool)
-        if not mask.any():
-            present = sorted({s or "none" for s in self.splits})
-            raise NotFoundError(
-                f"dataset '{self.dataset}' has no rows in split '{name}' "
-                f"(its splits: {', '.join(present) or 'none'})"
-            )
-        rows = np.flatnonzero(mask).tolist()
-        return replace(
-            self,
-            keys=[self.keys[i] for i in rows],
-            X=self.X[mask],
-            y=self.y[mask],
-            paths=[self.paths[i] for i in rows],
-            splits=[self.splits[i] for i in rows],
-        )
+        return rows_in_split(self, name)
 
     def to_memory(self) -> LabelledVectors:
         """Every vector read into one array (what `FeatureStore.vectors` returns)."""
