@@ -33,7 +33,13 @@ from featcache.errors import ConfigError, HeadError, StoreError
 from featcache.store.commands import store_command
 from featcache.store.heads import HEAD_SUFFIX, HEADS_FOLDER, HeadFiles
 from featcache.store.records import ShardInfo, ShardRecord
-from featcache.store.shards import SHARDS_FOLDER, ShardCheck, ShardFiles, past_end
+from featcache.store.shards import (
+    SHARDS_FOLDER,
+    ShardCheck,
+    ShardFiles,
+    past_end,
+    read_npy_header,
+)
 
 __all__ = [
     "BLOCK_BYTES",
@@ -246,13 +252,7 @@ class RangeMatrix:
         head = cache.read(files, name, stamp, 0, min(stamp[0], 4096))
         stream = io.BytesIO(head)
         try:
-            major, _ = np.lib.format.read_magic(stream)
-            read_header = (
-                np.lib.format.read_array_header_1_0
-                if major == 1
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran, dtype = read_header(stream)
+            shape, fortran, dtype = read_npy_header(stream)
         except ValueError as exc:
             raise StoreError(f"{files.where(name)}: not a .npy shard ({exc})") from exc
         if len(shape) != 2 or fortran or dtype.hasobject:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -159,9 +160,7 @@ class ShardFiles:
         except OSError as exc:
             raise self._unreadable(path, exc) from exc
         except ValueError as exc:
-            raise StoreError(
-                f"{path}: registered shard is unreadable ({exc}); {self._repair()}"
-            ) from exc
+            raise self._unparseable(path, exc) from exc
         if matrix.ndim != 2:
             raise StoreError(f"{path}: shard has shape {matrix.shape}, expected 2-D")
         return matrix
@@ -201,25 +200,20 @@ class ShardFiles:
         path = self.path(name)
         try:
             with open(path, "rb") as f:
-                major, _ = np.lib.format.read_magic(f)
-                read_header = (
-                    np.lib.format.read_array_header_1_0
-                    if major == 1
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, fortran, dtype = read_header(f)
+                shape, fortran, dtype = read_npy_header(f)
                 offset = f.tell()
         except OSError as exc:
             raise self._unreadable(path, exc) from exc
         except ValueError as exc:
-            raise StoreError(
-                f"{path}: registered shard is unreadable ({exc}); {self._repair()}"
-            ) from exc
+            raise self._unparseable(path, exc) from exc
         if len(shape) != 2 or fortran or dtype.hasobject:
             raise StoreError(f"{path}: shard has shape {shape}, expected 2-D")
         layout = _Layout(path, offset, int(shape[0]), int(shape[1]), dtype)
         self._layouts[name] = layout
         return layout
+
+    def _unparseable(self, path: Path, exc: ValueError) -> StoreError:
+        return StoreError(f"{path}: registered shard is unreadable ({exc}); {self._repair()}")
 
     def _unreadable(self, path: Path, exc: OSError) -> StoreError:
         if exc.errno in (errno.EMFILE, errno.ENFILE):  # the shard is fine: the process is not
@@ -318,3 +312,14 @@ class ShardFiles:
                 except FileNotFoundError:  # removed meanwhile (another process's rename or gc)
                     continue
             dirs[:] = [d for d in dirs if not (Path(folder) / d).is_symlink()]
+
+
+def read_npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """(shape, fortran order, dtype) of the .npy file `f` is at the start of; `f` is left at
+    the first byte of the array. `ValueError` when it is not a .npy header."""
+    major, _ = np.lib.format.read_magic(f)
+    read_header = (
+        np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = read_header(f)
+    return shape, fortran, dtype
