@@ -76,6 +76,7 @@ _EXPORTS = {
     "resnet50_layer_shapes": "featcache.extractor.resnet50",
     "write_resnet50_demo_weights": "featcache.extractor.resnet50",
     "DEMO_ATTRIBUTE": "featcache.extractor.keras_h5",
+    "random_dense": "featcache.extractor.keras_h5",
     "read_keras_h5": "featcache.extractor.keras_h5",
     "write_keras_h5": "featcache.extractor.keras_h5",
     "runtime_named": "featcache.extractor.network",

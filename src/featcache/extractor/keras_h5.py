@@ -25,7 +25,7 @@ import numpy as np
 from featcache._io import atomic_write
 from featcache.errors import WeightsError
 
-__all__ = ["DEMO_ATTRIBUTE", "read_keras_h5", "write_keras_h5"]
+__all__ = ["DEMO_ATTRIBUTE", "random_dense", "read_keras_h5", "write_keras_h5"]
 
 #: Root attribute that `write_keras_h5` sets on seeded random weights, so they say so.
 DEMO_ATTRIBUTE: Final = "featcache_demo"
@@ -33,6 +33,15 @@ _TRUNCATED = re.compile(r"truncated file: eof = (\d+).*stored_eof = (\d+)")
 
 #: The arrays of a layer, in Keras's order: (suffix, shape), e.g. ("kernel", (3, 3, 3, 64)).
 LayerLayout = Sequence[tuple[str, tuple[int, ...]]]
+
+
+def random_dense(rng: np.random.Generator, shape: tuple[int, ...]) -> list[tuple[str, np.ndarray]]:
+    """A seeded random ("kernel", "bias") pair of `shape` (He-scaled kernel, small bias), as
+    the demo writers of the Keras backbones store each layer."""
+    fan_in = int(np.prod(shape[:-1]))
+    w = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+    b = rng.standard_normal(shape[-1], dtype=np.float32) * np.float32(0.01)
+    return [("kernel", w), ("bias", b)]
 
 
 def _h5py() -> Any:

@@ -25,7 +25,7 @@ from typing import Any, Final
 import numpy as np
 
 from featcache.errors import WeightsError
-from featcache.extractor.keras_h5 import read_keras_h5, write_keras_h5
+from featcache.extractor.keras_h5 import random_dense, read_keras_h5, write_keras_h5
 from featcache.extractor.registry import Backbone, register_backbone
 from featcache.extractor.weights import Weights, file_sha256
 
@@ -167,10 +167,7 @@ def write_resnet50_demo_weights(path: Path, seed: int = 0) -> Path:
                 ("moving_variance", rng.uniform(0.5, 1.5, shape).astype(np.float32)),
             ]
             continue
-        fan_in = int(np.prod(shape[:-1]))
-        w = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
-        b = rng.standard_normal(shape[-1], dtype=np.float32) * np.float32(0.01)
-        content[name] = [("kernel", w), ("bias", b)]
+        content[name] = random_dense(rng, shape)
     note = f"seeded random ResNet50 weights (seed={seed}), NOT ImageNet-trained"
     return write_keras_h5(Path(path), content, note)
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 import numpy as np
 
 from featcache.architecture import VGG16_TOP, tf_stage
-from featcache.extractor.keras_h5 import read_keras_h5, write_keras_h5
+from featcache.extractor.keras_h5 import random_dense, read_keras_h5, write_keras_h5
 from featcache.extractor.registry import Backbone, register_backbone
 from featcache.extractor.weights import Weights, file_sha256
 
@@ -101,10 +101,7 @@ def write_vgg16_demo_weights(path: Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     content = {}
     for name, shape in LAYER_SHAPES.items():
-        fan_in = int(np.prod(shape[:-1]))
-        w = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
-        b = rng.standard_normal(shape[-1], dtype=np.float32) * np.float32(0.01)
-        content[name] = [("kernel", w), ("bias", b)]
+        content[name] = random_dense(rng, shape)
     note = f"seeded random VGG16 weights (seed={seed}), NOT ImageNet-trained"
     return write_keras_h5(Path(path), content, note)
 
