@@ -36,6 +36,20 @@ def _find_reference() -> Path:
 REFERENCE = _find_reference()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def local_key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This test session's local key (featcache.store.localkey), never the user's own: set
+    in the environment, so the commands and Ray workers the tests start use it too."""
+    path = tmp_path_factory.mktemp("config") / "local.key"
+    before = os.environ.get("FEATCACHE_KEY_FILE")
+    os.environ["FEATCACHE_KEY_FILE"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("FEATCACHE_KEY_FILE", None)
+    else:
+        os.environ["FEATCACHE_KEY_FILE"] = before
+
+
 @pytest.fixture(scope="session")
 def weights_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Seeded RANDOM weights in the bvlc_alexnet.npy layout (244 MB), made once per session."""

@@ -179,16 +179,20 @@ def test_a_runtime_model_belongs_to_its_fingerprint_and_its_exact_files(tmp_path
     report = store.verify()
     assert any("copied from elsewhere" in p and str(mine) in p for p in report.problems)
     shutil.rmtree(mine)
-    # a model.bin swapped and dropped from the manifest: the folder holds an unlisted file
+    # a file dropped beside the signed manifest's list: the folder holds an unlisted file
     folder = publish(files, ours)
+    (folder / "extra.bin").write_bytes(b"other weights")
+    model = files.find(ours, "openvino-fc7-float32")
+    assert model is not None
+    assert "extra.bin: not in the manifest's file list" in files.check(model)[0]
+    assert any("not in the manifest's file list" in p for p in store.verify().problems)
+    (folder / "extra.bin").unlink()
+    # model.bin swapped and dropped from the manifest: the signature no longer matches
     manifest = json.loads((folder / "manifest.json").read_text())
     del manifest["files"]["model.bin"]
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    (folder / "model.bin").write_bytes(b"other weights")
-    model = files.find(ours, "openvino-fc7-float32")
-    assert model is not None
-    assert "model.bin: not in the manifest's file list" in files.check(model)[0]
-    assert any("not in the manifest's file list" in p for p in store.verify().problems)
+    with pytest.raises(StoreError, match="does not match its signature"):
+        files.find(ours, "openvino-fc7-float32")
     # a manifest that lies about layers or precision, or lists a path
     for change in ({"layers": ["fc6"]}, {"precision": "bf16"}, {"files": {"../x": "0"}}):
         (folder / "manifest.json").write_text(json.dumps({**manifest, **change}))

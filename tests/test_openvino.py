@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,8 @@ from conftest import publish_runtime_model, write_images
 from featcache.errors import ConfigError
 from featcache.extractor.fingerprint import ExtractorSpec
 from featcache.extractor.pipeline import ExtractConfig, extract
-from featcache.extractor.weights import Weights
-from featcache.store import FeatureStore, RuntimeFiles
+from featcache.extractor.weights import Weights, file_sha256
+from featcache.store import FeatureStore, RuntimeFiles, RuntimeModel
 
 LAYERS = ("pool5", "fc6", "fc7", "fc8")
 
@@ -136,13 +137,24 @@ def test_unchanged_model_files_are_not_hashed_again_but_verify_always_does(
     assert "model.bin" in files.check(model)[0] and hashed == ["model.bin", "model.xml"]
     binary.write_bytes(data)  # put back: sound again, and trusted from then on
     assert files.check(model) == [] and files.check(model) == []
-    # An edit that restores size and mtime is only caught by a rehash (store verify).
+    # An edit that restores size and mtime is caught too: it changed the ctime, which no
+    # user can set back (50 ms: past the kernel's coarse clock tick of the last stamp).
+    time.sleep(0.05)
     stat = binary.stat()
     with open(binary, "r+b") as f:
         f.write(b"\xff")
     os.utime(binary, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert files.check(model) == []
-    assert "does not match" in files.check(model, rehash=True)[0]
+    assert "does not match" in files.check(model)[0]
+    # and so is one whose author also rewrote checked.json with the new stamps: unsigned
+    stamps = {
+        name: [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        for name in ("model.bin", "model.xml")
+        for st in [(folder / name).stat()]
+    }
+    for forged in ({"stamps": stamps, "mac": "0" * 64}, stamps):  # and the old format
+        (folder / "checked.json").write_text(json.dumps(forged))
+        hashed.clear()
+        assert "does not match" in files.check(model)[0] and "model.bin" in hashed
 
 
 def test_a_concurrent_publication_keeps_the_first(tmp_path: Path) -> None:
@@ -376,3 +388,83 @@ def test_predict_extracts_with_a_model_converted_for_more_layers(
     assert result.error is None and not result.cached and len(result.predictions) == 2
     # The fc7 head's extraction used the pool5..fc8 model: nothing converted again.
     assert sorted(f.name for _, f, _ in store.runtime_models.folders()) == before
+
+
+# -- runtime models are bound to this user's key -----------------------------------------------
+
+
+def _lie(folder: Path) -> None:
+    """Change one float of fc6 in model.bin and rewrite the manifest with the new file's
+    digest: a self-consistent model that computes wrong numbers for this fingerprint."""
+    binary = folder / "model.bin"
+    with open(binary, "r+b") as f:
+        f.seek(binary.stat().st_size // 2)
+        f.write(b"\x00\x00\x80\x7f")  # +inf
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["model.bin"] = file_sha256(binary)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "checked.json").unlink()
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_a_self_consistent_lying_model_is_never_used(
+    converted: Path, weights: Weights, tmp_path: Path
+) -> None:
+    """Unsigned manifests are refused the same way (test_hostile_store, stand-in models)."""
+    from featcache.extractor.runtime_openvino import OpenVINONetwork
+
+    spec = ExtractorSpec(weights.sha256, runtime="openvino")
+    batch = _batch(2, seed=5)
+    honest = OpenVINONetwork(spec, weights, FeatureStore(converted / "store").runtime_models)
+    expected = honest.forward(batch, LAYERS)
+    assert honest.conversions == []
+    shutil.copytree(converted / "store", tmp_path / "store")
+    store = FeatureStore(tmp_path / "store")
+    folder = _model_folder(tmp_path / "store", weights)
+    _lie(folder)
+    assert not store.runtime_models.check(
+        RuntimeModel(folder, spec.fingerprint, folder.name, _files(folder), {})
+    )  # the digests alone are consistent: only the signature tells
+    whose = "does not match its signature"
+    assert any(whose in p and str(folder) in p for p in store.verify().problems)
+
+    network = OpenVINONetwork(spec, weights, store.runtime_models)
+    out = network.forward(batch, LAYERS)
+    network.close()
+    assert network.conversions == [LAYERS] and whose in network.rebuilt[0]
+    for layer in LAYERS:
+        np.testing.assert_array_equal(out[layer], expected[layer])
+    assert store.verify().ok  # converted again here, and signed
+
+
+def _files(folder: Path) -> dict[str, str]:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return dict(manifest["files"])
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_a_store_copied_to_another_user_converts_once_for_them(
+    converted: Path, weights: Weights, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from featcache.extractor.runtime_openvino import OpenVINONetwork
+
+    spec = ExtractorSpec(weights.sha256, runtime="openvino")
+    batch = _batch(3, seed=6)
+    mine = OpenVINONetwork(spec, weights, FeatureStore(converted / "store").runtime_models)
+    expected = mine.forward(batch, LAYERS)
+    shutil.copytree(converted / "store", tmp_path / "store")
+    monkeypatch.setenv("FEATCACHE_KEY_FILE", str(tmp_path / "other-user" / "local.key"))
+    store = FeatureStore(tmp_path / "store")
+    assert any("signed with another key" in p for p in store.verify().problems)
+    theirs = OpenVINONetwork(spec, weights, store.runtime_models)
+    out = theirs.forward(batch, LAYERS)
+    theirs.close()
+    assert theirs.conversions == [LAYERS] and "signed with another key" in theirs.rebuilt[0]
+    again = OpenVINONetwork(spec, weights, store.runtime_models)  # bound to them now
+    assert again.forward(batch, LAYERS)["fc7"].shape == (3, 4096) and again.conversions == []
+    for layer in LAYERS:
+        np.testing.assert_array_equal(out[layer], expected[layer])
+    assert store.verify().ok
+    assert (tmp_path / "other-user" / "local.key").stat().st_mode & 0o777 == 0o600

@@ -7,6 +7,10 @@
   (fp16 weights would change float32's numbers) into the store's runtime cache,
   ``runtimes/FP/openvino-LAYERS-PRECISION/`` (`FeatureStore.runtime_models`), while the
   first batches already run (`OpenVINONetwork.close` waits for it).
+- **Signed**: a cached model is used only if its manifest carries this user's signature
+  (`featcache.store.localkey`); a model converted elsewhere or rewritten (digests and all)
+  is converted again from the weights, then signed. A store this user may only read keeps
+  no conversion: it runs from memory.
 - **Cached**: the next run reads and compiles that model (or one converted for more
   layers) without importing TensorFlow or reading the weights. The files' SHA-256 is
   checked against the manifest in a thread while the model compiles (unless they are
@@ -26,6 +30,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -73,6 +78,7 @@ REQUEST_BATCH: Final = 32
 PERFORMANCE_HINT: Final = "THROUGHPUT"
 _HINTS: Final = {"float32": "f32", "bf16": "bf16"}
 _XML: Final = "model.xml"
+_READ_ONLY: Final = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def require_openvino() -> Any:
@@ -384,14 +390,22 @@ class OpenVINONetwork:
             # float32 weights as they are: fp16 compression would change float32's numbers
             ov.save_model(model, str(folder / _XML), compress_to_fp16=False)
 
-        cache.publish(
-            self.spec.fingerprint,
-            model_name(layers, self.spec.precision, self.spec.network),
-            write,
-            meta,
-            layers=layers,
-            precision=self.spec.precision,
-        )
+        try:
+            cache.publish(
+                self.spec.fingerprint,
+                model_name(layers, self.spec.precision, self.spec.network),
+                write,
+                meta,
+                layers=layers,
+                precision=self.spec.precision,
+            )
+        except StoreError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, OSError) or cause.errno not in _READ_ONLY:
+                raise
+            # A store this user may only read (a colleague's, shared): the model converted
+            # here serves this run from memory; the next run converts it again.
+            log.warning("converted OpenVINO model not kept (%s): %s", cache.root, cause)
 
     def _compiled(self, layers: tuple[str, ...]) -> _Compiled:
         with self._lock:

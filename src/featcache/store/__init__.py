@@ -38,6 +38,7 @@ from featcache.store.featurestore import (
     FeatureStore,
 )
 from featcache.store.heads import HEAD_SUFFIX, HEADS_FOLDER, HeadFiles
+from featcache.store.localkey import KEY_ENV, LocalKey, canonical_json, key_file, local_key
 from featcache.store.location import CATALOG_ENV, server_catalog
 from featcache.store.maintenance import gc, info, stale_temporaries, verify
 from featcache.store.names import (
@@ -48,7 +49,14 @@ from featcache.store.names import (
     validate_dataset_name,
     validate_head_name,
 )
-from featcache.store.paths import contained, featcache_made, open_regular, plain_name
+from featcache.store.paths import (
+    JSON_LIMIT,
+    contained,
+    featcache_made,
+    open_regular,
+    plain_name,
+    read_json,
+)
 from featcache.store.records import (
     DatasetChange,
     DatasetInfo,
@@ -81,6 +89,8 @@ __all__ = [
     "DEFAULT_BATCH_ROWS",
     "HEADS_FOLDER",
     "HEAD_SUFFIX",
+    "JSON_LIMIT",
+    "KEY_ENV",
     "MAX_OPEN_SHARDS",
     "NAME_RULE",
     "POSTGRES_SCHEMES",
@@ -108,6 +118,7 @@ __all__ = [
     "HeadSpec",
     "LabelledVectors",
     "LazyVectors",
+    "LocalKey",
     "Locations",
     "PostgresConnection",
     "RangeMatrix",
@@ -123,6 +134,7 @@ __all__ = [
     "VectorRow",
     "VerifyReport",
     "cache_folder",
+    "canonical_json",
     "contained",
     "copy_store",
     "create_or_migrate",
@@ -134,9 +146,12 @@ __all__ = [
     "info",
     "is_postgres_url",
     "is_url",
+    "key_file",
+    "local_key",
     "normalize_split",
     "open_regular",
     "plain_name",
+    "read_json",
     "redact_url",
     "schema_version",
     "server_catalog",

@@ -10,15 +10,16 @@ only those are ever deleted.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
 from pathlib import Path, PurePosixPath
 
 from featcache._io import TMP_PREFIX
-from featcache.errors import UnsafePathError
+from featcache.errors import StoreError, UnsafePathError
 
-__all__ = ["contained", "featcache_made", "open_regular", "plain_name"]
+__all__ = ["JSON_LIMIT", "contained", "featcache_made", "open_regular", "plain_name", "read_json"]
 
 # What featcache names its files: hex digests and uuids, maybe a run's prefix, maybe a
 # temporary's ".tmp-PID-RANDOM-" before it.
@@ -84,3 +85,29 @@ def open_regular(path: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+#: The largest JSON file (manifest, checked.json, report) a store may hand us to parse.
+JSON_LIMIT = 1 << 20
+
+
+def read_json(path: Path, what: str, limit: int = JSON_LIMIT) -> object:
+    """Parse the JSON file `path` (a `what` of the store): only a regular file of at most
+    `limit` bytes, nested less deeply than Python's recursion limit. `FileNotFoundError` if
+    it is missing; `StoreError` naming the file and what is wrong otherwise."""
+    try:
+        fd = open_regular(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, UnsafePathError) as exc:
+        raise StoreError(f"{what} {path}: unreadable ({exc})") from exc
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise StoreError(f"{what} {path}: larger than {limit} bytes; not read (crafted or damaged)")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise StoreError(f"{what} {path}: JSON nested too deeply; not read (crafted)") from None
+    except ValueError as exc:
+        raise StoreError(f"{what} {path}: not JSON ({exc})") from exc

@@ -1,8 +1,10 @@
 """Models converted for other runtimes, cached under ``STORE/runtimes/``, one folder each::
 
     STORE/runtimes/FP/NAME/manifest.json   the full fingerprint, layers, precision, each file's
-                                           SHA-256 (the exact list: no other file may be there)
-    STORE/runtimes/FP/NAME/checked.json    the files' size, mtime, inode when last hashed sound
+                                           SHA-256 (the exact list: no other file may be there),
+                                           signed with this user's local key (HMAC-SHA256)
+    STORE/runtimes/FP/NAME/checked.json    the files' size, mtime, ctime, inode when last hashed
+                                           sound, signed too
     STORE/runtimes/FP/NAME/*               the model's files (OpenVINO: model.xml, model.bin)
 
 FP is the extractor fingerprint's first 16 characters (as for shards); NAME says runtime,
@@ -11,6 +13,14 @@ files fsynced and hashed into the manifest, then renamed into place in one step:
 sees a complete folder or none. The digests let a user tell a damaged model (a truncated or
 changed file) from a good one before trusting its numbers. The store keeps the files; what
 they mean belongs to the runtime that wrote them.
+
+Digests alone prove only that a manifest matches its files, and whoever writes a store can
+write both. So a manifest is used only if it carries a valid signature under this user's
+local key (`featcache.store.localkey`): a model converted elsewhere, by another user, by a
+featcache before signatures, or rewritten by hand is *foreign*: never loaded, reported by
+``store verify``, and converted again from the weights (then signed) on its next use. The
+stamps that let an unchanged file skip re-hashing include the inode's ctime, which no
+user can set back (mtime can be, with ``touch``), and are signed as well.
 """
 
 from __future__ import annotations
@@ -35,7 +45,8 @@ from featcache._io import (
 )
 from featcache.errors import ConfigError, StoreError, UnsafePathError
 from featcache.store.commands import store_command
-from featcache.store.paths import contained, plain_name
+from featcache.store.localkey import KEY_ENV, LocalKey, canonical_json, local_key
+from featcache.store.paths import contained, plain_name, read_json
 
 __all__ = ["RUNTIMES_FOLDER", "RuntimeAudit", "RuntimeFiles", "RuntimeModel"]
 
@@ -43,6 +54,7 @@ RUNTIMES_FOLDER = "runtimes"
 MANIFEST = "manifest.json"
 CHECKED = "checked.json"  # the files' (size, mtime, inode) when they last hashed sound
 _FORMAT = 1
+_MAX_CHECKED_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -54,13 +66,15 @@ class RuntimeModel:
     name: str
     files: dict[str, str]  # file name → SHA-256
     meta: dict[str, Any]
+    mac: str = ""  # the manifest's signature (its checked.json is signed with it)
 
 
 def _stamps(folder: Path, files: Mapping[str, str]) -> dict[str, list[int]] | None:
-    """(size, mtime, inode) of each file, or None if one cannot be read."""
+    """(size, mtime, ctime, inode) of each file, or None if one cannot be read. The ctime
+    changes on every write and cannot be set back (``touch -d`` sets only mtime)."""
     try:
         return {
-            file: [st.st_size, st.st_mtime_ns, st.st_ino]
+            file: [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
             for file in sorted(files)
             for st in [(folder / file).stat()]
         }
@@ -68,11 +82,19 @@ def _stamps(folder: Path, files: Mapping[str, str]) -> dict[str, list[int]] | No
         return None
 
 
-def _write_stamps(folder: Path, stamps: dict[str, list[int]]) -> None:
-    """Remember that these files hashed sound (best effort: a read-only store cannot)."""
+def _stamps_payload(stamps: Mapping[str, list[int]], manifest_mac: str) -> bytes:
+    return canonical_json({"manifest": manifest_mac, "stamps": stamps})
+
+
+def _write_stamps(
+    folder: Path, stamps: dict[str, list[int]], key: LocalKey, manifest_mac: str
+) -> None:
+    """Remember that these files of the manifest signed `manifest_mac` hashed sound (best
+    effort: a read-only store cannot)."""
+    record = {"stamps": stamps, "mac": key.sign(_stamps_payload(stamps, manifest_mac))}
     try:
         with atomic_write(folder / CHECKED) as out:
-            out.write(json.dumps(stamps, sort_keys=True).encode())
+            out.write(json.dumps(record, sort_keys=True).encode())
     except OSError:
         pass
 
@@ -98,13 +120,25 @@ class RuntimeAudit:
 class RuntimeFiles:
     """The ``runtimes/`` folder of one store: find, publish, check and remove model folders."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, key: LocalKey | None = None) -> None:
+        """`key` signs and checks manifests; None (the default) is this user's local key
+        (`local_key`, read when first needed and on each use: never pickled along)."""
         self.root = root
+        self._given_key = key
 
     @classmethod
-    def in_store(cls, store_dir: str | Path) -> RuntimeFiles:
+    def in_store(cls, store_dir: str | Path, key: LocalKey | None = None) -> RuntimeFiles:
         """The runtime-model folder of the store in `store_dir` (for users outside the store)."""
-        return cls(Path(store_dir) / RUNTIMES_FOLDER)
+        return cls(Path(store_dir) / RUNTIMES_FOLDER, key)
+
+    @property
+    def key(self) -> LocalKey:
+        """The key that signs this user's runtime models."""
+        return self._given_key if self._given_key is not None else local_key()
+
+    @staticmethod
+    def _unsigned(manifest: Mapping[str, Any]) -> bytes:
+        return canonical_json({k: v for k, v in manifest.items() if k != "mac"})
 
     def folder(self, fingerprint: str, name: str) -> Path:
         if not name or "/" in name or name.startswith("."):
@@ -119,18 +153,18 @@ class RuntimeFiles:
         folder = self.folder(fingerprint, name)
         try:
             contained(self.root, f"{fingerprint[:16]}/{name}/{MANIFEST}", "runtime model")
-            manifest = json.loads((folder / MANIFEST).read_text())
+            manifest = read_json(folder / MANIFEST, "runtime model manifest")
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:  # UnsafePathError is a ValueError too
             raise StoreError(f"{folder / MANIFEST}: unreadable ({exc})") from exc
         return self._bound(folder, fingerprint, name, manifest)
 
-    @staticmethod
-    def _bound(folder: Path, fingerprint: str, name: str, manifest: Any) -> RuntimeModel:
+    def _bound(self, folder: Path, fingerprint: str, name: str, manifest: Any) -> RuntimeModel:
         """The manifest as a `RuntimeModel`, only if it names this folder's extractor and
-        model and lists plain file names; `StoreError` otherwise (a model copied from
-        another fingerprint's folder, or a crafted manifest)."""
+        model, lists plain file names and is signed with this user's key; `StoreError`
+        otherwise (a model copied from another fingerprint's folder, a crafted manifest, a
+        model converted elsewhere)."""
         where = f"{folder / MANIFEST}"
         if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
             raise StoreError(f"{where}: not a runtime-model manifest; it is rebuilt on next use")
@@ -162,7 +196,34 @@ class RuntimeFiles:
                 raise StoreError(f"{where}: {exc}") from None
             if file in (MANIFEST, CHECKED):
                 raise StoreError(f"{where}: lists {file} as a model file")
-        return RuntimeModel(folder, recorded, name, dict(manifest["files"]), meta)
+        mac = self._signature(where, manifest)
+        return RuntimeModel(folder, recorded, name, dict(manifest["files"]), meta, mac)
+
+    def _signature(self, where: str, manifest: dict[str, Any]) -> str:
+        """The manifest's signature if this user's key made it; `StoreError` saying whose
+        it is otherwise."""
+        key = self.key
+        signed = manifest.get("mac")
+        value = signed.get("hmac_sha256") if isinstance(signed, dict) else None
+        try:
+            payload = self._unsigned(manifest)
+        except ValueError:  # NaN or infinity somewhere: never written by featcache
+            payload = b""
+        if payload and key.signs(payload, value):
+            return str(value)
+        if not isinstance(signed, dict):
+            whose = "is not signed (converted by a featcache before signatures, or written by hand)"
+        elif signed.get("key") != key.id:
+            whose = (
+                f"is signed with another key ({str(signed.get('key'))[:16]}; this user's is "
+                f"{key.id}, {KEY_ENV}): converted by another user or on another machine"
+            )
+        else:
+            whose = "does not match its signature: changed after it was converted"
+        raise StoreError(
+            f"{where}: {whose}; a runtime model is used only if converted here, so it is "
+            "never loaded, and converted again from the weights on next use"
+        )
 
     def publish(
         self,
@@ -192,10 +253,7 @@ class RuntimeFiles:
             staged.mkdir()
             write(staged)
             files = {p.name: file_sha256(p) for p in sorted(staged.iterdir()) if p.is_file()}
-            stamps = _stamps(staged, files)  # just hashed: the first use need not again
-            if stamps is not None:
-                _write_stamps(staged, stamps)
-            manifest = {
+            manifest: dict[str, Any] = {
                 "format": _FORMAT,
                 "fingerprint": fingerprint,
                 "name": name,
@@ -205,6 +263,11 @@ class RuntimeFiles:
                 "meta": dict(meta),
                 "created": time.time(),
             }
+            key = self.key
+            manifest["mac"] = {"key": key.id, "hmac_sha256": key.sign(self._unsigned(manifest))}
+            stamps = _stamps(staged, files)  # just hashed: the first use need not again
+            if stamps is not None:
+                _write_stamps(staged, stamps, key, manifest["mac"]["hmac_sha256"])
             (staged / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
             for path in staged.iterdir():
                 _fsync_file(path)
@@ -258,16 +321,21 @@ class RuntimeFiles:
                     f"{expected[:16]}... (truncated or changed; it is rebuilt on next use)"
                 )
         if not problems and stamps is not None and stamps == _stamps(model.folder, model.files):
-            _write_stamps(model.folder, stamps)
+            _write_stamps(model.folder, stamps, self.key, model.mac)
         return problems
 
-    @staticmethod
-    def _read_stamps(model: RuntimeModel) -> dict[str, list[int]] | None:
+    def _read_stamps(self, model: RuntimeModel) -> dict[str, list[int]] | None:
+        """The stamps recorded when the files last hashed sound, if signed by this user's
+        key for this very manifest (else None: hash them)."""
         try:
-            found = json.loads((model.folder / CHECKED).read_text())
-        except (OSError, ValueError):
-            return None
-        return found if isinstance(found, dict) else None
+            with open(model.folder / CHECKED, "rb") as f:
+                found = json.loads(f.read(_MAX_CHECKED_BYTES))
+            stamps = found["stamps"]
+            if self.key.signs(_stamps_payload(stamps, model.mac), found["mac"]):
+                return dict(stamps)
+        except (OSError, ValueError, TypeError, KeyError, RecursionError):
+            pass
+        return None
 
     def remove(self, folder: Path) -> int:
         """Delete a model folder (a damaged one before it is rebuilt, a stale one); it is
