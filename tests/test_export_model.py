@@ -86,15 +86,32 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, objec
 
 
 @pytest.fixture(scope="module")
-def exported(stores: dict[str, object]) -> dict[tuple[str, str, str], object]:
+def converted() -> dict[tuple[str, str], object]:
+    """The TensorFlow graphs the ONNX exports gave tf2onnx, by (profile, head kind)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def exported(
+    stores: dict[str, object], converted: dict[tuple[str, str], object]
+) -> dict[tuple[str, str, str], object]:
+    import tf2onnx
+
     from featcache.export import ExportConfig, export_model
 
     root = stores["root"]
     assert isinstance(root, Path)
     results = {}
+    real = tf2onnx.convert.from_graph_def
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(weights_module, "LAYER_SHAPES", NARROW)
         for fmt, profile, kind in CASES:
+
+            def spy(graph_def: object, *args: object, key: object = (profile, kind), **kw: object):
+                converted[key] = graph_def  # type: ignore[index]
+                return real(graph_def, *args, **kw)
+
+            patch.setattr(tf2onnx.convert, "from_graph_def", spy)
             results[fmt, profile, kind] = export_model(
                 stores[profile],  # type: ignore[arg-type]
                 kind,
@@ -149,6 +166,47 @@ def test_predict_json_matches_the_exported_onnx(stores: dict, exported: dict) ->
         tolerance = TOLERANCE if rgb.shape[:2] == (227, 227) else RESIZED_TOLERANCE
         for p in answer["predictions"]:
             assert abs(probabilities[p["class_id"]] - p["probability"]) <= tolerance
+
+
+def test_onnx_dense_matrices_are_bound_after_conversion(
+    stores: dict, exported: dict, converted: dict
+) -> None:
+    """tf2onnx converts the graph with the dense weight matrices as inputs, not constants (it
+    copies every constant it holds on each of its passes: 21.8 GB for AlexNet's 228 MB); the
+    file then holds each matrix once, as an initialiser equal to its source, and takes only
+    the images."""
+    import onnx
+    from onnx import numpy_helper
+
+    from featcache.classifier.persist import load_head
+    from featcache.export import head_layers
+    from featcache.extractor.weights import read_weights
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(weights_module, "LAYER_SHAPES", NARROW)
+        backbone = read_weights(stores["weights"]).layers
+    cases = [(p, k) for f, p, k in CASES if f == "onnx"]
+    assert sorted(converted) == sorted(cases)
+    for profile, kind in cases:
+        head = head_layers(load_head(stores[profile], kind).estimator)
+        expected = {f"head{i}_weights": layer.weights for i, layer in enumerate(head)}
+        if kind != "finetune":  # a head on fc7: the backbone's fc6 and fc7 too
+            expected.update({f"{n}_weights": backbone[n][0] for n in ("fc6", "fc7")})
+        graph_def = converted[profile, kind]
+        placeholders = {n.name for n in graph_def.node if n.op == "Placeholder"}
+        assert placeholders == {"images", *expected}
+        constant_shapes = {
+            tuple(d.size for d in n.attr["value"].tensor.tensor_shape.dim)
+            for n in graph_def.node
+            if n.op == "Const"
+        }
+        assert not constant_shapes & {m.shape for m in expected.values()}
+        model = onnx.load(str(exported["onnx", profile, kind].path / "model.onnx"))
+        assert [value.name for value in model.graph.input] == ["images"]
+        bound = {t.name: t for t in model.graph.initializer if t.name in expected}
+        assert sorted(bound) == sorted(expected)
+        for name, matrix in expected.items():
+            np.testing.assert_array_equal(numpy_helper.to_array(bound[name]), matrix)
 
 
 def test_serving_bytes_answers_png_and_jpeg(exported: dict) -> None:

@@ -6,12 +6,14 @@ preprocessing (`featcache.export.ingraph`), AlexNet up to the head's layer
 (`AlexNet.portable_graph`), then the head's dense layers and a softmax. ``serve_bytes``
 takes encoded images (``tf.string [N]``, PNG, JPEG, GIF or BMP, sizes may differ) as TF
 Serving and Vertex AI clients send them. Weights are variables, so a SavedModel keeps them
-in ``variables/`` and converters freeze them into constants.
+in ``variables/`` and converters freeze them into constants. ``serve_fed()`` is ``serve`` with
+the dense weight matrices (``dense_matrices()``) as inputs of their own, for a converter that
+copies every constant it holds many times over (tf2onnx: `featcache.export.formats`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +48,17 @@ def build_module(
     """A ``tf.Module`` with the ``serve`` and ``serve_bytes`` functions (imports TensorFlow)."""
     tf = import_tensorflow()
     used = weight_layers([spec.layer])
-    # AlexNet keeps its own constants of what it is given: only the layers the graph uses.
-    network = AlexNet({name: weights[name] for name in used}, spec.profile)
+    # The graph is always given the module's variables (or fed matrices): AlexNet, which keeps
+    # constants of what it is given, gets no weights (a copy of them all, 228 MB, saved).
+    network = AlexNet({}, spec.profile)
+    # Every weight matrix (2-D: the backbone's fully connected layers, the head's layers) by
+    # the input name serve_fed gives it; the convolutions' 4-D kernels stay in the graph.
+    matrices = {
+        f"{name}_weights": np.asarray(weights[name][0], np.float32)
+        for name in used
+        if np.ndim(weights[name][0]) == 2
+    }
+    matrices.update({f"head{i}_weights": layer.weights for i, layer in enumerate(head)})
 
     class ExportedModel(tf.Module):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
@@ -68,15 +79,44 @@ def build_module(
             ]
             self.relu = [layer.relu for layer in head]
 
-        def _probabilities(self, inputs: Any) -> Any:
-            h = network.portable_graph(inputs, [spec.layer], self.backbone)[spec.layer]
+        def _probabilities(self, inputs: Any, fed: Mapping[str, Any] | None = None) -> Any:
+            """The head's probabilities for network inputs; `fed` replaces weight matrices
+            (by their `dense_matrices` name) with tensors given to the function."""
+            fed = fed or {}
+            backbone = {
+                name: (fed.get(f"{name}_weights", w), b) for name, (w, b) in self.backbone.items()
+            }
+            h = network.portable_graph(inputs, [spec.layer], backbone)[spec.layer]
             if spec.float16_vectors:  # the head was trained on vectors stored as float16
                 h = round_to_float16(tf, h)
-            for (w, b), relu in zip(self.head, self.relu, strict=True):
-                h = tf.matmul(h, w) + b
+            for i, ((w, b), relu) in enumerate(zip(self.head, self.relu, strict=True)):
+                h = tf.matmul(h, fed.get(f"head{i}_weights", w)) + b
                 if relu:
                     h = tf.nn.relu(h)
             return tf.nn.softmax(h, axis=-1)
+
+        def dense_matrices(self) -> dict[str, np.ndarray]:
+            """The weight matrices `serve_fed` takes as inputs, by input name
+            (``fc6_weights``, ``fc7_weights``, ``head0_weights``, ...), float32 arrays."""
+            return dict(matrices)
+
+        def serve_fed(self) -> Any:
+            """`serve` as a concrete function of ``images`` and then every array of
+            `dense_matrices` (in its order, each an input named by its key): bound to those
+            arrays, it computes what `serve` does."""
+            names = list(matrices)
+            signature = [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]
+            signature += [tf.TensorSpec(matrices[n].shape, tf.float32, name=n) for n in names]
+
+            def fed(images: Any, *values: Any) -> dict[str, Any]:
+                inputs = preprocess_images(
+                    tf, images, spec.profile, spec.resize, pillow_order=spec.pillow_order
+                )
+                bound = dict(zip(names, values, strict=True))
+                return {"probabilities": self._probabilities(inputs, bound)}
+
+            function = tf.function(fed, input_signature=signature, autograph=False)
+            return function.get_concrete_function()
 
         @tf.function(  # type: ignore[untyped-decorator]
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
