@@ -2,7 +2,7 @@
 
     python benchmarks/scale.py [--sizes 10000,100000] [--dim 4096] [--classes 100]
                                [--epochs 3] [--nofile 512] [--folder /tmp/featcache-scale]
-                               [--ops stream,train,...] [--keep]
+                               [--ops stream,train,...] [--keep] [--reuse]
 
 For each size, builds a store through the public API (`FeatureStore.put_batch` in chunks of
 `--shard-rows` rows, `add_dataset` with labels and a test split): seeded synthetic fc7-like
@@ -21,7 +21,9 @@ file descriptors seen (sampled every 10 ms). The operations:
 - ``export``: `export_vectors` to Parquet
 - ``doctor``, ``advise``: the analyses (fc7)
 
-The store is deleted afterwards unless `--keep`. Figures depend on the machine's load: the
+The store is deleted afterwards unless `--keep`; `--reuse` measures a store kept by an
+earlier `--keep` run of the same size instead of building it again (the 1M build takes about
+20 minutes). Figures depend on the machine's load: the
 README says on what machine and load its table was measured.
 """
 
@@ -250,6 +252,7 @@ def main() -> None:
     parser.add_argument("--ops", default=",".join(OPS))
     parser.add_argument("--folder", default="/tmp/featcache-scale")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--reuse", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -262,13 +265,17 @@ def main() -> None:
     )
     for rows in [int(s) for s in args.sizes.split(",")]:
         folder = Path(args.folder) / f"rows{rows}"
-        shutil.rmtree(folder, ignore_errors=True)
-        seconds, write = build(folder, rows, args.dim, args.classes, args.shard_rows, args.seed)
         gb = rows * args.dim * 4 / 1e9
-        print(
-            f"\n## {rows:,} rows ({gb:.2f} GB of vectors): built in {seconds:.1f} s "
-            f"(the dataset write, every row new: {write:.1f} s)"
-        )
+        if args.reuse and (folder / "catalog.sqlite").exists():
+            print(f"\n## {rows:,} rows ({gb:.2f} GB of vectors): the store kept in {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            seconds, write = build(folder, rows, args.dim, args.classes, args.shard_rows, args.seed)
+            print(
+                f"\n## {rows:,} rows ({gb:.2f} GB of vectors): built in {seconds:.1f} s "
+                f"(the dataset write, every row new: {write:.1f} s)",
+                flush=True,
+            )
         print(f"{'operation':<16}{'seconds':>10}{'peak RSS MB':>13}{'open files':>12}  notes")
         try:
             for op in ops:

@@ -48,7 +48,8 @@ class DoctorConfig:
     near-duplicate thresholds, and how many entries each contact sheet shows (`top`)."""
 
     folds: int = 5
-    fold_fit_rows: int = 50_000  # each label-issue fold head fits on at most this many rows
+    fold_fit_rows: int = 50_000  # each label-issue fold head fits on about this many rows
+    knn_check_rows: int = 100_000  # Datalab's kNN checks past this: on a sample of this many
     outlier_neighbours: int = 10
     outlier_share: float = 0.01  # outliers listed: this share of the images, at least 50
     top: int = 24
@@ -60,6 +61,8 @@ class DoctorConfig:
             raise ConfigError(f"The 'folds' must be >= 2. Got {self.folds}.")
         if self.fold_fit_rows < 2:
             raise ConfigError(f"The 'fold_fit_rows' must be >= 2. Got {self.fold_fit_rows}.")
+        if self.knn_check_rows < 3:
+            raise ConfigError(f"The 'knn_check_rows' must be >= 3. Got {self.knn_check_rows}.")
         if not 1 <= self.outlier_neighbours <= self.near.neighbours:
             raise ConfigError(
                 f"The 'outlier_neighbours' must be in 1..{self.near.neighbours} (the neighbours "
@@ -248,7 +251,17 @@ def _datalab_lines(found: dict[str, Any]) -> list[str]:
         found["non_iid"],
         found["underperforming_group"],
     )
+    sample = found.get("knn_checks")
+    scope = (
+        [
+            f"  Datalab's outlier, non-IID and underperforming-group checks: a fixed random "
+            f"sample of {sample['rows']} of the {sample['of']} labelled rows"
+        ]
+        if sample
+        else []
+    )
     return [
+        *scope,
         f"  class imbalance: {'FLAGGED' if imbalance['flagged'] else 'no'} (rarest class "
         f"'{imbalance['rarest_class']}', {imbalance['share']:.1%} of labelled rows)",
         f"  non-IID order: {'FLAGGED' if order['flagged'] else 'no'} (p-value "
@@ -307,6 +320,15 @@ def _find_groups(
 ) -> _Found:
     keys = np.array(data.keys, dtype=object)
     distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    where = getattr(data.X, "where", None)
+    if where is not None:
+        # Distinct keys in the order their vectors lie in the shards: every pass over them
+        # (mean, norms, projection, centroids) then reads each shard's rows in one piece; in
+        # key order each block of rows would touch every shard (a million rows: 245).
+        place = np.lexsort((where.row_of[first], where.shard_of[first]))
+        rank = np.empty_like(place)
+        rank[place] = np.arange(len(place))
+        distinct, first, inverse = distinct[place], first[place], rank[inverse]
     key_list = [str(k) for k in distinct]
     t = time.perf_counter()
     hashes, known, computed = _hashes(store, key_list, [data.paths[i] for i in first])
@@ -396,7 +418,7 @@ def doctor(
     found_labels = label_findings(
         data.X, data.y, data.keys, data.paths, data.splits, data.class_names, groups,
         config.folds, config.outlier_neighbours,
-        max_fit_rows=config.fold_fit_rows,
+        max_fit_rows=config.fold_fit_rows, knn_rows=config.knn_check_rows,
     )  # fmt: skip
     issues = found_labels.label_issues
     timings["label_issues"] = time.perf_counter() - t
@@ -539,8 +561,11 @@ def _exact_duplicates(
     counts = np.bincount(inverse)
     entries = []
     names = _label_names(data.class_names, data.y)
+    # Rows grouped by key in one stable sort (a scan of every row per copied key is O(n²)).
+    by_key = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)])
     for key_index in np.flatnonzero(counts > 1).tolist():
-        rows = np.flatnonzero(inverse == key_index).tolist()
+        rows = by_key[starts[key_index] : starts[key_index + 1]].tolist()
         labels = [names[r] for r in rows]
         row_splits = [str(splits[r]) for r in rows]
         entries.append(

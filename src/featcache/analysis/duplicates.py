@@ -55,7 +55,11 @@ class NearDuplicateConfig:
     `list_similarity`: candidate pairs kept (mean of both cosines); `agreement`: rows of
     (hash bits apart at most, vector cosine at least), a pair meeting any row is grouped;
     `review`: how many of the closest pairs that are *not* grouped are listed beside the
-    grouped ones, for a person to look at.
+    grouped ones, for a person to look at. `rescore_pairs`: candidates re-scored on the full
+    vectors besides those the hashes could group (at most the largest `agreement` bits
+    apart, always re-scored): the ones the searches found closest. Each re-score reads two
+    scattered vectors; a million images give up to ten million candidates, and only the
+    grouped pairs and the `review` closest others are listed.
     """
 
     neighbours: int = 10
@@ -65,9 +69,10 @@ class NearDuplicateConfig:
     list_similarity: float = 0.6
     agreement: tuple[tuple[int, float], ...] = AGREEMENT
     review: int = 50
+    rescore_pairs: int = 200_000
 
     def __post_init__(self) -> None:
-        for name in ("neighbours", "search_dims", "cell_rows", "probes"):
+        for name in ("neighbours", "search_dims", "cell_rows", "probes", "rescore_pairs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"The '{name}' must be >= 1. Got {getattr(self, name)}.")
         if not -1.0 <= self.list_similarity <= 1.0:
@@ -139,20 +144,24 @@ def _pairs(
     # one's search: each search only passes on its own pairs from list - 0.1 up.
     keep = (cols >= 0) & (nb.similarity.ravel() >= config.list_similarity - 0.1)
     parts = [np.stack([rows[keep], cols[keep]], axis=1)]
+    found = [nb.similarity.ravel()[keep].astype(np.float64)]  # each search's own cosine
     if hashes is not None and has_hash is not None and has_hash.any():
         known = np.flatnonzero(has_hash)
         ha, hb = hash_candidates(hashes[known], seed=seed)
-        close = hash_similarity(hashes[known], ha, hb) >= config.list_similarity - 0.1
+        near = hash_similarity(hashes[known], ha, hb)
+        close = near >= config.list_similarity - 0.1
         parts.append(np.stack([known[ha[close]], known[hb[close]]], axis=1))
+        found.append(near[close])
     pairs = np.concatenate(parts)
     low, high = pairs.min(axis=1).astype(np.int64), pairs.max(axis=1).astype(np.int64)
-    unique = np.unique(low * len(X) + high)
+    unique, where = np.unique(low * len(X) + high, return_inverse=True)
     a, b = (unique // len(X)).astype(np.intp), (unique % len(X)).astype(np.intp)
-    vector = vi.cosine(a, b)
     hash_sim = np.full(len(a), np.nan)
     if hashes is not None and has_hash is not None:
         both = has_hash[a] & has_hash[b]
         hash_sim[both] = hash_similarity(hashes, a[both], b[both])
+    a, b, hash_sim = _bounded(a, b, hash_sim, where, np.concatenate(found), config)
+    vector = vi.cosine(a, b)
     # Without a hash for both, the vector alone ranks the pair (it is never grouped).
     similarity = np.where(np.isnan(hash_sim), vector, (vector + np.nan_to_num(hash_sim)) / 2)
     grouped = agreeing(vector, hash_sim, config.agreement)
@@ -173,6 +182,31 @@ def _pairs(
         nb.similarity,
         vi,
     )
+
+
+def _bounded(
+    a: np.ndarray,
+    b: np.ndarray,
+    hash_sim: np.ndarray,
+    where: np.ndarray,
+    found: np.ndarray,
+    config: NearDuplicateConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The candidates worth re-scoring on the full vectors, sorted by `a` (the re-score
+    then reads the `a` side in storage order): every pair the hashes could group, and of
+    the others the `rescore_pairs` that their search (vectors or hashes) found closest.
+    `found[i]` is that search's cosine for entry `where[i]` of the candidates."""
+    score = np.full(len(a), -np.inf)
+    np.maximum.at(score, where, found)
+    most_bits = max((bits for bits, _ in config.agreement), default=-1)
+    bits = np.where(np.isnan(hash_sim), np.inf, np.rint((1.0 - np.nan_to_num(hash_sim)) * 32))
+    groupable = bits <= most_bits
+    others = np.flatnonzero(~groupable)
+    if len(others) > config.rescore_pairs:
+        best = np.argpartition(-score[others], config.rescore_pairs - 1)
+        others = others[best[: config.rescore_pairs]]
+    keep = np.sort(np.concatenate([np.flatnonzero(groupable), others]))
+    return a[keep], b[keep], hash_sim[keep]
 
 
 def agreeing(

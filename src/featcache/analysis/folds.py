@@ -7,9 +7,11 @@ in one fold (its smallest key decides), so no copy is judged by a head that saw 
 The heads are featcache's own `SoftmaxHead` (float32, seconds on GTSRB-sized data).
 
 X may be an array or a `featcache.store.StoredRows`: fold heads then stream their rows from
-the store's shards and score the held-out fold a block at a time. With `max_fit_rows`, a
-fold head fits on at most that many of its training rows (a fixed random subset), so the
-time and memory of k fits stop growing with the dataset; every row is still scored.
+the store's shards and score the held-out fold a block at a time. With `max_fit_rows`, the
+fold heads fit on one fixed random sample of the rows (about `max_fit_rows` rows outside
+each fold), read from the shards once into memory: the time and memory of k fits stop
+growing with the dataset, and their epochs do not re-read scattered rows from the shards;
+every row is still scored.
 """
 
 from __future__ import annotations
@@ -73,22 +75,51 @@ def one_blas_thread() -> Iterator[None]:
         yield
 
 
+@dataclass(frozen=True)
+class _SampleRows:
+    """Rows `rows` of an in-memory array, as a row source (``shape``, ``read_rows``): a fold
+    head streams its mini-batches from the sample without a copy of its training part."""
+
+    array: np.ndarray
+    rows: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.rows), self.array.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        block: np.ndarray = self.array[self.rows[rows]]
+        return block
+
+
 def _fit_all(
     X: Any,
     y: np.ndarray,
     jobs: list[tuple[np.ndarray, np.ndarray]],
-    max_fit_rows: int | None = None,
+    sample: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Fit one head per (train mask, held-out mask); return (classes, held-out probabilities).
 
-    Fits run two at a time with single-threaded BLAS (`one_blas_thread`): a head's products
-    are small (a batch of rows times a few dozen classes). NumPy releases the GIL in them.
+    With `sample` (sorted row numbers), heads fit only on the sample's rows of their train
+    mask, and the sample is read once into memory. Fits run two at a time with
+    single-threaded BLAS (`one_blas_thread`): a head's products are small (a batch of rows
+    times a few dozen classes). NumPy releases the GIL in them.
     """
+    held_in: np.ndarray | None = None  # the sample's vectors, read once
+    if sample is not None:
+        held_in = X.read_rows(sample) if hasattr(X, "read_rows") else np.asarray(X[sample])
 
     def one(job: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         train, held = job
-        rows = capped_rows(train, max_fit_rows)
-        head = _head().fit(X[rows], y[rows])
+        if held_in is None or sample is None:
+            rows = np.flatnonzero(train)
+            head = _head().fit(X[rows], y[rows])
+        else:
+            picked = np.flatnonzero(train[sample])
+            head = _head().fit(_SampleRows(held_in, picked), y[sample[picked]])
         return head.classes_, head.predict_proba(X[held])
 
     workers = max(1, min(2, os.cpu_count() or 1, len(jobs)))
@@ -107,8 +138,9 @@ def capped_rows(mask: np.ndarray, cap: int | None, seed: int = 0) -> np.ndarray:
 def out_of_fold_proba(
     X: Any, y: np.ndarray, folds: np.ndarray, *, max_fit_rows: int | None = None
 ) -> np.ndarray:
-    """(N, n_classes) probabilities, each row's from a head trained without its fold (on at
-    most `max_fit_rows` of its training rows).
+    """(N, n_classes) probabilities, each row's from a head trained without its fold (with
+    `max_fit_rows`, on the rows of one fixed random sample outside the fold: about that
+    many).
 
     Columns follow ``0..y.max()``; a class absent from a fold's training rows gets 0 there.
     """
@@ -120,7 +152,19 @@ def out_of_fold_proba(
         if len(np.unique(y[~held])) < 2:
             raise DataError("a fold's training rows hold fewer than 2 classes; too few rows")
         jobs.append((~held, held))
-    fitted = _fit_all(X, y, jobs, max_fit_rows)
+    sample = None
+    if max_fit_rows is not None and len(jobs) > 1:
+        # one sample for every fold: about `max_fit_rows` of it lies outside each fold
+        size = -(-max_fit_rows * len(jobs) // (len(jobs) - 1))
+        if size < len(y):
+            sample = capped_rows(np.ones(len(y), bool), size)
+            for train, _ in jobs:
+                if len(np.unique(y[sample[train[sample]]])) < 2:
+                    raise DataError(
+                        f"a fold's {max_fit_rows} sampled training rows hold fewer than 2 "
+                        "classes; raise max_fit_rows"
+                    )
+    fitted = _fit_all(X, y, jobs, sample)
     for (_, held), (classes, part) in zip(jobs, fitted, strict=True):
         proba[np.ix_(held, classes)] = part
     return proba

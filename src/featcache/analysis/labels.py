@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featcache.analysis.folds import fold_ids, one_blas_thread, out_of_fold_proba
+from featcache.analysis.folds import capped_rows, fold_ids, one_blas_thread, out_of_fold_proba
 from featcache.analysis.neighbours import VectorIndex, vector_neighbours
 from featcache.errors import DataError
 
@@ -49,20 +49,20 @@ def burst_aware_folds(
     """Fold of each row: groups whole, except bursts (a group holding more than half of its
     class's rows) and the groups of a class left in a single fold. Returns folds and the
     number of groups split."""
-    group = np.array([groups.get(key, -1 - i) for i, key in enumerate(keys)])
-    split: set[int] = set()
-    for c in np.unique(y).tolist():
-        in_class = y == c
-        ids, counts = np.unique(group[in_class], return_counts=True)
-        split.update(
-            int(g) for g, n in zip(ids, counts, strict=True) if n > 1 and n > in_class.sum() / 2
-        )
+    group = np.array([groups.get(key, -1 - i) for i, key in enumerate(keys)], dtype=np.int64)
+    y = np.asarray(y, dtype=np.int64)
+    # Counts per (class, group) and per (class, fold) from one sort each, not a pass over
+    # every row per class (O(rows x classes): a million rows of a thousand classes).
+    class_rows = np.bincount(y)
+    pairs, counts = np.unique(np.stack([y, group], axis=1), axis=0, return_counts=True)
+    burst = (counts > 1) & (counts > class_rows[pairs[:, 0]] / 2)
+    split: set[int] = set(pairs[burst, 1].tolist())
     kept = {key: g for key, g in groups.items() if g not in split}
     folds = fold_ids(keys, k, kept)
-    for c in np.unique(y).tolist():
-        in_class = y == c
-        if in_class.sum() > 1 and len(np.unique(folds[in_class])) == 1:
-            split.update(int(g) for g in np.unique(group[in_class]) if g >= 0)
+    class_folds = np.bincount(np.unique(np.stack([y, folds], axis=1), axis=0)[:, 0])
+    lone = np.flatnonzero((class_rows > 1) & (class_folds[: len(class_rows)] == 1))
+    in_lone = np.isin(y, lone) & (group >= 0)
+    split.update(np.unique(group[in_lone]).tolist())
     kept = {key: g for key, g in groups.items() if g not in split}
     shared = {g for g, n in zip(*np.unique(group, return_counts=True), strict=True) if n > 1}
     return fold_ids(keys, k, kept), len(split & shared)
@@ -103,6 +103,10 @@ def _knn_graph(X: Any, k: int) -> Any:
     )
 
 
+#: Datalab's checks that read the kNN graph of the vectors (the rest read probabilities only).
+KNN_CHECKS = ("outlier", "non_iid", "underperforming_group")
+
+
 def label_findings(
     X: Any,
     labels: np.ndarray,
@@ -115,11 +119,16 @@ def label_findings(
     neighbours: int,
     *,
     max_fit_rows: int | None = None,
+    knn_rows: int | None = None,
 ) -> LabelFindings:
     """Label issues and Datalab's findings on the labelled rows of (X, labels).
 
-    X may be a `featcache.store.StoredRows`; each out-of-fold head fits on at most
-    `max_fit_rows` of its training rows (every row is still scored)."""
+    X may be a `featcache.store.StoredRows`; the out-of-fold heads fit on about
+    `max_fit_rows` training rows each (every row is still scored). Past `knn_rows` labelled
+    rows, Datalab's kNN checks (`KNN_CHECKS`) run on a fixed random sample of that many
+    rows (their kNN graph is a second neighbour search, and the non-IID permutation test
+    holds 25 permuted copies of it); the label and class-imbalance checks always read
+    every row."""
     labelled = np.flatnonzero(labels >= 0)
     present, y = np.unique(labels[labelled], return_inverse=True)
     empty = pd.DataFrame(columns=LABEL_COLUMNS)
@@ -145,46 +154,40 @@ def label_findings(
     proba = np.clip(proba, 1e-12, None)
     proba /= proba.sum(axis=1, keepdims=True)
 
-    order = source_order([paths[i] for i in labelled.tolist()])
+    row_paths = [paths[i] for i in labelled.tolist()]
+    order = source_order(row_paths)
     back = np.empty_like(order)
     back[order] = np.arange(len(order))
-    from cleanlab import Datalab
-
-    lab = Datalab({"label": y[order]}, label_name="label", verbosity=0)
-    printed = io.StringIO()  # Datalab prints the checks it could not run
-    with one_blas_thread(), warnings.catch_warnings(), contextlib.redirect_stdout(printed):
-        # cleanlab warns about what it cannot do on small data; doctor reports `skipped`.
-        warnings.simplefilter("ignore")
-        lab.find_issues(
-            pred_probs=proba[order],
-            knn_graph=_knn_graph(Xl[order], min(neighbours, len(order) - 1)),
-            issue_types={
-                "label": {}, "outlier": {}, "class_imbalance": {}, "non_iid": {},
-                "underperforming_group": {},
-            },
-        )  # fmt: skip
+    sampled = knn_rows is not None and len(order) > knn_rows
+    checks = ("label", "class_imbalance") + (() if sampled else KNN_CHECKS)
+    lab, skipped = _datalab(y[order], proba[order], Xl[order] if not sampled else None,
+                            neighbours, checks)  # fmt: skip
     issues = lab.get_issues().iloc[back].reset_index(drop=True)
-    skipped = [
-        f"Datalab: {line.strip()}" for line in printed.getvalue().splitlines()
-        if line.startswith("Error in")
-    ]  # fmt: skip
     if "label_score" not in issues:
         return LabelFindings(
             empty, bursts=bursts, skipped=[*skipped, "label checks: Datalab failed"]
         )
+    knn_lab, knn_issues, knn_pos = lab, issues, np.arange(len(order))
+    if sampled and knn_rows is not None:
+        knn_lab, knn_issues, knn_pos, more = _sampled_knn_checks(
+            Xl, y, proba, row_paths, knn_rows, neighbours
+        )
+        skipped += more
 
     def name(index: int) -> str:
         label = int(present[index])
         return class_names[label] if label < len(class_names) else str(label)
 
+    names = [name(c) for c in range(len(present))]
     score = 1.0 - issues["label_score"].to_numpy(np.float64)
     ranked = np.argsort(-score, kind="stable")
+    best = proba.argmax(axis=1)
     table = pd.DataFrame(
         {
-            "path": [paths[labelled[r]] for r in ranked],
+            "path": [row_paths[r] for r in ranked],
             "split": [splits[labelled[r]] for r in ranked],
-            "given": [name(int(y[r])) for r in ranked],
-            "suggested": [name(int(np.argmax(proba[r]))) for r in ranked],
+            "given": [names[y[r]] for r in ranked],
+            "suggested": [names[best[r]] for r in ranked],
             "score": score[ranked],
             "flagged": issues["is_label_issue"].to_numpy(bool)[ranked],
             "key": [row_keys[r] for r in ranked],
@@ -192,30 +195,80 @@ def label_findings(
         columns=LABEL_COLUMNS,
     )
     outlier = {}
-    if "outlier_score" in issues:
-        outlier = dict(zip(row_keys, (1.0 - issues["outlier_score"]).tolist(), strict=True))
-    extras = _extras(lab, issues, labelled, paths, y, name)
+    if "outlier_score" in knn_issues:
+        outlier = dict(
+            zip([row_keys[i] for i in knn_pos], (1.0 - knn_issues["outlier_score"]).tolist(),
+                strict=True)
+        )  # fmt: skip
+    extras = _extras(lab, knn_lab, knn_issues, knn_pos, row_paths, y, name)
+    if sampled:
+        extras["knn_checks"] = {"checks": list(KNN_CHECKS), "rows": len(knn_pos),
+                                "of": len(order), "sampled": True}  # fmt: skip
     return LabelFindings(table, extras, outlier, bursts, skipped)
 
 
+def _datalab(
+    y: np.ndarray, proba: np.ndarray, X: Any, neighbours: int, checks: Sequence[str]
+) -> tuple[Any, list[str]]:
+    """Datalab run on (y, proba) and, for the kNN checks, the kNN graph of X's rows (in the
+    order given). Returns it and the checks it reported it could not run."""
+    from cleanlab import Datalab
+
+    lab = Datalab({"label": y}, label_name="label", verbosity=0)
+    printed = io.StringIO()  # Datalab prints the checks it could not run
+    graph = None if X is None else _knn_graph(X, min(neighbours, len(y) - 1))
+    with one_blas_thread(), warnings.catch_warnings(), contextlib.redirect_stdout(printed):
+        # cleanlab warns about what it cannot do on small data; doctor reports `skipped`.
+        warnings.simplefilter("ignore")
+        lab.find_issues(
+            pred_probs=proba, knn_graph=graph, issue_types={check: {} for check in checks}
+        )
+    skipped = [
+        f"Datalab: {line.strip()}" for line in printed.getvalue().splitlines()
+        if line.startswith("Error in")
+    ]  # fmt: skip
+    return lab, skipped
+
+
+def _sampled_knn_checks(
+    X: Any, y: np.ndarray, proba: np.ndarray, paths: Sequence[str], rows: int, neighbours: int
+) -> tuple[Any, pd.DataFrame, np.ndarray, list[str]]:
+    """Datalab's kNN checks on a fixed random sample of `rows` rows, in source order (their
+    own kNN graph). Returns Datalab, its issues, the sample's row numbers in that order and
+    the checks it could not run."""
+    sample = capped_rows(np.ones(len(y), bool), rows)
+    pos = sample[source_order([paths[i] for i in sample.tolist()])]
+    # The sample's classes only: Datalab maps labels to 0..n-1 and wants as many columns.
+    present, ys = np.unique(y[pos], return_inverse=True)
+    ps = proba[np.ix_(pos, present)]
+    ps /= ps.sum(axis=1, keepdims=True)
+    lab, skipped = _datalab(ys, ps, X[pos], neighbours, KNN_CHECKS)
+    return lab, lab.get_issues().reset_index(drop=True), pos, skipped
+
+
 def _extras(
-    lab: Any, issues: pd.DataFrame, labelled: np.ndarray, paths: Sequence[str],
-    y: np.ndarray, name: Any,
+    lab: Any, knn_lab: Any, knn_issues: pd.DataFrame, knn_pos: np.ndarray,
+    paths: Sequence[str], y: np.ndarray, name: Any,
 ) -> dict[str, Any]:  # fmt: skip
-    """Class imbalance, non-IID order and underperforming groups, as doctor.json keeps them."""
-    summary = lab.get_issue_summary()
+    """Class imbalance (from `lab`), non-IID order and underperforming groups (from
+    `knn_lab`, whose issue rows are the labelled rows `knn_pos`), as doctor.json keeps them."""
+    summaries = [lab.get_issue_summary()]
+    if knn_lab is not lab:
+        summaries.append(knn_lab.get_issue_summary())
+    summary = pd.concat(summaries, ignore_index=True)
     count = dict(zip(summary.issue_type, summary.num_issues.astype(int), strict=True))
 
-    def rows(column: str) -> list[str]:
+    def rows(issues: pd.DataFrame, at: np.ndarray, column: str) -> list[str]:
         if column not in issues:
             return []
-        return [paths[labelled[i]] for i in np.flatnonzero(issues[column].to_numpy(bool))]
+        return [paths[at[i]] for i in np.flatnonzero(issues[column].to_numpy(bool))]
 
     info = lab.get_info("class_imbalance")
     shares = np.bincount(y) / len(y)
     rarest = int(np.argmin(shares))
-    non_iid = lab.get_info("non_iid")
+    non_iid = knn_lab.get_info("non_iid")
     p_value = non_iid.get("p-value")
+    every = np.arange(len(y))
     return {
         "summary": {
             str(t): {"score": round(float(s), 6), "issues": int(n)}
@@ -226,7 +279,7 @@ def _extras(
             "rarest_class": name(rarest),
             "share": round(float(shares[rarest]), 6),
             "threshold": info.get("threshold"),
-            "rows": len(rows("is_class_imbalance_issue")),
+            "rows": len(rows(lab.get_issues(), every, "is_class_imbalance_issue")),
         },
         "non_iid": {
             "flagged": count.get("non_iid", 0) > 0,
@@ -235,6 +288,6 @@ def _extras(
         },
         "underperforming_group": {
             "flagged": count.get("underperforming_group", 0) > 0,
-            "rows": rows("is_underperforming_group_issue"),
+            "rows": rows(knn_issues, knn_pos, "is_underperforming_group_issue"),
         },
     }
