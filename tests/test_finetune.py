@@ -231,7 +231,10 @@ def test_train_show_predict_and_serve_round_trip(weights_path: Path, tmp_path: P
     # 9 training rows: none left to hold out inside the fine-tune, and it says so
     assert "Epoch 0/2 (frozen start + linear probe) - " in trained.output
     assert "Epoch 1/2 - " in trained.output and " - loss: " in trained.output
-    assert "no held-out rows, so the last epoch is kept and no gain is measured" in trained.output
+    assert (
+        "no held-out rows, so no number of epochs is chosen and no gain is measured"
+        in trained.output
+    )
     shown = json.loads(cli.invoke(app, ["heads", "show", "--store", str(store), "ft"]).output)
     assert shown["head"] == "finetune" and shown["layer"] == "pool5"
     assert 210e6 < shown["file_bytes"] < 230e6  # fc6 and fc7 in float32

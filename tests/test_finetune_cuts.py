@@ -200,9 +200,12 @@ def test_a_conv_cut_trains_every_layer_and_tensorflow_equals_numpy() -> None:
     progress: list[Epoch] = []
     head = FineTuneHead(cut="conv3", epochs=3, batch_size=8, validation_fraction=0.25)
     head.fit(x, y, pretrained=net, on_epoch=progress.append)
-    assert [p.epoch for p in progress] == list(range(head.n_iter_ + 1))
+    choosing, refit = progress[: head.n_iter_ + 1], progress[head.n_iter_ + 1 :]
+    assert [p.epoch for p in choosing] == list(range(head.n_iter_ + 1))
+    assert [p.epoch for p in refit] == list(range(1, head.best_epoch_ + 1))
+    assert all(p.refit for p in refit) and not any(p.refit for p in choosing)
     assert progress[0].loss is None and progress[1].loss == head.loss_curve_[0]
-    assert [p.val_loss for p in progress] == head.validation_losses_
+    assert [p.val_loss for p in choosing] == head.validation_losses_
     assert len(head.validation_scores_) == head.n_iter_ + 1
     assert head.coefs_[0].shape == (3, 3, 2, 6)  # conv4 above conv3, group 2
     assert head.predict(x).shape == (48,)

@@ -201,6 +201,19 @@ class Trainer:
         out: np.ndarray = self._features(x).numpy()
         return out.reshape(len(out), -1)
 
+    def restart(self, params: Sequence[tuple[np.ndarray, np.ndarray, bool]]) -> None:
+        """Start again from `params` (as given to the constructor, in the units of the raw
+        inputs, the same standardisation): weights set, Adam's moments and step count zeroed,
+        so the run that follows is the one a new trainer would make, without tracing again."""
+        for i, ((w, b, _), kind, st) in enumerate(zip(params, self.kinds, self.stats, strict=True)):
+            w_std, b_std = self._to_standard(w, b, kind, st)
+            self.variables[2 * i].assign(w_std)
+            self.variables[2 * i + 1].assign(b_std)
+        for _, m, v, _, _ in self._slots:
+            m.assign(np.zeros(m.shape, np.float32))
+            v.assign(np.zeros(v.shape, np.float32))
+        self._count.assign(0)
+
     def set_last(self, w: np.ndarray, b: np.ndarray) -> None:
         """Start the last layer at (W, b), given in the units of its raw input."""
         w_std, b_std = self._to_standard(w, b, "dense", self.stats[-1])

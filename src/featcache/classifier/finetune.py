@@ -10,10 +10,12 @@ of being recomputed in every epoch (`featcache.architecture` lists the cuts)::
 
 Linear probing, then fine-tuning (Kumar et al. 2022): the new fc8 is first fitted on the
 frozen network's fc7 by a `SoftmaxHead` (the frozen head's solution), and only then does
-every layer train, the pretrained ones at a lower learning rate. The epoch kept is the one
-with the lowest loss on held-out rows, and epoch 0 (the frozen network with its probe) is a
-candidate: fine-tuning that does not beat the frozen start on held-out rows is not kept.
-``random_state`` defaults to 0, so the same command gives the same head.
+every layer train, the pretrained ones at a lower learning rate. How many epochs is chosen
+on held-out rows, epoch 0 (the frozen network with its probe) a candidate that wins ties
+(`featcache.classifier.epochs`); then the head is refitted on every training row: the probe
+on all of them, then that many epochs. Zero epochs chosen thus gives exactly the frozen
+softmax head's solution (same rows, hyperparameters and seed), not a probe that saw fewer
+rows. ``random_state`` defaults to 0, so the same command gives the same head.
 
 Training runs in TensorFlow (`featcache.classifier._finetune_tf`, imported by `fit` only). X
 may be a `StoredRows`, read batch by batch from the store's memory-mapped shards. Prediction
@@ -45,6 +47,7 @@ from featcache.classifier.cuts import (
     spatial_shape,
     stages_above,
 )
+from featcache.classifier.epochs import choose_epochs
 from featcache.classifier.heads import SoftmaxHead
 from featcache.classifier.headstate import HeadState, StatefulHead
 from featcache.classifier.spill import SPILL_BYTES, ComputedRows
@@ -82,8 +85,10 @@ class RowSource(Protocol):
 class Epoch:
     """One epoch of `FineTuneHead.fit`, as Keras's ``fit`` reports it, plus what choosing
     by held-out loss needs. Epoch 0 is the frozen start (the pretrained layers and the
-    linear probe): no training loss, its seconds are the probe's. Held-out figures are None
-    without held-out rows; `kept` says this epoch is the best so far."""
+    linear probes): no training loss, its seconds are the probes'. Held-out figures are None
+    without held-out rows and in the refit; `kept` says this epoch has the lowest held-out
+    loss so far; `refit` marks the epochs of the refit on all training rows (`epochs` is
+    then the number chosen)."""
 
     epoch: int  # 0: the frozen start
     epochs: int  # at most this many
@@ -92,6 +97,19 @@ class Epoch:
     seconds: float
     val_loss: float | None = None
     kept: bool = False
+    refit: bool = False
+
+
+class _RowsAt:
+    """Rows `at` (sorted row numbers) of a `RowSource`, as a `RowSource`."""
+
+    def __init__(self, source: RowSource, at: np.ndarray) -> None:
+        self.source = source
+        self.at = at
+        self.shape = (len(at), source.shape[1])
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.source.read_rows(self.at[rows])
 
 
 class _ArrayRows:
@@ -143,23 +161,29 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
     and ``pretrained_learning_rate`` of the pretrained layers (None: a hundredth of it);
     ``weight_decay`` (decoupled, on weights); ``dropout`` rate on the inputs of fc7 and fc8
     (AlexNet trained with 0.5; 0 measured better fine-tuning the digits from the cache);
-    ``early_stopping`` on a held-out ``validation_fraction`` of the rows, stopping after
-    ``patience`` epochs without a lower held-out loss and keeping the best epoch, the frozen
-    start included; ``precision`` "float32" or "bf16" (CPUs with AVX512-BF16/AMX, GPUs);
-    ``random_state`` (0: the same data gives the same head).
+    ``early_stopping``: choose the number of epochs on a held-out ``validation_fraction``
+    of the rows (a run stopped after ``patience`` epochs without a lower held-out loss; the
+    fewest epochs within ``selection_se`` standard errors of the lowest loss, 0 being the
+    frozen start: `featcache.classifier.epochs`), then refit on every row for that many
+    epochs (without it: ``epochs`` epochs on every row); ``precision`` "float32" or "bf16"
+    (CPUs with AVX512-BF16/AMX, GPUs); ``random_state`` (0: the same data gives the same
+    head).
 
     Learned: ``classes_``, ``coefs_`` and ``intercepts_`` (one per layer with weights:
     convolution kernels HWIO, dense (in, out); float16 when trained in bf16), ``layers_``
     (their names), ``input_shape_`` ((H, W, C) of a spatial cut, or None),
-    ``weights_sha256_`` (the pretrained file's digest, or None), ``n_iter_`` epochs trained,
-    ``best_epoch_`` (0: the frozen start was kept), ``loss_curve_`` (training loss per
-    epoch), ``validation_losses_`` and ``validation_scores_`` (held-out loss and accuracy
-    at epochs 0 .. n_iter_), ``epoch_seconds_`` (training time per epoch, the held-out
-    pass excluded), ``probe_seconds_``.
+    ``weights_sha256_`` (the pretrained file's digest, or None), ``best_epoch_`` (the
+    epochs the head was trained on every row; 0: the frozen start, the frozen head's own
+    solution), ``n_iter_`` epochs of the choosing run (without held-out rows, of the only
+    run), ``loss_curve_`` (its training loss per epoch), ``validation_losses_`` and
+    ``validation_scores_`` (held-out loss and accuracy at its epochs 0 .. n_iter_),
+    ``epoch_seconds_`` (its training time per epoch, the held-out pass excluded),
+    ``refit_loss_curve_`` and ``refit_seconds_`` (the refit on every row: best_epoch_
+    epochs), ``probe_seconds_`` (fc7 of every row and the linear probes).
     """
 
     head_kind = "finetune"
-    #: the probe's fc7 rows stay in memory up to this size, else go to a temporary file
+    #: the probes' fc7 rows stay in memory up to this size, else go to a temporary file
     _probe_memory_bytes = SPILL_BYTES
     _state_arrays = ("classes_",)
     _state_array_lists = ("coefs_", "intercepts_")
@@ -171,9 +195,11 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         "n_iter_",
         "best_epoch_",
         "loss_curve_",
+        "refit_loss_curve_",
         "validation_losses_",
         "validation_scores_",
         "epoch_seconds_",
+        "refit_seconds_",
         "probe_seconds_",
     )
 
@@ -190,6 +216,7 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "patience": [Interval(Integral, 1, None, closed="left")],
+        "selection_se": [Interval(Real, 0, None, closed="left")],
         "precision": [StrOptions({"float32", "bf16"})],
         "random_state": ["random_state"],
     }
@@ -209,6 +236,7 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         early_stopping: bool = True,
         validation_fraction: float = 0.1,
         patience: int = 2,
+        selection_se: float = 1.0,
         precision: str = "float32",
         random_state: int | np.random.RandomState | None = 0,
     ) -> None:
@@ -224,6 +252,7 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.selection_se = selection_se
         self.precision = precision
         self.random_state = random_state
 
@@ -266,7 +295,8 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
 
         `pretrained` holds the layers above the cut as the extractor's weights file has
         them; it is required with ``init="pretrained"`` and ignored with ``init="random"``.
-        `on_epoch` hears of the frozen start (epoch 0) and of every finished epoch.
+        `on_epoch` hears of the frozen start (epoch 0), of every epoch of the run that
+        chooses the number of epochs, and of every epoch of the refit on all rows.
         """
         from featcache.classifier._finetune_tf import Trainer, TrainerConfig
 
@@ -287,13 +317,12 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
 
         n = rows.shape[0]
         order = rng.permutation(n)
-        n_val = int(n * self.validation_fraction) if self.early_stopping else 0
+        n_val = int(n * self.validation_fraction) if self.early_stopping and self.epochs else 0
         if n_val < 1 or n - n_val < 1:
             n_val = 0
-        val_idx, train_idx = np.sort(order[:n_val]), order[n_val:]
-        batch = max(1, min(self.batch_size, len(train_idx) // _MIN_STEPS))
+        val_idx, fit_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
         seed = int(rng.randint(2**31 - 1))
-        # the probe is SoftmaxHead(random_state=random_state): the frozen head's own fit
+        # the probes are SoftmaxHead(random_state=random_state): the frozen head's own fit
         probe_seed = (
             int(self.random_state)
             if isinstance(self.random_state, Integral)
@@ -302,7 +331,11 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
 
         conv = self.input_shape_ is not None
         size = _STANDARDISE_ROWS_CONV if conv else _STANDARDISE_ROWS
-        sample = np.sort(rng.permutation(train_idx)[:size])
+        sample = np.sort(rng.permutation(n)[:size])
+        # batch orders: the refit's are drawn as a run without held-out rows draws them, so
+        # choosing k epochs gives the head `early_stopping=False, epochs=k` gives
+        final_rng = np.random.RandomState(rng.randint(2**31 - 1))
+        choose_rng = np.random.RandomState(rng.randint(2**31 - 1))
         stats = _stage_input_stats(
             rows.read_rows(sample), stages, [(w, b) for w, b, _ in start], self.input_shape_
         )
@@ -317,50 +350,43 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         )
         trainer = Trainer(stages, start, stats, self.input_shape_, config)
         self.loss_curve_: list[float] = []
+        self.refit_loss_curve_: list[float] = []
         self.validation_losses_: list[float] = []
         self.validation_scores_: list[float] = []
         self.epoch_seconds_: list[float] = []
+        self.refit_seconds_ = 0.0
         with ThreadPoolExecutor(1, thread_name_prefix="featcache-rows") as pool:
             started = time.perf_counter()
-            start[-1] = (*self._probe(trainer, rows, train_idx, y_idx, probe_seed, pool), False)
+            frozen, chooser = self._probes(
+                trainer, rows, fit_idx if n_val else None, y_idx, probe_seed, pool
+            )
             self.probe_seconds_ = time.perf_counter() - started
-            # the frozen start exactly as given (the trainer's copy went through float32
-            # standardisation and back)
-            best = (np.inf, [a for w, b, _ in start for a in (w, b)], 0)
-            del start
-            if n_val:
-                best = (self._held_out(trainer, rows, val_idx, y_idx, pool)[0], best[1], 0)
-            self._report(on_epoch, 0, None, n_val, self.probe_seconds_, True)
-            stale = 0
-            for epoch in range(1, self.epochs + 1):
+            if n_val:  # choose the number of epochs on held-out rows, then refit on all
+                trainer.set_last(*chooser)
+                self.best_epoch_ = self._choose(trainer, rows, fit_idx, val_idx, y_idx,
+                                                choose_rng, pool, on_epoch)  # fmt: skip
+                epochs, curve = self.best_epoch_, self.refit_loss_curve_
+            else:  # nothing held out to choose by: every epoch, on every row
+                self._report(on_epoch, Epoch(0, int(self.epochs), None, None,
+                                             self.probe_seconds_, kept=True))  # fmt: skip
+                epochs = self.best_epoch_ = int(self.epochs)
+                curve = self.loss_curve_
+            self.n_iter_ = len(self.loss_curve_) if n_val else epochs
+            start[-1] = (*frozen, False)
+            if epochs == 0:
+                # the frozen start exactly as given (the trainer's copy went through float32
+                # standardisation and back)
+                final = [a for w, b, _ in start for a in (w, b)]
+            else:
+                trainer.restart(start)
+                del start
                 started = time.perf_counter()
-                shuffled = train_idx[rng.permutation(len(train_idx))]
-                # sorted within a batch: reads go through the shards in order
-                batches = [np.sort(b) for b in _chunks(shuffled, batch)]
-                total = 0.0
-                for picked, xb in _prefetched(rows, batches, pool):
-                    _check_finite(xb)
-                    total += trainer.step(xb, y_idx[picked]) * len(picked)
-                self.loss_curve_.append(total / len(train_idx))
-                self.epoch_seconds_.append(time.perf_counter() - started)
-                if not n_val:
-                    self._report(on_epoch, epoch, self.loss_curve_[-1], 0, 0.0, True)
-                    continue
-                loss = self._held_out(trainer, rows, val_idx, y_idx, pool)[0]
-                kept = loss < best[0] - 1e-4
-                if kept:
-                    best, stale = (loss, trainer.weights(), epoch), 0
-                else:
-                    stale += 1
-                self._report(on_epoch, epoch, self.loss_curve_[-1], n_val, 0.0, kept)
-                if stale >= self.patience:
-                    break
-        self.n_iter_ = len(self.loss_curve_)
-        if n_val or not self.n_iter_:
-            final, self.best_epoch_ = best[1], best[2]
-        else:  # nothing held out to choose by: the last epoch
-            final, self.best_epoch_ = trainer.weights(), self.n_iter_
-        del trainer, best
+                self._train(trainer, rows, np.arange(n), y_idx, epochs, final_rng, pool,
+                            on_epoch, curve, refit=bool(n_val))  # fmt: skip
+                if n_val:
+                    self.refit_seconds_ = time.perf_counter() - started
+                final = trainer.weights()
+        del trainer
         dtype = np.float16 if self.precision == "bf16" else np.float32
         self.coefs_ = [w.astype(dtype, copy=False) for w in final[0::2]]
         self.intercepts_ = [b.astype(np.float32, copy=False) for b in final[1::2]]
@@ -368,54 +394,124 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         self._cast_for_prediction()
         return self
 
-    def _report(
-        self,
-        on_epoch: Callable[[Epoch], None] | None,
-        epoch: int,
-        train_loss: float | None,
-        n_val: int,
-        seconds: float,
-        kept: bool,
-    ) -> None:
-        if on_epoch is None:
-            return
-        on_epoch(
-            Epoch(
-                epoch=epoch,
-                epochs=int(self.epochs),
-                loss=train_loss,
-                val_loss=self.validation_losses_[-1] if n_val else None,
-                val_accuracy=self.validation_scores_[-1] if n_val else None,
-                seconds=self.epoch_seconds_[-1] if epoch else seconds,
-                kept=kept,
-            )
-        )
-
-    def _probe(
+    def _choose(
         self,
         trainer: Any,
         rows: RowSource,
-        train_idx: np.ndarray,
+        fit_idx: np.ndarray,
+        val_idx: np.ndarray,
+        y_idx: np.ndarray,
+        rng: np.random.RandomState,
+        pool: ThreadPoolExecutor,
+        on_epoch: Callable[[Epoch], None] | None,
+    ) -> int:
+        """Fine-tune on the `fit_idx` rows (the probe fitted on them already in the trainer),
+        scoring the `val_idx` rows after the frozen start and every epoch, until `patience`
+        epochs pass without a lower held-out loss; return the number of epochs to keep
+        (`choose_epochs`: 0 is the frozen start)."""
+        losses = [self._held_out(trainer, rows, val_idx, y_idx, pool)]
+        self._report(on_epoch, self._scored(0, None, self.probe_seconds_, True))
+        lowest, stale = 0, 0
+        for epoch in range(1, self.epochs + 1):
+            self._train(trainer, rows, fit_idx, y_idx, 1, rng, pool, None, self.loss_curve_)
+            losses.append(self._held_out(trainer, rows, val_idx, y_idx, pool))
+            kept = self.validation_losses_[-1] < self.validation_losses_[lowest] - 1e-4
+            if kept:
+                lowest, stale = epoch, 0
+            else:
+                stale += 1
+            self._report(on_epoch, self._scored(epoch, self.loss_curve_[-1],
+                                                self.epoch_seconds_[-1], kept))  # fmt: skip
+            if stale >= self.patience:
+                break
+        return choose_epochs(losses, float(self.selection_se))
+
+    def _train(
+        self,
+        trainer: Any,
+        rows: RowSource,
+        idx: np.ndarray,
+        y_idx: np.ndarray,
+        epochs: int,
+        rng: np.random.RandomState,
+        pool: ThreadPoolExecutor,
+        on_epoch: Callable[[Epoch], None] | None,
+        curve: list[float],
+        *,
+        refit: bool = False,
+    ) -> None:
+        """`epochs` epochs on the rows `idx` in a shuffled order; the mean training loss of
+        each goes to `curve` (and its seconds to ``epoch_seconds_`` unless `refit`)."""
+        batch = max(1, min(self.batch_size, len(idx) // _MIN_STEPS))
+        for epoch in range(1, epochs + 1):
+            started = time.perf_counter()
+            shuffled = idx[rng.permutation(len(idx))]
+            # sorted within a batch: reads go through the shards in order
+            batches = [np.sort(b) for b in _chunks(shuffled, batch)]
+            total = 0.0
+            for picked, xb in _prefetched(rows, batches, pool):
+                _check_finite(xb)
+                total += trainer.step(xb, y_idx[picked]) * len(picked)
+            curve.append(total / len(idx))
+            seconds = time.perf_counter() - started
+            if not refit:
+                self.epoch_seconds_.append(seconds)
+            self._report(
+                on_epoch,
+                Epoch(epoch, epochs, curve[-1], None, seconds, kept=not refit, refit=refit),
+            )
+
+    def _scored(self, epoch: int, loss: float | None, seconds: float, kept: bool) -> Epoch:
+        """The report of an epoch of the choosing run, with its held-out figures."""
+        return Epoch(
+            epoch,
+            int(self.epochs),
+            loss,
+            self.validation_scores_[-1],
+            seconds,
+            val_loss=self.validation_losses_[-1],
+            kept=kept,
+        )
+
+    @staticmethod
+    def _report(on_epoch: Callable[[Epoch], None] | None, epoch: Epoch) -> None:
+        if on_epoch is not None:
+            on_epoch(epoch)
+
+    def _probes(
+        self,
+        trainer: Any,
+        rows: RowSource,
+        fit_idx: np.ndarray | None,
         y_idx: np.ndarray,
         seed: int,
         pool: ThreadPoolExecutor,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Linear probing: fit fc8 by a `SoftmaxHead` on the frozen fc7 of the training rows,
-        start the trainer's last layer there; return its (W, b)."""
-        ordered = np.sort(train_idx)
-        # fc7 of every training row is computed once, then read by the probe a mini-batch
+    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """Linear probing: fc8 fitted by a `SoftmaxHead` on the frozen fc7 of every training
+        row (the frozen head's solution: the start of the refit), and on the `fit_idx` rows
+        only (the start of the run that chooses the epochs; the same without `fit_idx`).
+        Returns both as (W, b)."""
+        n = rows.shape[0]
+        # fc7 of every training row is computed once, then read by the probes a mini-batch
         # at a time: in memory when small, else from a temporary file (bounded memory)
-        with ComputedRows(len(ordered), max_memory_bytes=self._probe_memory_bytes) as feats:
-            for _, xb in _prefetched(rows, _chunks(ordered, 256), pool):
+        with ComputedRows(n, max_memory_bytes=self._probe_memory_bytes) as feats:
+            for _, xb in _prefetched(rows, _chunks(np.arange(n), 256), pool):
                 feats.append(trainer.features(xb))
-            probe = SoftmaxHead(random_state=seed).fit(feats, y_idx[ordered])
+            frozen = self._last_layer(SoftmaxHead(random_state=seed).fit(feats, y_idx))
+            if fit_idx is None:
+                return frozen, frozen
+            part = _RowsAt(feats, fit_idx)
+            chooser = self._last_layer(SoftmaxHead(random_state=seed).fit(part, y_idx[fit_idx]))
+        return frozen, chooser
+
+    def _last_layer(self, probe: SoftmaxHead) -> tuple[np.ndarray, np.ndarray]:
+        """A probe's (W, b) over every class of the head (`probe.classes_` are indices)."""
         n_classes = len(self.classes_)
         w = np.zeros((probe.coef_.shape[1], n_classes), np.float32)
         # a class seen only in held-out rows starts far below the others
         b = np.full(n_classes, float(probe.intercept_.min()) - 10.0, np.float32)
         w[:, probe.classes_] = probe.coef_.T
         b[probe.classes_] = probe.intercept_
-        trainer.set_last(w, b)
         return w, b
 
     def _held_out(
@@ -425,18 +521,19 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         val_idx: np.ndarray,
         y_idx: np.ndarray,
         pool: ThreadPoolExecutor,
-    ) -> tuple[float, float]:
-        """Held-out (loss, accuracy) of the trainer's current weights; recorded too."""
-        losses, hits = 0.0, 0
+    ) -> np.ndarray:
+        """The log loss of each held-out row under the trainer's current weights; their
+        mean and the accuracy are recorded."""
+        losses, hits = [], 0
         for picked, xb in _prefetched(rows, _chunks(val_idx, _PREDICT_BATCH), pool):
             yv = y_idx[picked]
             p = _softmax(trainer.logits(xb).astype(np.float64))
-            losses -= float(np.sum(np.log(p[np.arange(len(yv)), yv] + 1e-12)))
+            losses.append(-np.log(p[np.arange(len(yv)), yv] + 1e-12))
             hits += int(np.sum(p.argmax(axis=1) == yv))
-        loss, accuracy = losses / len(val_idx), hits / len(val_idx)
-        self.validation_losses_.append(loss)
-        self.validation_scores_.append(accuracy)
-        return loss, accuracy
+        per_row = np.concatenate(losses)
+        self.validation_losses_.append(float(per_row.mean()))
+        self.validation_scores_.append(hits / len(val_idx))
+        return per_row
 
     def _start(
         self,
@@ -508,7 +605,11 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
     @classmethod
     def from_state(cls, state: HeadState, source: str = "head") -> FineTuneHead:
         """`StatefulHead.from_state`, reading files saved before cuts too (their ``layers``
-        parameter: "fc6,fc7,fc8" is the pool5 cut, "fc7,fc8" the fc6 cut)."""
+        parameter: "fc6,fc7,fc8" is the pool5 cut, "fc7,fc8" the fc6 cut), and before the
+        refit on all rows (no refit figures: the head was the choosing run's best epoch)."""
+        if "refit_loss_curve_" not in state.values:
+            values = {"refit_loss_curve_": [], "refit_seconds_": 0.0, **state.values}
+            state = HeadState(state.kind, state.params, state.arrays, values)
         if "layers" in state.params and "cut" not in state.params:
             params = dict(state.params)
             params["cut"] = "pool5" if params.pop("layers") == "fc6,fc7,fc8" else "fc6"
@@ -575,8 +676,12 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state.setdefault("selection_se", 1.0)  # pickled before the refit on all rows
+        if "coefs_" in state:
+            state.setdefault("refit_loss_curve_", [])
+            state.setdefault("refit_seconds_", 0.0)
         if "layers" in state and "cut" not in state:  # a head pickled before cuts
-            state = dict(state)
             state["cut"] = "pool5" if state.pop("layers") == "fc6,fc7,fc8" else "fc6"
             if "coefs_" in state:
                 state.setdefault("input_shape_", None)

@@ -208,23 +208,29 @@ def check_pretrained(
 
 
 def finetune_summary(head: FineTuneHead) -> dict[str, Any]:
-    """What fine-tuning did, on the head's own held-out rows: the epoch kept (0: the frozen
-    start, the pretrained layers and the linear probe), and its loss and accuracy against
-    the frozen start's."""
+    """What fine-tuning did: the epochs run to choose on the head's own held-out rows, the
+    number chosen (0: the frozen start, the pretrained layers and the linear probe) and
+    refitted on every training row, and the chosen epoch's held-out loss and accuracy
+    against the frozen start's and the lowest loss's."""
     summary: dict[str, Any] = {
         "cut": head.cut,
         "trained_layers": list(head.layers_),
         "epochs_run": head.n_iter_,
         "epoch_kept": head.best_epoch_,
         "epoch_seconds": [round(s, 3) for s in head.epoch_seconds_],
+        "refit_seconds": round(head.refit_seconds_, 3),
+        "selection_se": float(head.selection_se),
     }
     if head.validation_scores_:
         kept = head.best_epoch_
+        lowest = int(np.argmin(head.validation_losses_))
         summary.update(
             frozen_val_loss=head.validation_losses_[0],
             frozen_val_accuracy=head.validation_scores_[0],
             kept_val_loss=head.validation_losses_[kept],
             kept_val_accuracy=head.validation_scores_[kept],
+            lowest_val_loss_epoch=lowest,
+            lowest_val_loss=head.validation_losses_[lowest],
             gain_points=100 * (head.validation_scores_[kept] - head.validation_scores_[0]),
         )
     return summary

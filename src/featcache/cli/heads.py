@@ -189,11 +189,16 @@ def train(
 
 def _print_epoch(epoch: Epoch) -> None:
     """One line per epoch, as Keras's ``fit`` prints them; epoch 0 is the frozen start, and
-    `*` marks an epoch kept so far (the lowest held-out loss)."""
+    `*` marks an epoch kept so far (the lowest held-out loss); the refit on every training
+    row says so."""
     if epoch.epoch == 0:
         head = f"Epoch 0/{epoch.epochs} (frozen start + linear probe) - {epoch.seconds:.1f}s"
     else:
-        head = f"Epoch {epoch.epoch}/{epoch.epochs} - {epoch.seconds:.1f}s - loss: {epoch.loss:.4f}"
+        refit = " (refit on all training rows)" if epoch.refit else ""
+        head = (
+            f"Epoch {epoch.epoch}/{epoch.epochs}{refit} - {epoch.seconds:.1f}s - "
+            f"loss: {epoch.loss:.4f}"
+        )
     held = "" if epoch.val_loss is None else f" - val_loss: {epoch.val_loss:.4f}"
     held += "" if epoch.val_accuracy is None else f" - val_accuracy: {epoch.val_accuracy:.4f}"
     mark = " *" if epoch.kept and epoch.val_loss is not None else ""
@@ -205,20 +210,30 @@ def _finetune_line(ft: dict[str, Any]) -> str:
     layers = ", ".join(ft["trained_layers"])
     if "gain_points" not in ft:
         return (
-            f"fine-tuned {layers} above {ft['cut']} for {ft['epochs_run']} epoch(s); no "
-            "held-out rows, so the last epoch is kept and no gain is measured"
+            f"fine-tuned {layers} above {ft['cut']} for {ft['epochs_run']} epoch(s) on every "
+            "training row; no held-out rows, so no number of epochs is chosen and no gain "
+            "is measured"
         )
+    lowest = ft["lowest_val_loss_epoch"]
     if ft["epoch_kept"] == 0:
+        why = (
+            "no epoch lowered the held-out loss"
+            if lowest == 0
+            else f"epoch {lowest}'s lower held-out loss ({ft['lowest_val_loss']:.4f}) was not "
+            f"lower by more than {ft['selection_se']:g} standard error(s)"
+        )
         return (
-            f"kept the frozen start (epoch 0): no epoch of fine-tuning {layers} above "
-            f"{ft['cut']} lowered the held-out loss ({ft['frozen_val_loss']:.4f}, accuracy "
+            f"kept the frozen start (0 epochs), the frozen softmax head's solution: {why} "
+            f"in {ft['epochs_run']} epoch(s) of fine-tuning {layers} above {ft['cut']} "
+            f"(frozen start: loss {ft['frozen_val_loss']:.4f}, accuracy "
             f"{ft['frozen_val_accuracy']:.4f})"
         )
     return (
         f"fine-tuning {layers} above {ft['cut']} gained {ft['gain_points']:+.2f} points over "
         f"the frozen start on its held-out rows (accuracy {ft['frozen_val_accuracy']:.4f} → "
         f"{ft['kept_val_accuracy']:.4f}, loss {ft['frozen_val_loss']:.4f} → "
-        f"{ft['kept_val_loss']:.4f}; epoch {ft['epoch_kept']} of {ft['epochs_run']} kept)"
+        f"{ft['kept_val_loss']:.4f}); chose {ft['epoch_kept']} of {ft['epochs_run']} "
+        f"epoch(s), refitted on every training row ({ft['refit_seconds']:.1f}s)"
     )
 
 
