@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from featcache.architecture import CUTS, stages_above
 from featcache.classifier.finetune import FineTuneHead
 from featcache.classifier.heads import LogRegHead, SoftmaxHead
 from featcache.errors import HeadError
@@ -56,13 +57,23 @@ def head_layers(estimator: SoftmaxHead | LogRegHead | FineTuneHead) -> list[Dens
             intercept = np.concatenate([-intercept / 2, intercept / 2])
         return [Dense(_f32(coef.T), _f32(intercept), relu=False)]
     if isinstance(estimator, FineTuneHead):
-        dense = {"fc6", "fc7", "fc8"}
-        if not set(estimator.layers_) <= dense:
+        stages = stages_above(estimator.cut)  # the one description of the layers above it
+        if any(stage.kind != "dense" for stage in stages):
+            network = CUTS[estimator.cut].stages
+            dense_cuts = [
+                name
+                for name, cut in CUTS.items()
+                if cut.stages == network and all(s.kind == "dense" for s in stages_above(name))
+            ]
+            above = [f"{s.name} ({s.kind})" for s in stages if s.kind != "dense"]
             raise HeadError(
-                f"a fine-tuned head from cut '{estimator.cut}' trains convolutions "
-                f"({[n for n in estimator.layers_ if n not in dense]}); export-model builds "
-                "heads of dense layers only (cuts pool5 and fc6) for now"
+                f"a fine-tuned head from cut '{estimator.cut}' runs {', '.join(above)} above "
+                "the cut; export-model writes the layers above a cut as dense products only: "
+                f"fine-tune from {' or '.join(dense_cuts)} to export"
             )
         pairs = list(zip(estimator.coefs_, estimator.intercepts_, strict=True))
-        return [Dense(_f32(w), _f32(b), relu=i < len(pairs) - 1) for i, (w, b) in enumerate(pairs)]
+        return [
+            Dense(_f32(w), _f32(b), relu=stage.relu)
+            for (w, b), stage in zip(pairs, stages, strict=True)
+        ]
     raise HeadError(f"cannot export a {type(estimator).__name__}: not a featcache head")
