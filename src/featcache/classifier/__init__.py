@@ -6,6 +6,7 @@ eagerly: ``featcache.classifier.evaluate`` is then always the function, never th
 """
 
 from featcache.classifier.cuts import Stage, conv2d, max_pool, run_stages, stages_above
+from featcache.classifier.epochs import choose_epochs
 from featcache.classifier.evaluate import (
     Evaluation,
     clean_accuracy,
@@ -91,6 +92,7 @@ __all__ = [
     "UpgradedHead",
     "build_estimator",
     "check_pretrained",
+    "choose_epochs",
     "clean_accuracy",
     "conv2d",
     "decode_head",
