@@ -27,12 +27,16 @@ def test_finetune_reports_every_epoch() -> None:
     seen: list[Epoch] = []
     head = FineTuneHead(init="random", hidden_units=8, epochs=4, patience=10, random_state=0)
     head.fit(X, y, on_epoch=seen.append)
-    # epoch 0 is the frozen start (pretrained layers and the linear probe)
-    assert [e.epoch for e in seen] == [0, 1, 2, 3, 4] and all(e.epochs == 4 for e in seen)
-    assert seen[0].loss is None and [e.loss for e in seen[1:]] == head.loss_curve_
-    assert [e.val_accuracy for e in seen] == head.validation_scores_
-    assert [e.val_loss for e in seen] == head.validation_losses_
-    assert [e.seconds for e in seen[1:]] == head.epoch_seconds_
+    # epoch 0 is the frozen start (pretrained layers and the linear probe); then the
+    # epochs chosen, refitted on every row
+    choosing, refit = seen[:5], seen[5:]
+    assert [e.epoch for e in choosing] == [0, 1, 2, 3, 4] and all(e.epochs == 4 for e in choosing)
+    assert seen[0].loss is None and [e.loss for e in choosing[1:]] == head.loss_curve_
+    assert [e.val_accuracy for e in choosing] == head.validation_scores_
+    assert [e.val_loss for e in choosing] == head.validation_losses_
+    assert [e.seconds for e in choosing[1:]] == head.epoch_seconds_
+    assert [e.loss for e in refit] == head.refit_loss_curve_
+    assert all(e.refit and e.epochs == head.best_epoch_ for e in refit)
 
 
 def test_epoch_line_reads_like_keras(capsys: pytest.CaptureFixture[str]) -> None:
