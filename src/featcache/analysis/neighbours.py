@@ -38,6 +38,9 @@ __all__ = [
 ]
 
 _CHUNK = 2048  # rows per block: a block of products stays within ~40 MB
+# Rows searched at once: their products with a pool of candidates (~12k) stay in the CPU's
+# cache for the top-k pass that follows (measured: 2x faster products than 2,048 rows).
+_SEARCH_ROWS = 512
 
 
 def _read(X: Any, index: slice | np.ndarray) -> np.ndarray:
@@ -215,9 +218,10 @@ def vector_neighbours(
         if not len(rows) or not k_eff:
             continue
         pool = np.concatenate([members[p] for p in nearest_cells[c]])
-        for start in range(0, len(rows), _CHUNK):
-            part = rows[start : start + _CHUNK]
-            S = Z[part] @ Z[pool].T
+        candidates = Z[pool]
+        for start in range(0, len(rows), _SEARCH_ROWS):
+            part = rows[start : start + _SEARCH_ROWS]
+            S = Z[part] @ candidates.T
             S[pool[None, :] == part[:, None]] = -np.inf  # not oneself
             kk = min(k_eff, len(pool) - 1)
             if kk < 1:
