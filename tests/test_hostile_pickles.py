@@ -132,7 +132,9 @@ def test_no_command_unpickles_anything_from_a_store(
     assert code == 1 and "does not match the registered" not in text
     assert "old head file (a joblib pickle)" in text and "heads upgrade" in text
     code, text = outputs["verify"]
-    assert code == 3 and "Array can't be memory-mapped: Python objects" in text
+    # the pickled shard was found damaged by predict's look-up (its header is an object
+    # array, its record float32) and dropped for recomputing (test_hostile_store: verify)
+    assert code == 3 and "0 shards" in text
     assert "head 'bad' v1" in text and "an old pickled head" in text
     for config in (dict(head="good"), dict(head="bad")):
         try:

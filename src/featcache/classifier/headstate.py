@@ -214,7 +214,7 @@ def decode_head(payload: bytes, source: str) -> HeadState:
         header = json.loads(payload[8 : 8 + size])
         meta = json.loads(header["__metadata__"][_META_KEY])
         arrays: Mapping[str, np.ndarray] = load(payload)
-    except (ValueError, KeyError, TypeError, SafetensorError) as exc:
+    except (ValueError, KeyError, TypeError, SafetensorError, RecursionError) as exc:
         raise HeadError(
             f"{source}: not a featcache head file ({type(exc).__name__}: {exc})"
         ) from None

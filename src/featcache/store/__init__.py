@@ -33,11 +33,10 @@ from featcache.store.export import export_vectors
 from featcache.store.featurestore import (
     CATALOG_FILE,
     MAX_OPEN_SHARDS,
-    STORAGE_DTYPES,
     VECTORS_MAX_BYTES,
     FeatureStore,
 )
-from featcache.store.heads import HEAD_SUFFIX, HEADS_FOLDER, HeadFiles
+from featcache.store.heads import HEAD_SUFFIX, HEADS_FOLDER, MAX_HEAD_BYTES, HeadFiles
 from featcache.store.localkey import KEY_ENV, LocalKey, canonical_json, key_file, local_key
 from featcache.store.location import CATALOG_ENV, server_catalog
 from featcache.store.maintenance import gc, info, stale_temporaries, verify
@@ -70,8 +69,20 @@ from featcache.store.records import (
     VerifyReport,
 )
 from featcache.store.runtime_files import RUNTIMES_FOLDER, RuntimeAudit, RuntimeFiles, RuntimeModel
-from featcache.store.schema import SCHEMA_VERSION, create_or_migrate, dedupe_rows, schema_version
-from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardCheck, ShardFiles
+from featcache.store.schema import (
+    SCHEMA_VERSION,
+    create_or_migrate,
+    dedupe_rows,
+    foreign_schema,
+    schema_version,
+)
+from featcache.store.shards import (
+    SHARDS_FOLDER,
+    STORAGE_DTYPES,
+    TMP_PREFIX,
+    ShardCheck,
+    ShardFiles,
+)
 from featcache.store.streaming import (
     DEFAULT_BATCH_ROWS,
     LazyVectors,
@@ -91,6 +102,7 @@ __all__ = [
     "HEAD_SUFFIX",
     "JSON_LIMIT",
     "KEY_ENV",
+    "MAX_HEAD_BYTES",
     "MAX_OPEN_SHARDS",
     "NAME_RULE",
     "POSTGRES_SCHEMES",
@@ -142,6 +154,7 @@ __all__ = [
     "export_vectors",
     "extract_command",
     "featcache_made",
+    "foreign_schema",
     "gc",
     "info",
     "is_postgres_url",

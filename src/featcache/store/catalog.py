@@ -56,6 +56,7 @@ from featcache.store.schema import (
     bump_generation,
     create_or_migrate,
     dedupe_rows,
+    foreign_schema,
     schema_version,
 )
 
@@ -109,9 +110,14 @@ class Catalog:
                 self._enable_wal(timeout)
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+                foreign_schema(self._db, path)  # before a write could fire a planted trigger
                 self._create_or_migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a usable featcache catalog ({exc})") from exc
+        except StoreError:
+            if self._db is not None:
+                self._db.close()
+            raise
 
     def _open_postgres(self, url: str, timeout: float, *, create: bool, store: str | None) -> None:
         """Connect to a catalog on PostgreSQL; create its tables (unless read-only or not
@@ -160,11 +166,15 @@ class Catalog:
             )
             try:
                 self._check_schema(db)
+                foreign_schema(db, self.path)
                 db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
                 return db
             except sqlite3.OperationalError as exc:
                 db.close()
                 last = exc
+            except StoreError:
+                db.close()
+                raise
         raise StoreError(f"{self.path}: cannot open the catalog read-only ({last})") from last
 
     def _check_schema(self, db: Any) -> None:
@@ -265,7 +275,9 @@ class Catalog:
 
     def extractors(self) -> dict[str, dict[str, Any]]:
         rows = self.query("SELECT fingerprint, spec FROM extractors ORDER BY created")
-        return {fp: json.loads(spec) for fp, spec in rows}
+        return {
+            fp: _json_field(spec, f"{self.path}: extractor {fp!r} spec", dict) for fp, spec in rows
+        }
 
     # -- vectors and shards -----------------------------------------------------------------
 
@@ -281,7 +293,7 @@ class Catalog:
                 f"WHERE v.fingerprint=? AND v.layer=? AND v.key IN ({marks})",
                 (fingerprint, layer, *chunk),
             ):
-                where[key] = (name, row)
+                where[key] = (name, _vector_row(row, f"{self.path}: vector of key {key!r}"))
         return where
 
     def shard_ids(self, keys: Sequence[str], fingerprint: str, layer: str) -> dict[str, int]:
@@ -376,7 +388,9 @@ class Catalog:
             )
 
     def shard_rows(self, shard_id: int) -> list[int]:
-        return [r[0] for r in self.query("SELECT row FROM vectors WHERE shard_id=?", (shard_id,))]
+        found = self.query("SELECT row FROM vectors WHERE shard_id=?", (shard_id,))
+        where = f"{self.path}: a vector of shard id {shard_id}"
+        return [_vector_row(r[0], where) for r in found]
 
     def forget_shards(self, shard_ids: Sequence[int]) -> int:
         """Unregister shards and their vectors (their keys are then computed again)."""
@@ -447,7 +461,8 @@ class Catalog:
         with self.transaction() as db:
             found = db.execute("SELECT class_names FROM datasets WHERE name=?", (name,)).fetchone()
             if found is not None and (append or split is not None):
-                class_names = _merged_classes(name, json.loads(found[0]), list(class_names))
+                recorded = _class_names(found[0], f"{self.path}: dataset {name!r}")
+                class_names = _merged_classes(name, recorded, list(class_names))
             # path -> (path, idx, key, label, split)
             existing = {
                 r[0]: r
@@ -514,7 +529,8 @@ class Catalog:
         if not found:
             return None
         splits = _split_counts(self.query(_SPLIT_COUNTS, (name,)))
-        return DatasetInfo(name, json.loads(found[0][0]), found[0][1], sum(splits.values()), splits)
+        classes = _class_names(found[0][0], f"{self.path}: dataset {name!r}")
+        return DatasetInfo(name, classes, found[0][1], sum(splits.values()), splits)
 
     def dataset_names(self) -> list[str]:
         return [r[0] for r in self.query("SELECT name FROM datasets ORDER BY name")]
@@ -569,8 +585,13 @@ class Catalog:
             (name,),
             width=5,
         )
+        where = f"{self.path}: dataset {name!r}"
         return DatasetColumns(
-            np.array(idx, np.int64), keys, paths, np.array(labels, np.int64), splits
+            _integers(idx, f"{where} idx", -(2**63), 2**63 - 1),
+            keys,
+            paths,
+            _integers(labels, f"{where} label", -1, _MAX_ROW),
+            splits,
         )
 
     def dataset_locations(
@@ -595,6 +616,17 @@ class Catalog:
                 found = np.fromiter(cursor, dtype=layout)  # 24 bytes a row, no tuples kept
             except self._errors as exc:
                 raise StoreError(f"{self.path}: query failed ({exc})") from exc
+            except (TypeError, ValueError, OverflowError) as exc:  # text or a blob in a column
+                raise StoreError(
+                    f"{self.path}: dataset {name!r}: a row number of its vectors is not an "
+                    f"integer ({exc}); the catalog was crafted or damaged"
+                ) from exc
+        bad = (found["row"] < 0) | (found["row"] >= _MAX_ROW)
+        if bad.any():
+            raise StoreError(
+                f"{self.path}: dataset {name!r}: a vector's row is {int(found['row'][bad][0])}, "
+                f"outside 0..{_MAX_ROW - 1}; the catalog was crafted or damaged"
+            )
         return found["idx"], found["shard_id"], found["row"]
 
     def vector_pages(
@@ -627,6 +659,12 @@ class Catalog:
             if not found:
                 return
             after = int(found[-1][0])
+            for r in found:
+                at = f"{self.path}: dataset {name!r} row {r[0]!r}"
+                if r[6] is not None:
+                    _vector_row(r[6], at)
+                if r[3] is not None:
+                    _integers([r[3]], f"{at} label", -1, _MAX_ROW)
             yield [VectorRow(*r[1:]) for r in found]
             if len(found) < page:
                 return
@@ -798,7 +836,10 @@ class Catalog:
             if name
             else self.query(sql + " ORDER BY name, version")
         )
-        return [HeadRecord(n, v, f, s, json.loads(m), c) for n, v, f, s, m, c in rows]
+        return [
+            HeadRecord(n, v, f, s, _json_field(m, f"{self.path}: head {n!r} v{v} meta", dict), c)
+            for n, v, f, s, m, c in rows
+        ]
 
     def replace_head_file(self, name: str, version: int, file: str, sha256: str) -> str:
         """Point a head version at a converted file (same model, new format); return the
@@ -901,7 +942,7 @@ class Catalog:
     def shard_vectors(self, shard_id: int) -> list[tuple[str, int]]:
         """(key, row) of every vector a shard holds."""
         return [
-            (str(k), int(r))
+            (str(k), _vector_row(r, f"{self.path}: vector of key {k!r}"))
             for k, r in self.query("SELECT key, row FROM vectors WHERE shard_id=?", (shard_id,))
         ]
 
@@ -1002,3 +1043,63 @@ def _key_chunks(keys: Iterable[str]) -> Iterator[Sequence[str]]:
     """The distinct `keys` in sorted chunks: probes in key order walk an index's pages in
     order instead of at random (at a million rows, 3x fewer page reads)."""
     return _chunks(sorted(set(keys)))
+
+
+#: The longest JSON field (class names, a spec, a head's metadata) the catalog may hand us.
+_JSON_FIELD_LIMIT = 16 << 20
+
+
+def _json_field(text: Any, where: str, kind: type) -> Any:
+    """A JSON field of the catalog parsed as a `kind`, or `StoreError` naming `where`: not
+    text, longer than 16 MB, not JSON, nested past Python's recursion limit, another type."""
+    if not isinstance(text, str) or len(text) > _JSON_FIELD_LIMIT:
+        got = f"{len(text)} characters" if isinstance(text, str) else type(text).__name__
+        raise StoreError(f"{where}: not a JSON text of at most 16 MB ({got}); crafted or damaged")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise StoreError(f"{where}: JSON nested too deeply; crafted or damaged") from None
+    except ValueError as exc:
+        raise StoreError(f"{where}: not JSON ({exc}); crafted or damaged") from exc
+    if not isinstance(value, kind):
+        raise StoreError(
+            f"{where}: a JSON {kind.__name__} was expected, found {type(value).__name__}; "
+            "crafted or damaged"
+        )
+    return value
+
+
+def _class_names(text: Any, where: str) -> list[str]:
+    names = _json_field(text, f"{where} class_names", list)
+    if not all(isinstance(name, str) for name in names):
+        raise StoreError(f"{where} class_names: not a list of strings; crafted or damaged")
+    return [str(name) for name in names]
+
+
+#: Rows of a shard, labels: numbered in int32 by the readers.
+_MAX_ROW = 2**31
+
+
+def _vector_row(value: Any, where: str) -> int:
+    """A vector's row number from the catalog: an integer in 0..2**31-1, else `StoreError`."""
+    if type(value) is not int or not 0 <= value < _MAX_ROW:
+        raise StoreError(
+            f"{where}: row {value!r} is not a row number (0..{_MAX_ROW - 1}); the catalog was "
+            "crafted or damaged"
+        )
+    return value
+
+
+def _integers(values: Sequence[Any], where: str, low: int, high: int) -> np.ndarray:
+    """`values` as int64, only if each is an integer in low..high (NaN, text, a blob or an
+    out-of-range number is `StoreError` naming `where`)."""
+    try:
+        found = np.array(values, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise StoreError(f"{where}: not an integer ({exc}); crafted or damaged") from exc
+    bad = (found < low) | (found > high)
+    if bad.any():
+        raise StoreError(
+            f"{where}: {int(found[bad][0])} is outside {low}..{high}; crafted or damaged"
+        )
+    return found

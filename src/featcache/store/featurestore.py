@@ -61,7 +61,7 @@ from featcache.store.records import (
     VerifyReport,
 )
 from featcache.store.runtime_files import RuntimeFiles
-from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardFiles, past_end
+from featcache.store.shards import SHARDS_FOLDER, STORAGE_DTYPES, TMP_PREFIX, ShardFiles, past_end
 from featcache.store.streaming import (
     DEFAULT_BATCH_ROWS,
     LazyVectors,
@@ -76,7 +76,6 @@ from featcache.store.streaming import (
 __all__ = [
     "CATALOG_FILE",
     "MAX_OPEN_SHARDS",
-    "STORAGE_DTYPES",
     "VECTORS_MAX_BYTES",
     "DatasetChange",
     "DatasetInfo",
@@ -88,7 +87,6 @@ __all__ = [
     "VerifyReport",
 ]
 
-STORAGE_DTYPES = ("float32", "float16")
 CATALOG_FILE = "catalog.sqlite"
 #: Shards kept memory-mapped at once by default: far under the common 1,024 open files.
 MAX_OPEN_SHARDS = 64

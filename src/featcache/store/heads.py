@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from pathlib import Path
 
 from featcache._io import atomic_write_bytes, describe_failure
 from featcache.errors import HeadError, StoreError, UnsafePathError
 from featcache.store.paths import contained, featcache_made, open_regular
 
-__all__ = ["HEADS_FOLDER", "HEAD_SUFFIX", "HeadFiles"]
+__all__ = ["HEADS_FOLDER", "HEAD_SUFFIX", "MAX_HEAD_BYTES", "HeadFiles"]
 
 HEADS_FOLDER = "heads"
 HEAD_SUFFIX = ".safetensors"
+#: The largest head file read: a VGG16 fine-tuned top (fc1, fc2, a new last layer) is
+#: ~0.5 GB in float32; a file past 2 GiB is refused before it is read.
+MAX_HEAD_BYTES = 2 << 30
 
 
 class HeadFiles:
@@ -33,7 +37,7 @@ class HeadFiles:
         """The head file's path; `UnsafePathError` if `file` (from the catalog) would lead
         outside ``STORE/heads``."""
         prefix = f"{HEADS_FOLDER}/"
-        if not file.startswith(prefix):
+        if not isinstance(file, str) or not file.startswith(prefix):
             raise UnsafePathError(
                 f"head file {file!r}: not under {HEADS_FOLDER}/; the store may have been "
                 "crafted, so the file is never opened or deleted"
@@ -72,7 +76,16 @@ class HeadFiles:
         try:
             path = self.path(file)
             with open(open_regular(path), "rb") as f:
-                return str(path), f.read()
+                size = os.fstat(f.fileno()).st_size
+                if size > MAX_HEAD_BYTES:
+                    raise HeadError(
+                        f"{path}: head file of {size} bytes, past the {MAX_HEAD_BYTES} bytes a "
+                        f"head may have; not read (crafted or damaged)"
+                    )
+                payload = f.read(MAX_HEAD_BYTES + 1)
+                if len(payload) > MAX_HEAD_BYTES:  # grew while read
+                    raise HeadError(f"{path}: head file past {MAX_HEAD_BYTES} bytes; not read")
+                return str(path), payload
         except UnsafePathError as exc:
             raise HeadError(f"head {label}: {exc}") from None
         except OSError as exc:

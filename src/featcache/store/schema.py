@@ -21,7 +21,13 @@ from typing import Any
 
 from featcache.errors import StoreError
 
-__all__ = ["SCHEMA_VERSION", "create_or_migrate", "dedupe_rows", "schema_version"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "create_or_migrate",
+    "dedupe_rows",
+    "foreign_schema",
+    "schema_version",
+]
 
 SCHEMA_VERSION = 2
 _TABLES = """
@@ -79,7 +85,76 @@ def schema_version(db: Any, path: Path | str) -> int | None:
         if "no such table" in str(exc):
             raise StoreError(f"{path}: not a featcache catalog (no 'meta' table)") from exc
         raise
-    return None if found is None else int(found[0])
+    if found is None:
+        return None
+    try:
+        return int(found[0])
+    except (TypeError, ValueError):
+        raise StoreError(
+            f"{path}: catalog schema {str(found[0])[:40]!r} is not a version number "
+            "(the catalog was crafted or damaged)"
+        ) from None
+
+
+def foreign_schema(db: sqlite3.Connection, path: Path | str) -> None:
+    """Refuse a SQLite catalog holding SQL that featcache never writes: triggers and views
+    (they would run on our reads and writes: delete vectors, rewrite rows), virtual tables
+    (a module's code), and featcache's tables with other columns, types, defaults or
+    constraints than it creates. Also turns ``trusted_schema`` off, so no SQL function with
+    side effects can run from the schema. `StoreError` naming the object and the fix."""
+    db.execute("PRAGMA trusted_schema=OFF")
+    objects = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
+    fix = (
+        "the store was crafted or altered, and featcache never runs a store's SQL. Extract "
+        "into a fresh store; or, only if you trust whoever wrote it, "
+    )
+    for kind, name, table, sql in objects:
+        virtual = kind == "table" and str(sql or "").lstrip().upper().startswith("CREATE VIRTUAL")
+        if kind in ("trigger", "view") or virtual:
+            what = "virtual table" if virtual else kind
+            raise StoreError(
+                f"{path}: the catalog holds a {what} {name!r} (on table {table!r}) that "
+                f"featcache never creates; {fix}remove it: sqlite3 {path} "
+                f"'DROP {'TABLE' if virtual else kind.upper()} \"{name}\"'"
+            )
+    reference = sqlite3.connect(":memory:")
+    try:
+        for statement in filter(str.strip, _TABLES.split(";")):
+            reference.execute(statement)
+        ours = {n: s for n, s in reference.execute("SELECT name, sql FROM sqlite_master")}
+        for kind, name, _, sql in objects:
+            if kind != "table" or name not in ours:
+                continue
+            found = _columns(db, name)
+            wanted = _columns(reference, name)
+            extra = [c for c in found if c not in wanted]
+            if extra or len(found) > len(wanted) or found != wanted[: len(found)]:
+                column = (extra or found)[0]
+                raise StoreError(
+                    f"{path}: table {name!r} has column {column[0]!r} ({column[1] or 'no type'}"
+                    f"{', default ' + str(column[3]) if column[3] is not None else ''}) where "
+                    f"featcache creates {[c[0] + ' ' + c[1] for c in wanted]}; {fix}"
+                    "rebuild that table as featcache creates it"
+                )
+            for word in _CONSTRAINTS:
+                if word in str(sql).upper() and word not in str(ours[name]).upper():
+                    raise StoreError(
+                        f"{path}: table {name!r} has a {word} clause featcache never "
+                        f"creates; {fix}rebuild that table as featcache creates it"
+                    )
+    finally:
+        reference.close()
+
+
+_CONSTRAINTS = ("CHECK", "REFERENCES", "COLLATE", "GENERATED", " AS ")
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[tuple[str, str, int, Any, int, int]]:
+    """(name, declared type, not null, default, primary-key position, hidden) per column."""
+    return [
+        (str(n), str(t).upper(), int(nn), d, int(pk), int(hidden))
+        for _, n, t, nn, d, pk, hidden in db.execute(f'PRAGMA table_xinfo("{table}")')
+    ]
 
 
 def create_or_migrate(db: Any, path: Path | str, *, tables: str = "") -> int | None:

@@ -31,10 +31,13 @@ from featcache._io import (
 )
 from featcache.errors import StoreError, UnsafePathError
 from featcache.store.commands import store_command
-from featcache.store.paths import contained, featcache_made
+from featcache.store.paths import contained, featcache_made, open_regular
 from featcache.store.records import ShardInfo, ShardRecord
 
-__all__ = ["SHARDS_FOLDER", "TMP_PREFIX", "ShardCheck", "ShardFiles"]
+__all__ = ["SHARDS_FOLDER", "STORAGE_DTYPES", "TMP_PREFIX", "ShardCheck", "ShardFiles"]
+
+#: The dtypes a shard may hold (float16 halves the disk for pool5 and the conv cuts).
+STORAGE_DTYPES = ("float32", "float16")
 
 SHARDS_FOLDER = "shards"
 
@@ -256,6 +259,9 @@ class ShardFiles:
                 size=st.st_size,
                 mtime_ns=st.st_mtime_ns,
             )
+        problem = self._header_problem(path, record)
+        if problem is not None:
+            return ShardCheck(problem, size=st.st_size, mtime_ns=st.st_mtime_ns)
         if not rehash and record.sha256 is not None and st.st_mtime_ns == record.mtime_ns:
             return ShardCheck(None)
         try:
@@ -271,6 +277,31 @@ class ShardFiles:
                 st.st_mtime_ns,
             )
         return ShardCheck(None, digest, st.st_size, st.st_mtime_ns)
+
+    @staticmethod
+    def _header_problem(path: Path, record: ShardRecord) -> str | None:
+        """What is wrong with the shard's .npy header against its record (shape, C order,
+        a little-endian float32/float16 dtype), or None. A crafted header could claim any
+        shape or dtype (object arrays, Fortran order, terabytes): the record decides what
+        may be read, and the header must agree with it before a byte of data is mapped."""
+        try:
+            fd = open_regular(path)
+            with os.fdopen(fd, "rb") as f:
+                shape, fortran, dtype = read_npy_header(f)
+        except (OSError, ValueError) as exc:  # numpy caps the header at 10,000 bytes
+            return f"{path}: not a readable .npy shard ({exc})"
+        known = record.dtype in STORAGE_DTYPES
+        if not known or dtype != np.dtype(record.dtype).newbyteorder("<") or dtype.hasobject:
+            return (
+                f"{path}: shard holds dtype {dtype.str}, its record says {record.dtype!r} "
+                f"(allowed: {', '.join(STORAGE_DTYPES)})"
+            )
+        if fortran or shape != (record.rows, record.dim):
+            return (
+                f"{path}: shard header says shape {shape}{' in Fortran order' * fortran}, its "
+                f"record says ({record.rows}, {record.dim}) in C order"
+            )
+        return None
 
     def removable(self, name: str) -> bool:
         """Whether `remove` deletes this file: one featcache wrote, inside the folder."""
