@@ -278,8 +278,7 @@ class ShardFiles:
             )
         return ShardCheck(None, digest, st.st_size, st.st_mtime_ns)
 
-    @staticmethod
-    def _header_problem(path: Path, record: ShardRecord) -> str | None:
+    def _header_problem(self, path: Path, record: ShardRecord) -> str | None:
         """What is wrong with the shard's .npy header against its record (shape, C order,
         a little-endian float32/float16 dtype), or None. A crafted header could claim any
         shape or dtype (object arrays, Fortran order, terabytes): the record decides what
@@ -288,7 +287,11 @@ class ShardFiles:
             fd = open_regular(path)
             with os.fdopen(fd, "rb") as f:
                 shape, fortran, dtype = read_npy_header(f)
-        except (OSError, ValueError) as exc:  # numpy caps the header at 10,000 bytes
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # the process is short, not the file
+                raise self._unreadable(path, exc) from exc
+            return f"{path}: not a readable .npy shard ({exc})"
+        except ValueError as exc:  # UnsafePathError (a FIFO) too; numpy caps headers at 10 kB
             return f"{path}: not a readable .npy shard ({exc})"
         known = record.dtype in STORAGE_DTYPES
         if not known or dtype != np.dtype(record.dtype).newbyteorder("<") or dtype.hasobject:
