@@ -11,12 +11,16 @@ test split), in one run:
 1. `featcache extract --layers pool2,conv3,conv4,conv5,pool5,fc6,fc7` once (cuts in
    float16, as by default); the frozen head: `SoftmaxHead(random_state=0)` on fc7.
 2. Per cut, in its own process: `FineTuneHead(cut=CUT)` with its defaults (linear probe,
-   then fine-tuning, the epoch kept by held-out loss, epoch 0 included), test accuracy;
-   its steady epoch from the cache (the median epoch after the first, which includes
-   tracing); then, in the same process, the uncached epoch's extra work: the same number
-   of images read, decoded, preprocessed and run through the network up to the cut (what
-   the seed program pays in every epoch). Ratio: cached epoch / (that + the cached epoch).
+   then fine-tuning; the number of epochs chosen on held-out rows, 0 included, then the
+   refit on every training row), test accuracy; its steady epoch from the cache (the
+   median epoch of the choosing run after the first, which includes tracing); then, in the
+   same process, the uncached epoch's extra work: the same number of images read, decoded,
+   preprocessed and run through the network up to the cut (what the seed program pays in
+   every epoch). Ratio: cached epoch / (that + the cached epoch).
 3. The pool5 fine-tune again in a fresh process: the same weights bit for bit.
+4. With ``--seeds N``: pool5 and conv4 fine-tunes and the frozen head with random_state
+   0 .. N-1 (test accuracy only): how far the difference to the frozen head moves with
+   the seed alone (the held-out rows, the batch order), against one test image's worth.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ def step_cut(store: str, weights: str, images: str, cut: str, epochs: int) -> di
         "kept_val_accuracy": head.validation_scores_[head.best_epoch_],
         "epochs_run": head.n_iter_,
         "best_epoch": head.best_epoch_,
+        "refit_seconds": head.refit_seconds_,
         "probe_seconds": head.probe_seconds_,
         "epoch_seconds": statistics.median(steady),
         "fit_seconds": fit_seconds,
@@ -102,14 +107,35 @@ def uncached_pass(weights: object, images: str, cut: str, rows: int) -> tuple[fl
     return prepare, run
 
 
-def step_frozen(store: str) -> dict[str, float]:
+def step_frozen(store: str, seed: int = 0) -> dict[str, float]:
     from featcache.classifier.heads import SoftmaxHead
     from featcache.store import FeatureStore
 
     fc7 = FeatureStore(store, create=False).vectors("digits", "fc7")
     train = np.array([s == "train" for s in fc7.splits])
-    head = SoftmaxHead(random_state=0).fit(fc7.X[train], fc7.y[train])
+    head = SoftmaxHead(random_state=seed).fit(fc7.X[train], fc7.y[train])
     return {"accuracy": float((head.predict(fc7.X[~train]) == fc7.y[~train]).mean())}
+
+
+def step_seed(store: str, weights: str, cut: str, seed: int, epochs: int) -> dict[str, object]:
+    """One process: the fine-tune from `cut` and the frozen head with `random_state=seed`."""
+    from featcache.classifier.finetune import FineTuneHead
+    from featcache.classifier.rows import lazy_vectors
+    from featcache.extractor.weights import read_weights
+    from featcache.store import FeatureStore
+
+    data = lazy_vectors(FeatureStore(store, create=False), "digits", cut)
+    train = np.array([s == "train" for s in data.splits])
+    head = FineTuneHead(cut=cut, epochs=epochs, random_state=seed)
+    head.fit(data.X[train], data.y[train], pretrained=read_weights(weights))
+    accuracy = float((head.predict(data.X[~train]) == data.y[~train]).mean())
+    frozen = step_frozen(store, seed)["accuracy"]
+    return {
+        "accuracy": accuracy,
+        "frozen": frozen,
+        "best_epoch": head.best_epoch_,
+        "n_test": int((~train).sum()),
+    }
 
 
 def run_step(*args: str) -> dict[str, object]:
@@ -129,12 +155,15 @@ def main() -> None:
     parser.add_argument("--cuts", default=",".join(ALL_CUTS))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--seeds", type=int, default=0, help="pool5 and conv4 at seeds 0..N-1")
     parser.add_argument("--step", nargs="+", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
         kind, *rest = args.step
         if kind == "cut":
             print(json.dumps(step_cut(rest[0], rest[1], rest[2], rest[3], int(rest[4]))))
+        elif kind == "seed":
+            print(json.dumps(step_seed(rest[0], rest[1], rest[2], int(rest[3]), int(rest[4]))))
         else:
             print(json.dumps(step_frozen(rest[0])))
         return
@@ -164,7 +193,7 @@ def main() -> None:
     frozen = float(run_step("frozen", str(store))["accuracy"])  # type: ignore[arg-type]
     print(f"frozen head (SoftmaxHead on fc7): test accuracy {frozen:.4f}")
     print(
-        "cut    trains               test acc  vs frozen  epochs (kept)  epoch from cache  "
+        "cut    trains               test acc  vs frozen  epochs (chosen)  epoch from cache  "
         "uncached epoch  cache/uncached"
     )
     results = {}
@@ -178,14 +207,15 @@ def main() -> None:
         trains = f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else layers[0]  # type: ignore[index,arg-type]
         print(
             f"{cut:<6} {trains:<20} {accuracy:.4f}    {100 * (accuracy - frozen):+.2f}      "
-            f"{r['epochs_run']} ({r['best_epoch']})          {epoch:6.1f} s          "
+            f"{r['epochs_run']} ({r['best_epoch']})            {epoch:6.1f} s          "
             f"{extra + epoch:6.1f} s        {epoch / (extra + epoch):.2f}"
         )
         print(
             f"       {r['epoch_rows']} rows an epoch; uncached extra: read+decode+preprocess "
             f"{r['prepare_seconds']:.1f} s, network to {cut} {r['network_seconds']:.1f} s; "
-            f"probe {r['probe_seconds']:.1f} s; held-out accuracy frozen start "
-            f"{r['frozen_val_accuracy']:.4f} -> kept {r['kept_val_accuracy']:.4f}"
+            f"probes {r['probe_seconds']:.1f} s; held-out accuracy frozen start "
+            f"{r['frozen_val_accuracy']:.4f} -> chosen {r['kept_val_accuracy']:.4f}; refit on "
+            f"every row {r['refit_seconds']:.1f} s; fit {r['fit_seconds']:.0f} s"
         )
     if "pool5" in results:
         again = run_step("cut", str(store), str(weights), str(digits), "pool5", str(args.epochs))
@@ -193,6 +223,20 @@ def main() -> None:
         print(
             f"pool5 again in a fresh process: test accuracy {again['accuracy']:.4f}, weights "
             f"{'identical bit for bit' if same else 'DIFFERENT'}"
+        )
+    for cut in ("pool5", "conv4") if args.seeds else ():
+        diffs = []
+        for seed in range(args.seeds):
+            r = run_step("seed", str(store), str(weights), cut, str(seed), str(args.epochs))
+            diffs.append(100 * (float(r["accuracy"]) - float(r["frozen"])))  # type: ignore[arg-type]
+            print(
+                f"{cut} random_state={seed}: fine-tune {r['accuracy']:.4f} (epochs chosen "
+                f"{r['best_epoch']}), frozen head {r['frozen']:.4f}: {diffs[-1]:+.2f} points"
+            )
+        print(
+            f"{cut} over {args.seeds} seeds: {statistics.mean(diffs):+.2f} points on average "
+            f"(from {min(diffs):+.2f} to {max(diffs):+.2f}); one test image is "
+            f"{100 / float(r['n_test']):.2f} points"  # type: ignore[arg-type]
         )
 
 
