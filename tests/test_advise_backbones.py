@@ -133,12 +133,34 @@ def test_a_tie_goes_to_the_cheaper_backbone(tmp_path: Path) -> None:
     assert report.next_command.endswith("--backbone alexnet --kind softmax")
 
 
-def test_a_large_set_on_another_backbone_trains_a_last_layer(tmp_path: Path) -> None:
+def test_a_large_set_on_vgg16_fine_tunes_from_its_own_cut(tmp_path: Path) -> None:
     store = make_store(tmp_path / "s", {VGG: {"fc2": 3.0}}, per_class=60)
     report = advise(store, "d", rule=Rule(large_per_class=50, small_per_class=20, min_rows=50))
+    assert report.case == 1 and report.cut == "block5_pool"
+    assert report.next_command.endswith(
+        "--backbone vgg16 --kind finetune --from block5_pool --weights WEIGHTS"
+    )
+    assert any(
+        "fine-tune vgg16's fc1, fc2, predictions from block5_pool" in r for r in report.reasons
+    )
+    # block5_pool is not cached: extract it first, with the backbone named
+    assert report.commands[0].startswith("featcache extract ")
+    assert "--backbone vgg16" in report.commands[0] and "--layers block5_pool" in report.commands[0]
+    assert report.commands[1].endswith(
+        "--dataset d --backbone vgg16 --kind finetune --from block5_pool --weights WEIGHTS"
+    )
+
+
+def test_a_large_set_on_a_backbone_without_cuts_trains_a_last_layer(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s", {RESNET: {"avg_pool": 3.0}}, per_class=60)
+    report = advise(store, "d", rule=Rule(large_per_class=50, small_per_class=20, min_rows=50))
     assert report.case == 1 and report.cut is None
-    assert report.next_command.endswith("--backbone vgg16 --kind softmax")
-    assert any("fine-tuning vgg16 is not in featcache" in r for r in report.reasons)
+    assert report.next_command.endswith("--backbone resnet50 --kind softmax")
+    assert any(
+        "fine-tuning resnet50 is not in featcache (fine-tune cuts: alexnet: pool2, conv3, conv4, "
+        "conv5, pool5, fc6; vgg16: block5_pool)" in r
+        for r in report.reasons
+    )
 
 
 def test_choices_are_checked(tmp_path: Path) -> None:

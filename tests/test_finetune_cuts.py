@@ -110,6 +110,23 @@ def test_cuts_name_the_layers_they_train_and_refuse_misfits() -> None:
     assert ExtractConfig(layers=("conv4", "fc7")).storage_dtype("conv4") == "float16"
 
 
+def test_each_backbone_names_its_cuts_and_a_finetune_of_another_is_refused() -> None:
+    from featcache.architecture import cuts_of, describe_cuts
+    from featcache.classifier.train import check_cut
+
+    assert cuts_of("alexnet") == ("pool2", "conv3", "conv4", "conv5", "pool5", "fc6")
+    assert cuts_of("vgg16") == ("block5_pool",) and cuts_of("resnet50") == ()
+    assert describe_cuts() == "alexnet: pool2, conv3, conv4, conv5, pool5, fc6; vgg16: block5_pool"
+    check_cut("conv4", "alexnet")
+    check_cut("block5_pool", "vgg16")
+    with pytest.raises(ConfigError, match=r"of vgg16 vectors cannot start from 'pool5': give "
+                       r"--from block5_pool\. Fine-tune cuts \(alexnet: pool2, "):  # fmt: skip
+        check_cut("pool5", "vgg16")
+    with pytest.raises(ConfigError, match=r"of resnet50 vectors cannot start from 'pool5': "
+                       r"featcache does not fine-tune it\..*\(--kind softmax\)"):  # fmt: skip
+        check_cut("pool5", "resnet50")
+
+
 # -- TensorFlow --------------------------------------------------------------------------------
 
 

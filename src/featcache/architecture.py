@@ -25,7 +25,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["ALEXNET_TOP", "CUTS", "VGG16_TOP", "Cut", "Stage", "stages_above", "tf_stage"]
+__all__ = [
+    "ALEXNET_TOP",
+    "CUTS",
+    "VGG16_TOP",
+    "Cut",
+    "Stage",
+    "cuts_of",
+    "describe_cuts",
+    "stages_above",
+    "tf_stage",
+]
 
 
 @dataclass(frozen=True)
@@ -53,11 +63,13 @@ class Stage:
 
 @dataclass(frozen=True)
 class Cut:
-    """Where a fine-tune can start: `stages[first:]` are the layers above it; a spatial cut
-    has `side` x `side` maps of `channels` (the last dimension of layer `source`'s kernels
-    in a weights file); a flat one has side 0."""
+    """Where a fine-tune of `network` (a backbone's registry name) can start:
+    `stages[first:]` are the layers above it; a spatial cut has `side` x `side` maps of
+    `channels` (the last dimension of layer `source`'s kernels in a weights file); a flat
+    one has side 0."""
 
     name: str
+    network: str
     stages: tuple[Stage, ...]
     first: int
     side: int = 0
@@ -94,14 +106,26 @@ VGG16_TOP: Final = (
 
 #: Every cut, shallow to deep per network.
 CUTS: Final[Mapping[str, Cut]] = {
-    "pool2": Cut("pool2", ALEXNET_TOP, 0, 13, 256, "conv2"),
-    "conv3": Cut("conv3", ALEXNET_TOP, 1, 13, 384, "conv3"),
-    "conv4": Cut("conv4", ALEXNET_TOP, 2, 13, 384, "conv4"),
-    "conv5": Cut("conv5", ALEXNET_TOP, 3, 13, 256, "conv5"),
-    "pool5": Cut("pool5", ALEXNET_TOP, 4),
-    "fc6": Cut("fc6", ALEXNET_TOP, 5),
-    "block5_pool": Cut("block5_pool", VGG16_TOP, 0),
+    "pool2": Cut("pool2", "alexnet", ALEXNET_TOP, 0, 13, 256, "conv2"),
+    "conv3": Cut("conv3", "alexnet", ALEXNET_TOP, 1, 13, 384, "conv3"),
+    "conv4": Cut("conv4", "alexnet", ALEXNET_TOP, 2, 13, 384, "conv4"),
+    "conv5": Cut("conv5", "alexnet", ALEXNET_TOP, 3, 13, 256, "conv5"),
+    "pool5": Cut("pool5", "alexnet", ALEXNET_TOP, 4),
+    "fc6": Cut("fc6", "alexnet", ALEXNET_TOP, 5),
+    "block5_pool": Cut("block5_pool", "vgg16", VGG16_TOP, 0),
 }
+
+
+def cuts_of(network: str) -> tuple[str, ...]:
+    """The cuts a fine-tune of `network` can start from, shallow to deep (none: a backbone
+    featcache does not fine-tune, such as resnet50)."""
+    return tuple(name for name, cut in CUTS.items() if cut.network == network)
+
+
+def describe_cuts() -> str:
+    """Every network's cuts in words, for messages: "alexnet: pool2, ...; vgg16: ..."."""
+    networks = dict.fromkeys(cut.network for cut in CUTS.values())
+    return "; ".join(f"{n}: {', '.join(cuts_of(n))}" for n in networks)
 
 
 def stages_above(cut: str) -> tuple[Stage, ...]:

@@ -52,6 +52,7 @@ import numpy as np
 from featcache.analysis.backbones import BackboneSummary, plan_comparison
 from featcache.analysis.cut import LADDER, cut_commands, recommend_cut
 from featcache.analysis.folds import cross_validate, fold_ids, subset_fraction
+from featcache.architecture import cuts_of, describe_cuts, stages_above
 from featcache.classifier.splits import effective_splits
 from featcache.errors import ConfigError, DataError, NotFoundError
 from featcache.extractor.registry import DEFAULT_BACKBONE, backbone_named, backbone_names
@@ -340,16 +341,27 @@ def decide(
     if doubt:
         reasons += doubt
         return 0, reasons, f"{base} --kind softmax"
-    if large and best.backbone != DEFAULT_BACKBONE:
-        # featcache fine-tunes AlexNet's cuts (featcache.analysis.cut); for another backbone
-        # the cheapest step that works is a new last layer on its best layer.
+    if large and best.backbone != DEFAULT_BACKBONE and cuts_of(best.backbone):
+        # another backbone's own cut (VGG16: block5_pool, its only one): fine-tune above it
+        case = 1 if similar else 2
+        cut = cuts_of(best.backbone)[-1]
+        trains = ", ".join(s.name for s in stages_above(cut) if s.has_weights)
+        command = f"{base} --kind finetune --from {cut} --weights WEIGHTS"
+        reasons.append(
+            f"case {case} (large, {'similar' if similar else 'not similar'}): fine-tune "
+            f"{best.backbone}'s {trains} from {cut} (its only cut in featcache; "
+            "deeper cuts are AlexNet's)"
+        )
+    elif large and best.backbone != DEFAULT_BACKBONE:
+        # a backbone featcache does not fine-tune: the cheapest step that works is a new
+        # last layer on its best layer
         case = 1 if similar else 2
         used = earlier.layer if earlier is not None else default
         command = f"{base} --layer {used}" if earlier is not None else f"{base} --kind softmax"
         reasons.append(
             f"case {case} (large, {'similar' if similar else 'not similar'}): fine-tuning "
-            f"{best.backbone} is not in featcache (it fine-tunes AlexNet's cuts); meanwhile "
-            f"train a new last layer on {best.backbone} {used}"
+            f"{best.backbone} is not in featcache (fine-tune cuts: {describe_cuts()}); "
+            f"meanwhile train a new last layer on {best.backbone} {used}"
         )
     elif large:
         case = 1 if similar else 2

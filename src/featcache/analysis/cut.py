@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from featcache.architecture import stages_above
+from featcache.architecture import CUTS, stages_above
 from featcache.store.commands import extract_command, store_command
 
 __all__ = ["LADDER", "cut_commands", "recommend_cut"]
@@ -44,11 +44,15 @@ def cut_commands(
     cut: str, *, store: str, dataset: str, source: str | None, cached: bool
 ) -> list[str]:
     """The commands that fine-tune `dataset` from `cut`: extract the cut first unless it is
-    `cached` (into the same rows: ``--append`` keeps the dataset's other rows)."""
+    `cached` (into the same rows: ``--append`` keeps the dataset's other rows); a cut of
+    another network than AlexNet names its backbone."""
+    network = CUTS[cut].network
+    other = None if network == "alexnet" else network
+    flags = ["--backbone", network] if other else []
     train = store_command(
-        "train", store, "--dataset", dataset, "--kind finetune --from", cut, "--weights WEIGHTS"
-    )
+        "train", store, "--dataset", dataset, *flags, "--kind finetune --from", cut,
+        "--weights WEIGHTS",
+    )  # fmt: skip
     if cached:
         return [train]
-    extract = extract_command(store, dataset, cut, source=source)
-    return [extract, train]
+    return [extract_command(store, dataset, cut, source=source, network=other), train]

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from featcache.architecture import cuts_of, describe_cuts
 from featcache.classifier.finetune import Epoch, FineTuneHead, PretrainedWeights
 from featcache.classifier.heads import (
     HEADS,
@@ -106,6 +107,8 @@ def train_head(
     fit_params: dict[str, Any] = {}
     # Rows stay in the shards: heads read them a mini-batch or a block at a time.
     data = lazy_vectors(store, dataset, layer, fingerprint)
+    if isinstance(estimator, FineTuneHead):
+        check_cut(estimator.cut, str(store.extractor_spec(data.fingerprint).get("network", "")))
     if isinstance(estimator, FineTuneHead) and estimator.init == "pretrained":
         fit_params["pretrained"] = check_pretrained(store, data.fingerprint, weights)
     if isinstance(estimator, FineTuneHead) and on_epoch is not None:
@@ -181,6 +184,20 @@ def _logreg_rows(X: StoredRows, max_bytes: int | None) -> np.ndarray:
 def make_finetune_head(params: dict[str, Any] | None = None) -> FineTuneHead:
     """A `FineTuneHead` with keyword parameters; errors name the parameter."""
     return build_estimator(FineTuneHead, params)
+
+
+def check_cut(cut: str, network: str) -> None:
+    """`ConfigError` unless `cut` is one a fine-tune of `network` starts from, naming the
+    cuts of every network (a network featcache does not fine-tune has none)."""
+    own = cuts_of(network or "alexnet")
+    if cut in own:
+        return
+    have = f"give --from {' or '.join(own)}" if own else "featcache does not fine-tune it"
+    raise ConfigError(
+        f"a finetune of {network} vectors cannot start from '{cut}': {have}. Fine-tune "
+        f"cuts ({describe_cuts()}); any backbone's layers train a new last layer "
+        "(--kind softmax)"
+    )
 
 
 def check_pretrained(

@@ -127,6 +127,10 @@ def train(
 
         pretrained = recognise_weights(weights)  # AlexNet's .npy or VGG16's .h5
     with FeatureStore(store, create=False) as fs:
+        if kind == "finetune" and backbone is not None:
+            from featcache.classifier.train import check_cut
+
+            check_cut(layer or "pool5", backbone)  # before reading any vectors
         if kind != "finetune" or backbone is not None:
             from featcache.extractor.stored import resolve_vectors, stored_layers
 
