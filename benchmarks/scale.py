@@ -59,6 +59,7 @@ OPS = (
 )
 FINGERPRINT = "5ca1e" * 12 + "beef"
 DATASET = "bench"
+SPEC = {"network": "alexnet", "weights_note": "random: synthetic vectors, not image features"}
 
 
 def key_of(i: int) -> str:
@@ -78,7 +79,9 @@ def build(
     centres = rng.standard_normal((classes, dim)).astype(np.float32) * np.float32(4 / dim**0.5)
     labels = rng.integers(0, classes, size=rows)
     with FeatureStore(folder) as store:
-        store.register_extractor(FINGERPRINT, {"network": "synthetic", "weights_note": "random"})
+        # advise measures the layers of registered backbones: the vectors stand in for AlexNet's
+        # fc7 (4096-d by default), and the note says they are random
+        store.register_extractor(FINGERPRINT, SPEC)
         for lo in range(0, rows, shard_rows):
             hi = min(rows, lo + shard_rows)
             X = centres[labels[lo:hi]]
