@@ -163,6 +163,18 @@ def test_the_rule_in_the_middle_band_follows_the_learning_curve() -> None:
     assert "--layer" not in decide(close, flat, 50, 0.1)[2]  # 3 points, but within the spread
 
 
+def test_accuracy_at_or_below_chance_is_said_plainly() -> None:
+    flat = [point(0.5, 0.2), point(1.0, 0.2)]
+    below = decide({"fc7": LayerScore("fc7", 0.2, 0.01, 1000)}, flat, 50, 0.25)[1][0]
+    assert "20.0% against 25.0% by chance (below chance: the features tell" in below
+    assert "similar to ImageNet from 62.5%" in below
+    assert "gap" not in below and "-" not in below.split(";")[0]
+    at = decide({"fc7": LayerScore("fc7", 0.25, 0.01, 1000)}, flat, 50, 0.25)[1][0]
+    assert "(no better than chance:" in at
+    above = decide({"fc7": LayerScore("fc7", 0.7, 0.01, 1000)}, flat, 50, 0.25)[1][0]
+    assert "(closes 60% of the gap to 100%; similar to ImageNet from 50%, i.e. 62.5%)" in above
+
+
 def test_rule_and_arguments_are_checked() -> None:
     with pytest.raises(ConfigError, match="similar_kappa"):
         Rule(similar_kappa=1.5)

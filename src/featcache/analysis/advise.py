@@ -289,11 +289,20 @@ def decide(
     low, high = accuracy_interval(best.cv_accuracy, rows, rule.confidence)
     threshold = chance + rule.similar_kappa * (1.0 - chance)
     several = len({s.backbone for s in layers.values()}) > 1
+    if best.cv_accuracy <= chance:  # a negative share of the gap says nothing to a reader
+        gap = (
+            f"{'no better than' if best.cv_accuracy == chance else 'below'} chance: the "
+            f"features tell these classes apart no better than guessing; similar to ImageNet "
+            f"from {threshold:.1%}"
+        )
+    else:
+        gap = (
+            f"closes {kappa:.0%} of the gap to 100%; similar to ImageNet from "
+            f"{rule.similar_kappa:.0%}, i.e. {threshold:.1%}"
+        )
     reasons = [
         f"best layer {best.label if several else best.layer}: {best.cv_accuracy:.1%} against "
-        f"{chance:.1%} by chance "
-        f"(closes {kappa:.0%} of the gap to 100%; similar to ImageNet from "
-        f"{rule.similar_kappa:.0%}, i.e. {threshold:.1%}); {rule.confidence:.0%} interval "
+        f"{chance:.1%} by chance ({gap}); {rule.confidence:.0%} interval "
         f"{low:.1%} to {high:.1%} on {rows} rows"
     ]
     earlier: LayerScore | None = None
