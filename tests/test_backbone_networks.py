@@ -248,11 +248,9 @@ def test_openvino_bf16_stays_close_to_float32(
 ) -> None:
     """ResNet50 (BatchNorm folded into scale and offset) in OpenVINO's bf16, where the CPU
     has it: close to its float32, not equal."""
-    import openvino
+    from featcache.extractor.runtime_openvino import OpenVINONetwork, has_bf16, require_openvino
 
-    from featcache.extractor.runtime_openvino import OpenVINONetwork, has_bf16
-
-    if not has_bf16(openvino.Core()):
+    if not has_bf16(require_openvino().Core()):
         pytest.skip("this CPU has no bf16 for OpenVINO")
     weights = narrow_weights["resnet50"][1]
     spec = ExtractorSpec(weights.sha256, precision="bf16", network="resnet50", runtime="openvino")

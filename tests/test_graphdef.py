@@ -11,11 +11,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from conftest import write_images
+from featcache._openvino import import_openvino
 from featcache.errors import FeatcacheError
 from featcache.extractor.alexnet import LAYERS
 from featcache.extractor.graphdef import GRAPHS, shipped_graph, write_graphs
@@ -27,9 +29,13 @@ needs_openvino = pytest.mark.skipif(
 )
 
 
-def _outputs(model: object, batch: np.ndarray) -> dict[str, np.ndarray]:
-    import openvino as ov
+def _openvino() -> Any:
+    """OpenVINO through featcache's one import of it (telemetry off)."""
+    return import_openvino("test_graphdef", "openvino")
 
+
+def _outputs(model: object, batch: np.ndarray) -> dict[str, np.ndarray]:
+    ov = _openvino()
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     result = compiled({0: batch})
     return {o.get_any_name(): np.asarray(result[o]) for o in compiled.outputs}
@@ -58,9 +64,8 @@ def test_shipped_graphs_are_the_network_traced_now(tmp_path: Path, weights: Weig
 
 def _convert_file(path: Path, weights: Weights) -> object:
     """The model of a GraphDef file with `weights` bound, outputs named by the shipped map."""
-    import openvino as ov
-    from openvino import opset13
-
+    ov = _openvino()
+    opset13 = ov.opset13
     model = ov.convert_model(str(path))
     for parameter in model.get_parameters()[1:]:
         layer, part = parameter.get_friendly_name().split(":")[0].split("_")

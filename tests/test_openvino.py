@@ -173,11 +173,9 @@ needs_openvino = pytest.mark.skipif(
 
 
 def _skip_without_bf16() -> None:
-    import openvino
+    from featcache.extractor.runtime_openvino import has_bf16, require_openvino
 
-    from featcache.extractor.runtime_openvino import has_bf16
-
-    if not has_bf16(openvino.Core()):
+    if not has_bf16(require_openvino().Core()):
         pytest.skip("this CPU has no BF16 for OpenVINO")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -42,3 +43,16 @@ def test_importing_openvino_sends_nothing(tmp_path: Path) -> None:
         [PYTHON, "-c", _SCRIPT], capture_output=True, text=True, env=env, cwd=tmp_path, check=True
     )
     assert json.loads(done.stdout.splitlines()[-1]) == {"sent": 0, "consent": False}
+
+
+def test_openvino_is_imported_only_through_featcache_openvino() -> None:
+    """Tests as well as the package: a direct import would send telemetry outside CI."""
+    root = Path(__file__).resolve().parents[1]
+    direct = re.compile(r"^\s*(import openvino\b(?!_telemetry)|from openvino(\.\w+)* import)", re.M)
+    offenders = [
+        str(path.relative_to(root))
+        for folder in ("src", "tests", "benchmarks")
+        for path in sorted((root / folder).rglob("*.py"))
+        if path.name != "_openvino.py" and direct.search(path.read_text())
+    ]
+    assert offenders == []

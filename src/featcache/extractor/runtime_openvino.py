@@ -150,7 +150,7 @@ def convert_network(weights: Weights, profile: str, layers: Sequence[str]) -> An
     needed (fc6 alone keeps neither fc7 nor fc8). The batch dimension stays dynamic.
     """
     ov = require_openvino()
-    from openvino import opset13
+    opset13 = ov.opset13
 
     wanted = _canonical(layers, weights.network)
     graph = shipped_graph(profile, backbone=weights.network)
