@@ -8,12 +8,16 @@ fc7 trained on 64 generated PNGs. Each format is exported and verified (16 image
 same unseen PNGs (decoded, resized, run, answered) go through `Predictor.predict` (what
 `featcache predict` runs: hash, decode, TensorFlow AlexNet, store, head) and through each
 exported model loaded by its own runtime (decode with Pillow, then one batch of 32 at a
-time). Prints seconds, MB and images/s, and the ratio to predict.
+time). Prints seconds, MB and images/s, and the ratio to predict, then the peak RSS of this
+process (the largest of predict's and every format's export: run one format per process to
+read one format's figure).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -80,6 +84,10 @@ def main() -> None:
                 f"{v.get('max_abs_diff', float('nan')):.2g}"
             )
         print("note: seeded random weights, NOT ImageNet-trained")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    kib = peak // 1024 if sys.platform == "darwin" else peak
+    # The README's figures: /usr/bin/time -v's "kbytes" / 10^6.
+    print(f"peak RSS (this process): {kib / 1e6:.2f} GB")
 
 
 if __name__ == "__main__":
