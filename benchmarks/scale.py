@@ -201,6 +201,7 @@ def run_op(op: str, folder: Path, epochs: int) -> dict[str, Any]:
             report = doctor(store, DATASET)
             extra["label_issues"] = len(report.label_issues)
             extra["search_exact"] = report.search_exact
+            extra["stages_s"] = {k: round(v, 1) for k, v in report.timings.items()}
         elif op == "advise":
             from featcache.analysis.advise import advise
 
