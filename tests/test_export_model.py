@@ -282,7 +282,7 @@ def test_head_named_as_the_other_commands_name_it(stores: dict, tmp_path: Path) 
         done = CliRunner().invoke(
             app,
             ["export-model", "--store", str(store.path), "--head", "softmax@promoted",
-             "--weights", str(stores["weights"]), "--format", "onnx", "--out",
+             "--weights", str(stores["weights"]), "--format", "openvino", "--out",
              str(tmp_path / "promoted"), "--sample", "0", "--json"],
         )  # fmt: skip
         assert done.exit_code == 0, done.output
