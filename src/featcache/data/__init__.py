@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from featcache.data.arrays import read_arrays
@@ -71,8 +72,13 @@ __all__ = [
 
 
 def open_source(path: str | Path, *, class_names_file: str | Path | None = None) -> ImageSource:
-    """Open a folder, ``.csv`` manifest, ``.p``/``.pkl``/``.pickle`` or ``.npz`` by its type."""
-    path = Path(path)
+    """Open a folder, ``.csv`` manifest, ``.p``/``.pkl``/``.pickle`` or ``.npz`` by its type.
+
+    `path` is made absolute first (``os.path.abspath``: ``.`` and ``..`` folded, symlinks
+    kept as named), so every image path a source yields is absolute: the same folder given
+    as ``data`` or as ``/home/me/data`` yields the same rows.
+    """
+    path = Path(os.path.abspath(path))
     names = read_class_names(class_names_file) if class_names_file else None
     if path.is_dir():
         source = read_folder(path)

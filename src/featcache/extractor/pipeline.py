@@ -314,12 +314,27 @@ def _default_dataset_name(source: str | Path) -> str:
     return named.name if named.is_dir() else named.stem
 
 
+def _same_source(held: str, description: str) -> bool:
+    """Whether `held`, a source recorded with a relative path before paths were made
+    absolute ("folder data"), names the source now described by its absolute path
+    ("folder /home/me/data"): the same kind, the absolute path ending in the relative one."""
+    kind, _, rest = held.partition(" ")
+    now_kind, _, now_rest = description.partition(" ")
+    if kind != now_kind or not rest or rest.startswith("/"):
+        return False
+    tail = os.path.normpath(rest.split(" (", 1)[0])
+    path, _, extra = now_rest.partition(" (")
+    return path.endswith("/" + tail) and rest[len(rest.split(" (", 1)[0]) :] == (
+        f" ({extra}" if extra else ""
+    )
+
+
 def _refuse_other_source(store: FeatureStore, dataset: str, description: str) -> None:
     """A dataset named by default is not silently rewritten from another source."""
     if dataset not in store.datasets():
         return
     held = store.dataset(dataset).source
-    if held and held != description:
+    if held and held != description and not _same_source(held, description):
         raise ConfigError(
             f"{store.path}: dataset '{dataset}' holds rows from {held}, not from "
             f"{description}; to change its rows say so with --dataset {dataset}, or pick "

@@ -532,6 +532,24 @@ class Catalog:
         classes = _class_names(found[0][0], f"{self.path}: dataset {name!r}")
         return DatasetInfo(name, classes, found[0][1], sum(splits.values()), splits)
 
+    def relative_paths(self, name: str) -> list[tuple[str, str]]:
+        """(path, key) of a dataset's rows recorded under a relative path (by a featcache
+        before paths were made absolute)."""
+        found = self.query(
+            "SELECT path, key FROM dataset_rows WHERE dataset=? AND substr(path, 1, 1) <> '/'",
+            (name,),
+        )
+        return [(str(path), str(key)) for path, key in found]
+
+    def rename_paths(self, name: str, renamed: dict[str, str]) -> None:
+        """Give rows of dataset `name` new paths (old -> new), keeping their place."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE dataset_rows SET path=? WHERE dataset=? AND path=?",
+                [(new, name, old) for old, new in renamed.items()],
+            )
+            bump_generation(db)
+
     def dataset_names(self) -> list[str]:
         return [r[0] for r in self.query("SELECT name FROM datasets ORDER BY name")]
 

@@ -758,14 +758,39 @@ class FeatureStore:
         """
         validate_dataset_name(name)
         split = normalize_split(split, where="split")
+        checked = _checked_rows(name, rows, len(class_names))
+        if not self.read_only and name in self._catalog.dataset_names():
+            self._adopt_relative_rows(name, checked)
         return self._catalog.put_dataset(
             name,
-            _checked_rows(name, rows, len(class_names)),
+            checked,
             list(class_names),
             source,
             append=append,
             split=split,
         )
+
+    def _adopt_relative_rows(self, name: str, rows: Sequence[DatasetRow]) -> None:
+        """Rows recorded before image paths were made absolute stay the same rows: a row
+        whose relative path is the end of an incoming absolute path, with the same image
+        key, takes that absolute path in place (its position kept), so extracting the same
+        folder again neither duplicates it nor drops and re-adds it."""
+        old = self._catalog.relative_paths(name)
+        if not old:
+            return
+        by_key: dict[str, list[str]] = {}
+        for row in rows:
+            if row.path.startswith("/"):
+                by_key.setdefault(row.key, []).append(row.path)
+        taken = {row.path for row in rows}
+        renamed: dict[str, str] = {}
+        for path, key in old:
+            tail = "/" + os.path.normpath(path)
+            match = [p for p in by_key.get(key, ()) if p.endswith(tail)]
+            if len(match) == 1 and path not in taken and match[0] not in renamed.values():
+                renamed[path] = match[0]
+        if renamed:
+            self._catalog.rename_paths(name, renamed)
 
     def dataset(self, name: str) -> DatasetInfo:
         """A dataset's class names, source, row count and rows per split.
