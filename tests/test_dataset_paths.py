@@ -26,7 +26,11 @@ def test_a_folder_given_relative_then_absolute_is_one_set_of_rows(
         for given in ("data", "./data/", tmp_path / "data", "data/../data"):
             for append in (False, True):
                 extract(
-                    given, stub_weights, store, dataset="d", append=append,
+                    given,
+                    stub_weights,
+                    store,
+                    dataset="d",
+                    append=append,
                     network_factory=CountingNetwork,
                 )
                 rows = _rows(store)
@@ -50,7 +54,9 @@ def test_rows_recorded_under_relative_paths_stay_the_same_rows(
     write_images(tmp_path / "data", 6)
     monkeypatch.chdir(tmp_path)
     with FeatureStore(tmp_path / "store") as store:
-        extract(tmp_path / "data", stub_weights, store, dataset="d", network_factory=CountingNetwork)
+        extract(
+            tmp_path / "data", stub_weights, store, dataset="d", network_factory=CountingNetwork
+        )
         now = store.dataset_rows("d")
         # as an older featcache recorded them: paths as given ("data/a/img0000.png")
         old = [
@@ -61,7 +67,11 @@ def test_rows_recorded_under_relative_paths_stay_the_same_rows(
         assert all(not path.startswith("/") for path, _, _ in _rows(store))
         before = store.datasets_generation()
         report = extract(
-            tmp_path / "data", stub_weights, store, dataset="d", append=append,
+            tmp_path / "data",
+            stub_weights,
+            store,
+            dataset="d",
+            append=append,
             network_factory=CountingNetwork,
         )
         assert report.rows is not None
