@@ -42,10 +42,10 @@ def test_unlabelled_folder_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     with FeatureStore("s", create=False) as fs:
         data = fs.vectors("photos")
         assert (data.y == -1).all() and data.class_names == []
-        assert fs.dataset("photos").source == "folder photos (unlabelled)"
+        assert fs.dataset("photos").source == f"folder {tmp_path / 'photos'} (unlabelled)"
 
     code, text = cli("train", "--store", "s", "--dataset", "photos")
-    assert code == 1 and "dataset 'photos' is unlabelled (folder photos (unlabelled))" in text
+    assert code == 1 and f"dataset 'photos' is unlabelled (folder {tmp_path / 'photos'} (unlabelled))" in text
     assert "Put the images in one subfolder per class" in text
 
     code, text = cli("doctor", "--store", "s", "--dataset", "photos")
@@ -65,7 +65,8 @@ def test_unlabelled_folder_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
     assert code == 0, text
     code, text = cli("doctor", "--store", "s", "--dataset", "photos")
     step = next_command(text)
-    assert " ".join(step) == "predict --store s --head labelled-softmax photos"
+    # the source's path as recorded: absolute (test_dataset_paths)
+    assert " ".join(step) == f"predict --store s --head labelled-softmax {tmp_path / 'photos'}"
     code, text = cli(*step, "--json")
     assert code == 0, text
     assert text.count('"predictions"') == 9 and '"cached": true' in text
