@@ -45,7 +45,8 @@ def test_unlabelled_folder_end_to_end(tmp_path: Path, monkeypatch: pytest.Monkey
         assert fs.dataset("photos").source == f"folder {tmp_path / 'photos'} (unlabelled)"
 
     code, text = cli("train", "--store", "s", "--dataset", "photos")
-    assert code == 1 and f"dataset 'photos' is unlabelled (folder {tmp_path / 'photos'} (unlabelled))" in text
+    source = f"folder {tmp_path / 'photos'} (unlabelled)"
+    assert code == 1 and f"dataset 'photos' is unlabelled ({source})" in text
     assert "Put the images in one subfolder per class" in text
 
     code, text = cli("doctor", "--store", "s", "--dataset", "photos")
