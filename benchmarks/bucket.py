@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -155,7 +156,7 @@ def main() -> None:
                 with FeatureStore(where, catalog=cat, create=False) as store:
                     cache = getattr(store._shards, "cache", None)
 
-                    def empty(cold: bool = label.endswith("cold")) -> None:
+                    def empty(cold: bool = label.endswith("cold"), cache: Any = cache) -> None:
                         if cold:  # a new host: nothing cached (the open-shard LRU neither)
                             store._maps.clear()
                             shutil.rmtree(cache.folder, ignore_errors=True)
