@@ -784,11 +784,13 @@ class FeatureStore:
                 by_key.setdefault(row.key, []).append(row.path)
         taken = {row.path for row in rows}
         renamed: dict[str, str] = {}
+        used: set[str] = set()  # absolute paths already given (a set: old stores are large)
         for path, key in old:
             tail = "/" + os.path.normpath(path)
             match = [p for p in by_key.get(key, ()) if p.endswith(tail)]
-            if len(match) == 1 and path not in taken and match[0] not in renamed.values():
+            if len(match) == 1 and path not in taken and match[0] not in used:
                 renamed[path] = match[0]
+                used.add(match[0])
         if renamed:
             self._catalog.rename_paths(name, renamed)
 
