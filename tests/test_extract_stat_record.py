@@ -1,6 +1,7 @@
-"""Re-runs trust the store's (path, size, mtime_ns, inode) -> key record: unchanged files are
-not read again; a changed file is; ``rehash`` reads every file; a file modified just now is
-not recorded (git's racily-clean rule)."""
+"""Re-runs trust the store's (path, size, mtime_ns, ctime_ns, inode) -> key record: unchanged
+files are not read again; a changed file is, even with its old size and mtime put back;
+``rehash`` reads every file; a file modified just now is not recorded (git's racily-clean
+rule)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import CountingNetwork, write_images
 from featcache.data import ImageItem
+from featcache.extractor import keys
 from featcache.extractor.keys import RACY_SECONDS
 from featcache.extractor.pipeline import ExtractConfig, extract
 from featcache.extractor.weights import Weights
@@ -19,7 +21,8 @@ from featcache.store import FeatureStore
 
 
 def age(paths: list[Path], seconds: float = 60.0) -> None:
-    """Set the files' mtime into the past (as files not written just now)."""
+    """Set the files' mtime into the past (as files not written just now; their ctime stays
+    now, so tests of the record set `not_racy`)."""
     past = time.time() - seconds
     for path in paths:
         os.utime(path, (past, past))
@@ -28,6 +31,12 @@ def age(paths: list[Path], seconds: float = 60.0) -> None:
 def keys_by_path(root: Path) -> dict[str, str]:
     with FeatureStore(root / "store") as store:
         return {row.path: row.key for row in store.dataset_rows("d")}
+
+
+@pytest.fixture
+def not_racy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record files written just now (ctime cannot be set into the past to age them)."""
+    monkeypatch.setattr(keys, "RACY_SECONDS", 0.0)
 
 
 @pytest.fixture
@@ -60,6 +69,7 @@ def test_unchanged_files_are_not_read_again(
     stub_weights: Weights,
     counting_network: type[CountingNetwork],
     reads: list[str],
+    not_racy: None,
 ) -> None:
     paths = write_images(tmp_path / "data", 6)
     age(paths)
@@ -101,3 +111,48 @@ def test_files_written_just_now_are_hashed_again(
     reads.clear()
     run(tmp_path, stub_weights, counting_network)
     assert len(reads) == 3  # not recorded: could still change within the same tick
+
+
+def test_a_file_rewritten_with_its_old_size_and_mtime_put_back_is_hashed_again(
+    tmp_path: Path,
+    stub_weights: Weights,
+    counting_network: type[CountingNetwork],
+    reads: list[str],
+    not_racy: None,
+) -> None:
+    paths = write_images(tmp_path / "data", 4)
+    age(paths)
+    run(tmp_path, stub_weights, counting_network)
+    before = keys_by_path(tmp_path)
+    target = paths[1]
+    st = target.stat()
+    data = bytearray(paths[1].read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    time.sleep(0.01)  # past the kernel's timestamp tick
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # as `touch -d` would
+    after = target.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ino,
+    )
+    assert after.st_ctime_ns != st.st_ctime_ns
+    reads.clear()
+    run(tmp_path, stub_weights, counting_network)
+    assert reads == [str(target)]  # the only file whose stamp changed
+    assert keys_by_path(tmp_path)[str(target)] != before[str(target)]
+
+
+def test_a_file_changed_just_now_is_not_recorded_even_with_an_old_mtime(
+    tmp_path: Path,
+    stub_weights: Weights,
+    counting_network: type[CountingNetwork],
+    reads: list[str],
+) -> None:
+    paths = write_images(tmp_path / "data", 2)
+    age(paths)  # an old mtime, but the inode changed just now (ctime)
+    run(tmp_path, stub_weights, counting_network)
+    reads.clear()
+    run(tmp_path, stub_weights, counting_network)
+    assert len(reads) == 2

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -256,6 +259,52 @@ def test_file_digests_are_remembered_until_the_file_changes(tmp_path: Path) -> N
     target.write_bytes(b"two!")
     assert store.file_sha256(target, digest) == "two!"
     assert len(calls) == 2
+
+
+def test_a_file_rewritten_with_its_old_mtime_is_hashed_again(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path / "s")
+    target = tmp_path / "w.bin"
+    target.write_bytes(b"one")
+    st = target.stat()
+    calls: list[bytes] = []
+
+    def digest(path: Path) -> str:
+        calls.append(path.read_bytes())
+        return path.read_bytes().decode()
+
+    assert store.file_sha256(target, digest) == "one"
+    time.sleep(0.01)  # past the kernel's timestamp tick
+    target.write_bytes(b"two")  # same size
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # `touch -d` sets mtime back
+    assert store.file_sha256(target, digest) == "two"
+    assert calls == [b"one", b"two"]
+
+
+def test_stamps_of_an_older_catalog_gain_ctime_and_are_trusted_only_then(tmp_path: Path) -> None:
+    FeatureStore(tmp_path / "s").close()
+    with sqlite3.connect(tmp_path / "s" / "catalog.sqlite") as db:  # as a store made before
+        db.execute("DROP TABLE file_digests")
+        db.execute(
+            "CREATE TABLE file_digests(path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+            "mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, sha256 TEXT NOT NULL)"
+        )
+    target = tmp_path / "w.bin"
+    target.write_bytes(b"one")
+    calls: list[Path] = []
+
+    def digest(path: Path) -> str:
+        calls.append(path)
+        return "d"
+
+    with FeatureStore(tmp_path / "s", create=False, read_only=True) as store:
+        assert store.file_sha256(target, digest) == "d"  # no ctime column: nothing trusted
+    with FeatureStore(tmp_path / "s") as store:  # a writable open adds the column
+        store.file_sha256(target, digest)
+        store.file_sha256(target, digest)
+    assert len(calls) == 2
+    with sqlite3.connect(tmp_path / "s" / "catalog.sqlite") as db:
+        (ctime,) = db.execute("SELECT ctime_ns FROM file_digests").fetchone()
+    assert ctime == target.stat().st_ctime_ns
 
 
 def test_append_accepts_a_source_lacking_the_last_classes(tmp_path: Path) -> None:

@@ -2,12 +2,16 @@
 
 Hashing every image on every run reads the whole dataset again (a re-run of 1.28M JPEGs reads
 ~140 GB to learn that nothing changed). The store remembers, per file path, the (size,
-mtime_ns, inode) it had when it was hashed and its SHA-256 (`FeatureStore.known_file_digests`);
-a file whose stat still matches is trusted to hold the same bytes, as git trusts its index,
-and as the store already trusts its own shards and runtime models between checks.
+mtime_ns, ctime_ns, inode) it had when it was hashed and its SHA-256
+(`FeatureStore.known_file_digests`); a file whose stat still matches is trusted to hold the
+same bytes, as git trusts its index, and as the store already trusts its own shards and
+runtime models between checks. The inode change time (ctime) is in the stamp because
+``touch -d`` can set a rewritten file's mtime back, but nothing short of changing the clock
+sets its ctime back.
 
-Like git's "racily clean" rule, a file modified within `RACY_SECONDS` of being hashed is not
-recorded (a write in the same timestamp tick could change it without changing its stat).
+Like git's "racily clean" rule, a file modified (mtime or ctime) within `RACY_SECONDS` of
+being hashed is not recorded (a write in the same timestamp tick could change it without
+changing its stat).
 ``rehash=True`` (``extract --rehash``) hashes every file again and renews the record.
 """
 
@@ -19,14 +23,12 @@ from collections.abc import Sequence
 
 from featcache.data import ImageItem
 from featcache.extractor.stages import Failed, Keyed, MapFn, key_items
-from featcache.store import FeatureStore
+from featcache.store import FeatureStore, FileStamp
 
 __all__ = ["RACY_SECONDS", "KeyedItems", "key_items_trusting_stat"]
 
 #: A file modified this recently is hashed but its stat is not recorded (see the docstring).
 RACY_SECONDS = 2.0
-
-Stat = tuple[int, int, int]  # size, mtime_ns, inode
 
 
 class KeyedItems:
@@ -39,14 +41,14 @@ class KeyedItems:
         self.trusted = trusted
 
 
-def _stat(item: ImageItem) -> tuple[str, Stat] | None:
+def _stat(item: ImageItem) -> tuple[str, FileStamp] | None:
     if item.file is None or item.data is not None or item.array is not None:
         return None  # bytes or arrays in memory: hashing them reads nothing
     try:
         st = os.stat(item.file)
     except OSError:
         return None  # key_items reports why it cannot be read
-    return os.path.abspath(item.file), (st.st_size, st.st_mtime_ns, st.st_ino)
+    return os.path.abspath(item.file), FileStamp.of(st)
 
 
 def key_items_trusting_stat(
@@ -65,14 +67,15 @@ def key_items_trusting_stat(
     keys: list[str | None] = [known.get(s[0]) if s is not None else None for s in stats]
     todo = [i for i, key in enumerate(keys) if key is None]
     hashed, failed = key_items([items[i] for i in todo], map_fn)
-    fresh: dict[str, tuple[Stat, str]] = {}
+    fresh: dict[str, tuple[FileStamp, str]] = {}
     by_item = {id(item): key for item, key in hashed}
     now = time.time_ns()
     for i in todo:
         key = by_item.get(id(items[i]))
         keys[i] = key
         found = stats[i]
-        if key is not None and found is not None and now - found[1][1] > RACY_SECONDS * 1e9:
+        changed = max(found[1].mtime_ns, found[1].ctime_ns) if found is not None else now
+        if key is not None and found is not None and now - changed > RACY_SECONDS * 1e9:
             fresh[found[0]] = (found[1], key)
     if store is not None and fresh and not store.read_only:
         store.remember_file_digests(fresh)

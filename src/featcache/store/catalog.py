@@ -21,6 +21,7 @@ holds what differs (placeholders, column types, the write lock).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
@@ -46,6 +47,7 @@ from featcache.store.records import (
     DatasetColumns,
     DatasetInfo,
     DatasetRow,
+    FileStamp,
     HeadRecord,
     ShardRecord,
     VectorRow,
@@ -57,6 +59,7 @@ from featcache.store.schema import (
     create_or_migrate,
     dedupe_rows,
     foreign_schema,
+    has_stamp_ctime,
     schema_version,
 )
 
@@ -781,47 +784,51 @@ class Catalog:
 
     # -- file digests (weights files: hashing 244 MB on every run is measurable) -----------
 
-    def file_digest(self, path: str, size: int, mtime_ns: int, inode: int) -> str | None:
-        found = self.query(
-            "SELECT sha256 FROM file_digests WHERE path=? AND size=? AND mtime_ns=? AND inode=?",
-            (path, size, mtime_ns, inode),
-        )
-        return str(found[0][0]) if found else None
+    @functools.cached_property
+    def _stamps_have_ctime(self) -> bool:
+        # a catalog made before stamps had ctime_ns and opened read-only: nothing is trusted
+        with self._lock:
+            try:
+                return has_stamp_ctime(self._db)
+            except self._errors as exc:
+                raise StoreError(f"{self.path}: query failed ({exc})") from exc
 
-    def remember_file_digest(
-        self, path: str, size: int, mtime_ns: int, inode: int, sha256: str
-    ) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO file_digests VALUES(?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
-                "size=excluded.size, mtime_ns=excluded.mtime_ns, inode=excluded.inode, "
-                "sha256=excluded.sha256",
-                (path, size, mtime_ns, inode, sha256),
-            )
+    def file_digest(self, path: str, stamp: FileStamp) -> str | None:
+        """The SHA-256 recorded for `path` if its stamp then was `stamp`, else None."""
+        return self.file_digests({path: stamp}).get(path)
 
-    def file_digests(self, stats: dict[str, tuple[int, int, int]]) -> dict[str, str]:
-        """{path: SHA-256} of the `stats` paths whose record has that (size, mtime_ns, inode)."""
+    def remember_file_digest(self, path: str, stamp: FileStamp, sha256: str) -> None:
+        self.remember_file_digests({path: (stamp, sha256)})
+
+    def file_digests(self, stamps: dict[str, FileStamp]) -> dict[str, str]:
+        """{path: SHA-256} of the `stamps` paths recorded with exactly that stamp."""
         found: dict[str, str] = {}
-        paths = list(stats)
+        if not self._stamps_have_ctime:
+            return found
+        paths = list(stamps)
         for chunk in _chunks(paths):
             marks = ",".join("?" * len(chunk))
-            for path, size, mtime_ns, inode, sha256 in self.query(
-                "SELECT path, size, mtime_ns, inode, sha256 FROM file_digests "
+            for path, size, mtime_ns, ctime_ns, inode, sha256 in self.query(
+                "SELECT path, size, mtime_ns, ctime_ns, inode, sha256 FROM file_digests "
                 f"WHERE path IN ({marks})",
                 tuple(chunk),
             ):
-                if stats[path] == (size, mtime_ns, inode):
-                    found[path] = sha256
+                if tuple(stamps[path]) == (size, mtime_ns, ctime_ns, inode):
+                    found[path] = str(sha256)
         return found
 
-    def remember_file_digests(self, records: dict[str, tuple[tuple[int, int, int], str]]) -> None:
-        """Record {path: ((size, mtime_ns, inode), SHA-256)} in one transaction."""
+    def remember_file_digests(self, records: dict[str, tuple[FileStamp, str]]) -> None:
+        """Record {path: (stamp, SHA-256)} in one transaction."""
         with self.transaction() as db:
             db.executemany(
-                "INSERT INTO file_digests VALUES(?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
-                "size=excluded.size, mtime_ns=excluded.mtime_ns, inode=excluded.inode, "
-                "sha256=excluded.sha256",
-                [(path, *stat, digest) for path, (stat, digest) in records.items()],
+                "INSERT INTO file_digests(path, size, mtime_ns, ctime_ns, inode, sha256) "
+                "VALUES(?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
+                "mtime_ns=excluded.mtime_ns, ctime_ns=excluded.ctime_ns, "
+                "inode=excluded.inode, sha256=excluded.sha256",
+                [
+                    (path, s.size, s.mtime_ns, s.ctime_ns, s.inode, digest)
+                    for path, (s, digest) in records.items()
+                ],
             )
 
     # -- heads ------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from featcache.store.records import (
     DatasetChange,
     DatasetInfo,
     DatasetRow,
+    FileStamp,
     GcReport,
     HeadRecord,
     LabelledVectors,
@@ -269,33 +270,30 @@ class FeatureStore:
         return spec
 
     def file_sha256(self, path: str | Path, compute: Callable[[Path], str]) -> str:
-        """The SHA-256 of a file, remembered by (path, size, mtime, inode) between runs.
+        """The SHA-256 of a file, remembered by its path and `FileStamp` (size, mtime, inode
+        change time, inode) between runs.
 
         `compute` hashes the file when it is new or changed since it was last seen (a
         read-only store computes it without remembering).
         """
         path = Path(path).resolve()
-        st = path.stat()
-        known = self._catalog.file_digest(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        stamp = FileStamp.of(path.stat())
+        known = self._catalog.file_digest(str(path), stamp)
         if known is not None:
             return known
         digest = compute(path)
         if not self.read_only:
-            self._catalog.remember_file_digest(
-                str(path), st.st_size, st.st_mtime_ns, st.st_ino, digest
-            )
+            self._catalog.remember_file_digest(str(path), stamp, digest)
         return digest
 
-    def known_file_digests(self, stats: Mapping[str, tuple[int, int, int]]) -> dict[str, str]:
-        """{path: SHA-256} for the files whose (size, mtime_ns, inode) in `stats` is the one
-        recorded when they were last hashed (`remember_file_digests`): unchanged files whose
-        bytes need not be read again (`featcache.extractor.keys`)."""
-        return self._catalog.file_digests(dict(stats))
+    def known_file_digests(self, stamps: Mapping[str, FileStamp]) -> dict[str, str]:
+        """{path: SHA-256} for the files whose `FileStamp` in `stamps` is the one recorded
+        when they were last hashed (`remember_file_digests`): unchanged files whose bytes
+        need not be read again (`featcache.extractor.keys`)."""
+        return self._catalog.file_digests(dict(stamps))
 
-    def remember_file_digests(
-        self, records: Mapping[str, tuple[tuple[int, int, int], str]]
-    ) -> None:
-        """Record {path: ((size, mtime_ns, inode), SHA-256)} of files just hashed."""
+    def remember_file_digests(self, records: Mapping[str, tuple[FileStamp, str]]) -> None:
+        """Record {path: (stamp, SHA-256)} of files just hashed."""
         self._require_writable("file digests")
         self._catalog.remember_file_digests(dict(records))
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -17,6 +18,7 @@ __all__ = [
     "DatasetChange",
     "DatasetInfo",
     "DatasetRow",
+    "FileStamp",
     "GcReport",
     "HeadRecord",
     "LabelledVectors",
@@ -38,6 +40,22 @@ class DatasetRow:
     path: str
     label: int | None = None
     split: str | None = None
+
+
+class FileStamp(NamedTuple):
+    """What a file's stat says about its bytes: a file whose stamp is unchanged since it was
+    hashed is trusted to hold the same bytes. ``ctime_ns`` is the inode change time, which
+    the kernel sets on every write and which ``touch`` or ``os.utime`` cannot set back (they
+    can set back ``mtime_ns``), so a file rewritten with an old mtime is hashed again."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStamp:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ version each head name ever had, so a version is never reused after a delete); a
 identity, a unique (dataset, path) index. Migrating merges the duplicated rows that version
 1 let ``extract --append`` make.
 
-Any writable open also adds, if missing, the ``datasets_generation`` counter in ``meta``
+Any writable open also adds, if missing, the ``ctime_ns`` column of ``file_digests`` (a
+file's stamp includes its inode change time, which ``touch`` cannot set back), the
+``datasets_generation`` counter in ``meta``
 (no version change: older readers ignore it; `bump_generation` keeps it), and replaces the
 index on ``dataset_rows(key)`` by one on ``(dataset, key, idx, split)``: it serves the same
 key lookups (per dataset), counts a dataset's rows per split without reading the table, and
@@ -26,6 +28,7 @@ __all__ = [
     "create_or_migrate",
     "dedupe_rows",
     "foreign_schema",
+    "has_stamp_ctime",
     "schema_version",
 ]
 
@@ -56,7 +59,7 @@ CREATE TABLE IF NOT EXISTS failures(
     time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS file_digests(
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL, sha256 TEXT NOT NULL);
+    inode INTEGER NOT NULL, sha256 TEXT NOT NULL, ctime_ns INTEGER);
 CREATE TABLE IF NOT EXISTS heads(
     name TEXT NOT NULL, version INTEGER NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL,
     meta TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY(name, version));
@@ -178,7 +181,20 @@ def create_or_migrate(db: Any, path: Path | str, *, tables: str = "") -> int | N
         raise StoreError(f"{path}: catalog schema {found} is not the supported {SCHEMA_VERSION}")
     db.execute(_ROW_IDENTITY)
     db.execute("INSERT INTO meta VALUES(?, '0') ON CONFLICT(key) DO NOTHING", (GENERATION_KEY,))
+    if not has_stamp_ctime(db):  # stamps of an older store: every file is hashed once more
+        db.execute(
+            f"ALTER TABLE file_digests ADD COLUMN ctime_ns {'BIGINT' if tables else 'INTEGER'}"
+        )
     return migrated
+
+
+def has_stamp_ctime(db: Any) -> bool:
+    """Whether ``file_digests`` has the ``ctime_ns`` column (added after version 2 was
+    released, without a version change: a catalog opened read-only may still lack it)."""
+    cursor = db.execute("SELECT * FROM file_digests LIMIT 0")
+    names = [column[0] for column in cursor.description]
+    cursor.fetchall()
+    return "ctime_ns" in names
 
 
 def _migrate_from_1(db: Any) -> None:
