@@ -75,6 +75,7 @@ from featcache.store.schema import (
     create_or_migrate,
     dedupe_rows,
     foreign_schema,
+    has_stamp_ctime,
     schema_version,
 )
 from featcache.store.shards import (
@@ -158,6 +159,7 @@ __all__ = [
     "featcache_made",
     "foreign_schema",
     "gc",
+    "has_stamp_ctime",
     "info",
     "is_postgres_url",
     "is_url",
