@@ -96,7 +96,7 @@ def test_tiny_two_class_data_still_gets_duplicates_leakage_and_outliers(tmp_path
     assert "skipped: label checks" in "\n".join(report.summary())
 
 
-def test_datalab_finds_an_imbalanced_class_and_a_sorted_order(tmp_path: Path) -> None:
+def test_datalab_finds_an_imbalanced_class_not_a_class_sorted_order(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     n = 300
     labels = np.array([0] * 150 + [1] * 146 + [2] * 4)  # class 2: 1.3% of the rows
@@ -108,14 +108,10 @@ def test_datalab_finds_an_imbalanced_class_and_a_sorted_order(tmp_path: Path) ->
     found = report.datalab
     assert found["class_imbalance"]["flagged"]
     assert found["class_imbalance"]["rarest_class"] == "class 2"
-    assert found["non_iid"]["flagged"] and found["non_iid"]["p_value"] < 0.01
-    assert "non-IID order: FLAGGED" in "\n".join(report.summary())
-
-    shuffled = [sorted_names[i] for i in rng.permutation(n)]
-    again = doctor(_store(tmp_path / "b", pictures, vectors, labels.tolist(), shuffled, 3), "d")
-    # Datalab's test is sensitive: this random order still gets p ~ 1e-4 (found while
-    # writing this test), but far above the sorted order's.
-    assert again.datalab["non_iid"]["p_value"] > 100 * found["non_iid"]["p_value"]
+    # the order within each class is tested (tests/test_doctor_order.py): classes taken one
+    # after another, each in a random order, are not non-IID
+    assert not found["non_iid"]["flagged"] and found["non_iid"]["p_value"] > 0.05
+    assert "non-IID order: no" in "\n".join(report.summary())
 
 
 def test_source_order_reads_array_indices_and_numbered_names() -> None:

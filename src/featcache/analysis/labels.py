@@ -72,11 +72,15 @@ _ARRAY_ROW = re.compile(r"^(.*)#(\d+)$")
 _NUMBER = re.compile(r"(\d+)")
 
 
-def source_order(paths: Sequence[str]) -> np.ndarray:
-    """A row order that means something for the non-IID check: rows of an array file by
-    their index in it; image files by file name, numbers compared as numbers, whatever their
-    class folder (camera and export names count up in the order pictures were taken). The
-    catalog's own order (sorted by folder, so by class) would be non-IID by construction."""
+def source_order(paths: Sequence[str], labels: np.ndarray | None = None) -> np.ndarray:
+    """A row order that means something for the non-IID check: each class's rows in their
+    recorded order (rows of an array file by their index in it; image files by file name,
+    numbers compared as numbers: camera and export names count up in the order pictures were
+    taken), on places drawn for the classes by a seeded shuffle. The order within each class
+    is what is tested: data sorted by class (class folders, names that carry the class, an
+    array file sorted by label) is not non-IID by construction, while images that drift
+    within their class (later ones darker, shifted) still are. With no `labels`, the
+    recorded order of all rows."""
 
     def sort_key(path: str) -> tuple[Any, ...]:
         match = _ARRAY_ROW.match(path)
@@ -86,7 +90,18 @@ def source_order(paths: Sequence[str]) -> np.ndarray:
         parts = tuple(int(p) if p.isdigit() else p for p in _NUMBER.split(name) if p)
         return ("", 0, tuple((isinstance(p, str), p) for p in parts), path)
 
-    return np.array(sorted(range(len(paths)), key=lambda i: sort_key(paths[i])), dtype=np.intp)
+    recorded = np.array(sorted(range(len(paths)), key=lambda i: sort_key(paths[i])), np.intp)
+    if labels is None or len(recorded) == 0:
+        return recorded
+    y = np.asarray(labels)[recorded]
+    # Which class each place in the order goes to: a seeded shuffle of the labels. Each class
+    # fills its places in its recorded order; if that order is random, so is the whole
+    # order (Datalab's permutation test stays exact), and a fixed pattern of classes (every
+    # C-th place) would itself read as non-IID.
+    places = np.random.default_rng(0).permutation(y)
+    order = np.empty_like(recorded)
+    order[np.argsort(places, kind="stable")] = recorded[np.argsort(y, kind="stable")]
+    return order
 
 
 def _knn_graph(X: Any, k: int) -> Any:
@@ -102,6 +117,9 @@ def _knn_graph(X: Any, k: int) -> Any:
         (distance.ravel(), nb.index[:, :k].ravel(), np.arange(0, n * k + 1, k)), shape=(n, n)
     )
 
+
+#: The order the non-IID check tests, as doctor.json and the summary name it.
+ORDER = "order within each class (array index, else file name)"
 
 #: Datalab's checks that read the kNN graph of the vectors (the rest read probabilities only).
 KNN_CHECKS = ("outlier", "non_iid", "underperforming_group")
@@ -155,7 +173,7 @@ def label_findings(
     proba /= proba.sum(axis=1, keepdims=True)
 
     row_paths = [paths[i] for i in labelled.tolist()]
-    order = source_order(row_paths)
+    order = source_order(row_paths, y)
     back = np.empty_like(order)
     back[order] = np.arange(len(order))
     sampled = knn_rows is not None and len(order) > knn_rows
@@ -237,7 +255,7 @@ def _sampled_knn_checks(
     own kNN graph). Returns Datalab, its issues, the sample's row numbers in that order and
     the checks it could not run."""
     sample = capped_rows(np.ones(len(y), bool), rows)
-    pos = sample[source_order([paths[i] for i in sample.tolist()])]
+    pos = sample[source_order([paths[i] for i in sample.tolist()], y[sample])]
     # The sample's classes only: Datalab maps labels to 0..n-1 and wants as many columns.
     present, ys = np.unique(y[pos], return_inverse=True)
     ps = proba[np.ix_(pos, present)]
@@ -284,7 +302,7 @@ def _extras(
         "non_iid": {
             "flagged": count.get("non_iid", 0) > 0,
             "p_value": None if p_value is None else round(float(p_value), 6),
-            "order": "source order (array index, else file name)",
+            "order": ORDER,
         },
         "underperforming_group": {
             "flagged": count.get("underperforming_group", 0) > 0,
