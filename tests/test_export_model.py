@@ -320,3 +320,82 @@ def test_heads_of_other_backbones_are_refused_naming_what_is_supported(
     ):
         export_model(store, "h", weights, tmp_path / "out", ExportConfig("onnx"))  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+_KILL_WHILE_WRITING = """
+import builtins, io, os, signal, sys
+from featcache.extractor import weights
+weights.LAYER_SHAPES = {**weights.LAYER_SHAPES, "fc6": (9216, 32), "fc7": (32, 32),
+                        "fc8": (32, 1000)}
+real_open = builtins.open
+
+class KilledHalfway(io.FileIO):
+    def write(self, data):  # half the bytes reach the disk, then the process is killed
+        super().write(memoryview(data).cast("B")[: len(data) // 2])
+        os.fsync(self.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def killing_open(file, mode="r", *args, **kwargs):
+    if str(file).endswith("model.onnx") and "w" in mode:
+        return KilledHalfway(file, "wb")
+    return real_open(file, mode, *args, **kwargs)
+
+builtins.open = io.open = killing_open
+from featcache.cli import app
+app(sys.argv[1:])
+"""
+
+
+def test_a_killed_export_leaves_no_partial_model_file(stores: dict, tmp_path: Path) -> None:
+    """An export killed (SIGKILL) with half of model.onnx written: nothing under `out`, no
+    file named model.onnx anywhere, only the hidden staging folder, which the next export to
+    the same `out` removes."""
+    from featcache.export.api import _staging
+
+    out = tmp_path / "model"
+    done = subprocess.run(
+        [PYTHON, "-c", _KILL_WHILE_WRITING, "export-model", "--store",
+         str(stores["caffe"].path), "--head", "softmax", "--weights", str(stores["weights"]),
+         "--format", "onnx", "--out", str(out), "--sample", "0"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == -9, done.stderr[-2000:]
+    assert not out.exists()
+    assert not list(tmp_path.rglob("model.onnx"))
+    (staged,) = tmp_path.glob(".model.export-*")
+    (half,) = staged.iterdir()  # the partial file, under its temporary name only
+    assert half.name.startswith(".tmp-") and half.name.endswith("model.onnx")
+    assert half.stat().st_size > 0
+    fresh = _staging(out)  # the next export's staging: the dead process's folder is gone
+    assert sorted(tmp_path.iterdir()) == [fresh]
+
+
+def test_a_failed_overwrite_keeps_the_old_model(
+    stores: dict, exported: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--overwrite with a disk that fills up while the new OpenVINO files are moved into
+    place: the old model stays whole under `out`, and no temporary file or folder is left."""
+    import errno
+    import os
+    import shutil
+
+    from featcache.export import ExportConfig, export_model
+    from featcache.export import formats as formats_module
+
+    out = tmp_path / "model"
+    shutil.copytree(exported["onnx", "caffe", "softmax"].path, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = os.replace
+
+    def full_disk(source: object, target: object) -> None:
+        if str(target).endswith("model.xml"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        real_replace(source, target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(weights_module, "LAYER_SHAPES", NARROW)
+    monkeypatch.setattr(formats_module.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        export_model(stores["caffe"], "softmax", stores["weights"], out,
+                     ExportConfig("openvino", sample=0, overwrite=True))  # fmt: skip
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -25,6 +25,7 @@ __all__ = [
     "describe_failure",
     "file_sha256",
     "fsync_dir",
+    "fsync_tree",
     "is_disk_full",
     "rename_folder",
     "temporary_name",
@@ -106,6 +107,20 @@ def fsync_dir(folder: str | Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def fsync_tree(root: str | Path) -> None:
+    """Fsync every file and folder under `root` (and `root`): for files another library
+    wrote (a converter's model files) before they are renamed into place."""
+    root = Path(root)
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(folder)
 
 
 def is_disk_full(exc: BaseException) -> bool:

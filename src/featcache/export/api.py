@@ -1,15 +1,18 @@
 """`export_model`: one file (or folder) to deploy, built from a store's head and verified.
 
-The model is written into a temporary folder beside `out`, verified there (a fresh process
-runs it with the format's own runtime on a sample of the head's dataset and compares with
-`featcache predict`), then renamed to `out` with its `verification.json`. A model past the
-tolerance is still kept, for inspection, and `ExportResult.passed` is False (the CLI exits
-1).
+The model is written into a temporary folder beside `out` (each file atomically: temporary
+name, fsync, rename), verified there (a fresh process runs it with the format's own runtime
+on a sample of the head's dataset and compares with `featcache predict`), then renamed to
+`out` with its `verification.json`. A killed export leaves at most its hidden staging folder,
+removed by the next export to the same `out`; never a partial file under `out`. A model past
+the tolerance is still kept, for inspection, and `ExportResult.passed` is False (the CLI
+exits 1).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import time
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from featcache._io import rename_folder
+from featcache._io import fsync_tree, rename_folder, temporary_name
 from featcache.classifier.persist import LoadedHead, load_head
 from featcache.data.decode import DEFAULT_MAX_PIXELS
 from featcache.errors import ConfigError, DataError, ExportError, WeightsError
@@ -213,6 +216,54 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
 
+_STAGING = ".{name}.export-{pid}"
+
+
+def _staging(out: Path) -> Path:
+    """A new, empty staging folder beside `out` for this process, after removing those that
+    exports killed before left there (their process is gone)."""
+    prefix = _STAGING.format(name=out.name, pid="")
+    for folder in out.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = folder.name[len(prefix) :]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    staging = out.parent / _STAGING.format(name=out.name, pid=os.getpid())
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Rename the finished `staging` folder to `out`. An `out` being replaced (--overwrite) is
+    first moved aside and removed only once the new folder is in place, so a crash leaves
+    the old model or the new one, each whole, never a mix."""
+    fsync_tree(staging)
+    aside = None
+    if out.exists():
+        aside = temporary_name(out)
+        os.rename(out, aside)
+    try:
+        published = rename_folder(staging, out)
+    except BaseException:
+        if aside is not None and not out.exists():
+            os.rename(aside, out)  # the old model back
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    if not published:
+        raise ExportError(f"{out}: written by another process meanwhile; export again")
+
+
 def export_model(
     store: FeatureStore,
     head: str,
@@ -257,9 +308,7 @@ def export_model(
         head_layers(loaded.estimator),
         GraphSpec(spec["profile"], spec["resize"], loaded.layer, float16, pillow_order),
     )
-    staging = out.parent / f".{out.name}.export-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    staging = _staging(out)
     try:
         write_model(config.format, module, staging, metadata)
         del module, read
@@ -269,10 +318,7 @@ def export_model(
             verification = _verify(store, loaded, Path(weights), sample, config, staging)
             verification["model_files"] = digests(config.format, staging)
             write_verification(staging, verification)
-        if out.exists():
-            shutil.rmtree(out)
-        if not rename_folder(staging, out):
-            raise ExportError(f"{out}: written by another process meanwhile; export again")
+        _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

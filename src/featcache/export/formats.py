@@ -12,12 +12,19 @@ openvino       ``model.xml`` + ``model.bin`` (f32)  runtime info ``featcache`` (
                                                    ``class_names`` (JSON list)
 =============  ==================================  ==========================================
 
+Every file is written atomically: ``model.onnx`` through `featcache._io.atomic_write`; the
+converters' files (OpenVINO's pair, the SavedModel's tree) into a temporary folder beside
+them, fsynced, then renamed into place one by one, the file a runtime opens first last. A
+killed export never leaves a partial file under a model file's name.
+
 Loading (`load_model`) imports only the target runtime: onnxruntime, TensorFlow or OpenVINO.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +32,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from featcache._io import atomic_write_bytes, fsync_dir, fsync_tree, temporary_name
 from featcache.errors import ConfigError, DependencyError, ExportError
 
 __all__ = ["FORMATS", "LoadedModel", "load_model", "model_files", "write_model"]
@@ -61,25 +69,40 @@ def _frozen(function: Any) -> Any:
     return convert_variables_to_constants_v2(function)
 
 
+def _publish(staged: Path, folder: Path, last: tuple[str, ...]) -> None:
+    """Move every entry of the temporary folder `staged` (written by a converter) into
+    `folder`, fsynced first, one rename each; the entries named in `last` go last, in that
+    order (the file a runtime opens first, once what it points to is in place)."""
+    fsync_tree(staged)
+    names = sorted(p.name for p in staged.iterdir())
+    for name in [n for n in names if n not in last] + [n for n in last if n in names]:
+        os.replace(staged / name, folder / name)
+    fsync_dir(folder)
+
+
 def _write_savedmodel(module: Any, folder: Path, metadata: dict[str, Any]) -> None:
     import tensorflow as tf
 
-    staging = folder.parent / f".{folder.name}.assets"
-    staging.mkdir()
-    (staging / "featcache.json").write_text(json.dumps(metadata, indent=1, sort_keys=True))
-    (staging / "class_names.txt").write_text("".join(f"{n}\n" for n in metadata["class_names"]))
-    module.metadata_file = tf.saved_model.Asset(str(staging / "featcache.json"))
-    module.class_names_file = tf.saved_model.Asset(str(staging / "class_names.txt"))
-    signatures = {
-        "serving_default": module.serve.get_concrete_function(),
-        "serving_bytes": module.serve_bytes.get_concrete_function(),
-    }
+    assets = temporary_name(folder / "assets")
+    staged = temporary_name(folder / "savedmodel")
     try:
-        tf.saved_model.save(module, str(folder), signatures=signatures)
+        assets.mkdir()
+        atomic_write_bytes(
+            assets / "featcache.json", json.dumps(metadata, indent=1, sort_keys=True).encode()
+        )
+        names = "".join(f"{n}\n" for n in metadata["class_names"])
+        atomic_write_bytes(assets / "class_names.txt", names.encode())
+        module.metadata_file = tf.saved_model.Asset(str(assets / "featcache.json"))
+        module.class_names_file = tf.saved_model.Asset(str(assets / "class_names.txt"))
+        signatures = {
+            "serving_default": module.serve.get_concrete_function(),
+            "serving_bytes": module.serve_bytes.get_concrete_function(),
+        }
+        tf.saved_model.save(module, str(staged), signatures=signatures)
+        _publish(staged, folder, ("saved_model.pb",))
     finally:
-        for file in staging.iterdir():
-            file.unlink()
-        staging.rmdir()
+        shutil.rmtree(assets, ignore_errors=True)
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def _rename(graph: Any, old: str, new: str) -> None:
@@ -145,7 +168,7 @@ def _write_onnx(module: Any, folder: Path, metadata: dict[str, Any]) -> None:
     data = model.SerializeToString()
     del model  # checked and written from its bytes: two copies of the weights, not three
     onnx.checker.check_model(data)
-    (folder / "model.onnx").write_bytes(data)
+    atomic_write_bytes(folder / "model.onnx", data)
 
 
 def _metadata_props(metadata: dict[str, Any]) -> dict[str, str]:
@@ -167,8 +190,14 @@ def _write_openvino(module: Any, folder: Path, metadata: dict[str, Any]) -> None
     model.outputs[0].get_tensor().set_names({"probabilities"})
     for key, value in _metadata_props(metadata).items():
         model.set_rt_info(value, [key])
-    # float32 weights as they are: OpenVINO would store them as float16 by default.
-    ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
+    staged = temporary_name(folder / "openvino")
+    try:
+        staged.mkdir()
+        # float32 weights as they are: OpenVINO would store them as float16 by default.
+        ov.save_model(model, str(staged / "model.xml"), compress_to_fp16=False)
+        _publish(staged, folder, ("model.bin", "model.xml"))
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 _WRITERS: Final[dict[str, Callable[[Any, Path, dict[str, Any]], None]]] = {
