@@ -380,7 +380,6 @@ def test_a_failed_overwrite_keeps_the_old_model(
     import shutil
 
     from featcache.export import ExportConfig, export_model
-    from featcache.export import formats as formats_module
 
     out = tmp_path / "model"
     shutil.copytree(exported["onnx", "caffe", "softmax"].path, out)
@@ -393,7 +392,7 @@ def test_a_failed_overwrite_keeps_the_old_model(
         real_replace(source, target)  # type: ignore[arg-type]
 
     monkeypatch.setattr(weights_module, "LAYER_SHAPES", NARROW)
-    monkeypatch.setattr(formats_module.os, "replace", full_disk)
+    monkeypatch.setattr(os, "replace", full_disk)
     with pytest.raises(OSError, match="No space left on device"):
         export_model(stores["caffe"], "softmax", stores["weights"], out,
                      ExportConfig("openvino", sample=0, overwrite=True))  # fmt: skip

@@ -12,8 +12,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -27,7 +28,9 @@ __all__ = [
     "fsync_dir",
     "fsync_tree",
     "is_disk_full",
+    "move_into",
     "rename_folder",
+    "replace_folder",
     "temporary_name",
 ]
 
@@ -93,6 +96,37 @@ def rename_folder(staged: Path, final: Path) -> bool:
         raise
     fsync_dir(final.parent)
     return True
+
+
+def replace_folder(staged: Path, final: Path) -> bool:
+    """`rename_folder`, replacing a `final` that exists: it is first moved aside and removed
+    only once `staged` is in place (restored if that rename fails), so a crash leaves the
+    old folder or the new one, each whole (the old one, at worst, under a temporary name
+    beside it). False as `rename_folder` when another process published `final` meanwhile."""
+    aside = None
+    if final.exists():
+        aside = temporary_name(final)
+        os.rename(final, aside)
+    try:
+        published = rename_folder(staged, final)
+    except BaseException:
+        if aside is not None and not final.exists():
+            os.rename(aside, final)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    return published
+
+
+def move_into(staged: Path, folder: Path, last: Sequence[str] = ()) -> None:
+    """Move every entry of the temporary folder `staged` (files another library wrote there)
+    into `folder`, after fsyncing them, one rename each; the entries named in `last` go
+    last, in that order (the file a reader opens first, once what it points to is there)."""
+    fsync_tree(staged)
+    names = sorted(p.name for p in staged.iterdir())
+    for name in [n for n in names if n not in last] + [n for n in last if n in names]:
+        os.replace(staged / name, folder / name)
+    fsync_dir(folder)
 
 
 def fsync_dir(folder: str | Path) -> None:

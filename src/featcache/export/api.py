@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from featcache._io import fsync_tree, rename_folder, temporary_name
+from featcache._io import fsync_tree, replace_folder
 from featcache.classifier.persist import LoadedHead, load_head
 from featcache.data.decode import DEFAULT_MAX_PIXELS
 from featcache.errors import ConfigError, DataError, ExportError, WeightsError
@@ -244,23 +244,10 @@ def _alive(pid: int) -> bool:
 
 
 def _publish(staging: Path, out: Path) -> None:
-    """Rename the finished `staging` folder to `out`. An `out` being replaced (--overwrite) is
-    first moved aside and removed only once the new folder is in place, so a crash leaves
-    the old model or the new one, each whole, never a mix."""
+    """Rename the finished `staging` folder to `out` (fsynced first; an `out` being replaced
+    is removed only once the new one is in place: `featcache._io.replace_folder`)."""
     fsync_tree(staging)
-    aside = None
-    if out.exists():
-        aside = temporary_name(out)
-        os.rename(out, aside)
-    try:
-        published = rename_folder(staging, out)
-    except BaseException:
-        if aside is not None and not out.exists():
-            os.rename(aside, out)  # the old model back
-        raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-    if not published:
+    if not replace_folder(staging, out):
         raise ExportError(f"{out}: written by another process meanwhile; export again")
 
 

@@ -23,7 +23,6 @@ Loading (`load_model`) imports only the target runtime: onnxruntime, TensorFlow 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from featcache._io import atomic_write_bytes, fsync_dir, fsync_tree, temporary_name
+from featcache._io import atomic_write_bytes, move_into, temporary_name
 from featcache.errors import ConfigError, DependencyError, ExportError
 
 __all__ = ["FORMATS", "LoadedModel", "load_model", "model_files", "write_model"]
@@ -69,17 +68,6 @@ def _frozen(function: Any) -> Any:
     return convert_variables_to_constants_v2(function)
 
 
-def _publish(staged: Path, folder: Path, last: tuple[str, ...]) -> None:
-    """Move every entry of the temporary folder `staged` (written by a converter) into
-    `folder`, fsynced first, one rename each; the entries named in `last` go last, in that
-    order (the file a runtime opens first, once what it points to is in place)."""
-    fsync_tree(staged)
-    names = sorted(p.name for p in staged.iterdir())
-    for name in [n for n in names if n not in last] + [n for n in last if n in names]:
-        os.replace(staged / name, folder / name)
-    fsync_dir(folder)
-
-
 def _write_savedmodel(module: Any, folder: Path, metadata: dict[str, Any]) -> None:
     import tensorflow as tf
 
@@ -99,7 +87,7 @@ def _write_savedmodel(module: Any, folder: Path, metadata: dict[str, Any]) -> No
             "serving_bytes": module.serve_bytes.get_concrete_function(),
         }
         tf.saved_model.save(module, str(staged), signatures=signatures)
-        _publish(staged, folder, ("saved_model.pb",))
+        move_into(staged, folder, ("saved_model.pb",))
     finally:
         shutil.rmtree(assets, ignore_errors=True)
         shutil.rmtree(staged, ignore_errors=True)
@@ -195,7 +183,7 @@ def _write_openvino(module: Any, folder: Path, metadata: dict[str, Any]) -> None
         staged.mkdir()
         # float32 weights as they are: OpenVINO would store them as float16 by default.
         ov.save_model(model, str(staged / "model.xml"), compress_to_fp16=False)
-        _publish(staged, folder, ("model.bin", "model.xml"))
+        move_into(staged, folder, ("model.bin", "model.xml"))
     finally:
         shutil.rmtree(staged, ignore_errors=True)
 
