@@ -211,7 +211,7 @@ CATALOG_ATTACKS = {
     ),
     "extractor spec": ("UPDATE extractors SET spec='[1]';", r"spec: a JSON dict was expected"),
     "head meta": (
-        "UPDATE heads SET meta='" + "{\"a\":" * 50000 + "1" + "}" * 50000 + "';",
+        "UPDATE heads SET meta='" + '{"a":' * 50000 + "1" + "}" * 50000 + "';",
         r"head 'h' v1 meta: JSON nested too deeply",
     ),
     "head file of a number": ("UPDATE heads SET file=7;", r"head file '7': not under heads/"),

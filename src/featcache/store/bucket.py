@@ -29,14 +29,17 @@ from typing import Any
 import numpy as np
 
 from featcache._io import TMP_PREFIX, atomic_write_bytes
-from featcache.errors import ConfigError, HeadError, StoreError
+from featcache.errors import ConfigError, HeadError, StoreError, UnsafePathError
 from featcache.store.commands import store_command
-from featcache.store.heads import HEAD_SUFFIX, HEADS_FOLDER, HeadFiles
+from featcache.store.heads import HEAD_SUFFIX, HEADS_FOLDER, MAX_HEAD_BYTES, HeadFiles
+from featcache.store.paths import featcache_name, relative_name
 from featcache.store.records import ShardInfo, ShardRecord
 from featcache.store.shards import (
+    NPY_HEADER_BYTES,
     SHARDS_FOLDER,
     ShardCheck,
     ShardFiles,
+    header_problem,
     past_end,
     read_npy_header,
 )
@@ -131,7 +134,14 @@ class BucketFiles:
             raise StoreError(f"{self.where(name)}: writing the object failed ({exc})") from exc
 
     def read(self, name: str, start: int | None = None, end: int | None = None) -> bytes:
-        return bytes(self.fs.cat_file(self.full(name), start=start, end=end))
+        """Bytes [start, end) of object `name`; `StoreError` naming it if it cannot be read
+        (`FileNotFoundError` when there is no such object)."""
+        try:
+            return bytes(self.fs.cat_file(self.full(name), start=start, end=end))
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # botocore and aiohttp raise their own types
+            raise StoreError(f"{self.where(name)}: reading the object failed ({exc})") from exc
 
     def stat(self, name: str) -> tuple[int, int]:
         """(size, mtime in ns); `FileNotFoundError` when there is no such object."""
@@ -301,15 +311,17 @@ class BucketShardFiles(ShardFiles):
         self.files, self.cache = files, cache
 
     def _key(self, name: str) -> str:
-        if name.startswith("/") or ".." in name.split("/"):
-            raise StoreError(f"shard {name!r}: leads outside the store; refused")
+        """The object key of shard `name`; `UnsafePathError` if the name (from the catalog)
+        would lead outside ``URL/shards/`` (see `relative_name`)."""
+        relative_name(name, "shard", root=self.files.where(SHARDS_FOLDER))
         return f"{SHARDS_FOLDER}/{name}"
 
     def path(self, name: str) -> Path:
-        raise StoreError(f"{self.files.where(self._key(name))}: a bucket object has no path")
+        raise StoreError(f"{self.where(name)}: a bucket object has no path")
 
     def where(self, name: str) -> str:
-        return self.files.where(self._key(name))
+        # for messages: a crafted name is shown as it is, never used
+        return self.files.where(f"{SHARDS_FOLDER}/{name}")
 
     def write(
         self, fingerprint: str, layer: str, matrix: np.ndarray, *, prefix: str = ""
@@ -360,7 +372,7 @@ class BucketShardFiles(ShardFiles):
         where = self.where(record.name)
         try:
             size, mtime_ns = self.stat(record.name)
-        except StoreError as exc:
+        except StoreError as exc:  # UnsafePathError too
             return ShardCheck(str(exc))
         if record.bytes is not None and size != record.bytes:
             return ShardCheck(
@@ -369,9 +381,21 @@ class BucketShardFiles(ShardFiles):
                 size=size,
                 mtime_ns=mtime_ns,
             )
+        try:  # the header must agree with the record before rows are read (as on disk)
+            head = self.cache.read(
+                self.files, self._key(record.name), (size, mtime_ns), 0, NPY_HEADER_BYTES
+            )
+        except (OSError, StoreError) as exc:
+            return ShardCheck(f"{where}: shard unreadable ({exc})")
+        problem = header_problem(where, io.BytesIO(head), record)
+        if problem is not None:
+            return ShardCheck(problem, size=size, mtime_ns=mtime_ns)
         if not rehash and record.sha256 is not None and mtime_ns == record.mtime_ns:
             return ShardCheck(None)
-        digest = self.sha256(record.name)
+        try:
+            digest = self.sha256(record.name)
+        except (OSError, StoreError) as exc:
+            return ShardCheck(f"{where}: shard unreadable ({exc})")
         if record.sha256 is not None and digest != record.sha256:
             return ShardCheck(
                 f"{where}: shard content changed (SHA-256 {digest[:16]}... is not the recorded "
@@ -383,14 +407,17 @@ class BucketShardFiles(ShardFiles):
         return ShardCheck(None, digest, size, mtime_ns)
 
     def removable(self, name: str) -> bool:
+        """Whether `remove` deletes this object: named as featcache names its shards, inside
+        ``URL/shards/`` (an object someone else put there is left alone)."""
         try:
             self._key(name)
-        except StoreError:
+        except UnsafePathError:
             return False
-        return True
+        return featcache_name(name)
 
     def remove(self, name: str) -> None:
-        self.files.remove(self._key(name))
+        if self.removable(name):
+            self.files.remove(self._key(name))
 
     def discard(self, name: str) -> None:
         self.files.remove(self._key(name))
@@ -409,8 +436,15 @@ class BucketHeadFiles(HeadFiles):
         self.files = files
 
     def _check(self, file: str) -> str:
-        if not file.startswith(f"{HEADS_FOLDER}/") or ".." in file.split("/"):
-            raise HeadError(f"head file {file!r}: not under {HEADS_FOLDER}/; refused")
+        prefix = f"{HEADS_FOLDER}/"
+        try:
+            if not isinstance(file, str) or not file.startswith(prefix):
+                raise UnsafePathError(f"head file {file!r}: not under {HEADS_FOLDER}/")
+            relative_name(
+                file[len(prefix) :], "head file", root=self.files.where(HEADS_FOLDER), given=file
+            )
+        except UnsafePathError as exc:
+            raise HeadError(f"{exc}; refused") from None
         return file
 
     def write(self, name: str, payload: bytes) -> tuple[str, str]:
@@ -422,12 +456,27 @@ class BucketHeadFiles(HeadFiles):
     def _fetch(self, file: str, label: str) -> tuple[str, bytes]:
         where = self.files.where(self._check(file))
         try:
-            return where, self.files.read(file)
+            size = self.files.stat(file)[0]
+            if size > MAX_HEAD_BYTES:  # refused from its size: never downloaded
+                raise HeadError(
+                    f"{where}: head file of {size} bytes, past the {MAX_HEAD_BYTES} bytes a "
+                    "head may have; not read (crafted or damaged)"
+                )
+            payload = self.files.read(file, 0, MAX_HEAD_BYTES + 1)
+        except HeadError:
+            raise
         except Exception as exc:
             raise HeadError(f"{where}: head file unreadable ({exc})") from exc
+        if len(payload) > MAX_HEAD_BYTES:  # grew since its size was read
+            raise HeadError(f"{where}: head file past {MAX_HEAD_BYTES} bytes; not read")
+        return where, payload
 
     def delete(self, file: str) -> None:
+        """Delete a head object featcache wrote; a name leading outside ``URL/heads/`` or
+        one featcache would not have named is left alone."""
         try:
-            self.files.remove(self._check(file))
+            key = self._check(file)
         except HeadError:
             return
+        if featcache_name(key):
+            self.files.remove(key)

@@ -39,6 +39,7 @@ from featcache.errors import NotFoundError, StoreError
 from featcache.store.catalog_postgres import (
     POSTGRES_TABLES,
     PostgresConnection,
+    foreign_postgres_schema,
     is_postgres_url,
     redact_url,
 )
@@ -130,6 +131,8 @@ class Catalog:
         self._db = pg
         try:
             exists = pg.has_table("meta")
+            if exists:  # before a write of ours could fire a planted trigger or rule
+                foreign_postgres_schema(pg, str(self.path))
             if not exists and (self.read_only or not create):
                 raise NotFoundError(
                     f"{self.path}: no featcache catalog in this database; create the store "

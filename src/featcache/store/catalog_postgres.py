@@ -17,16 +17,18 @@ shard. psycopg is imported only when a ``postgresql://`` catalog is opened
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from featcache.errors import ConfigError
+from featcache.errors import ConfigError, StoreError
 
 __all__ = [
     "POSTGRES_SCHEMES",
     "POSTGRES_TABLES",
     "PostgresConnection",
+    "foreign_postgres_schema",
     "is_postgres_url",
     "redact_url",
 ]
@@ -83,6 +85,84 @@ CREATE TABLE IF NOT EXISTS dataset_groups(
     dataset TEXT NOT NULL, key TEXT NOT NULL, grp BIGINT NOT NULL,
     created DOUBLE PRECISION NOT NULL, PRIMARY KEY(dataset, key))
 """
+
+
+# narrower integer columns hold the same kind of value (never a string or a float)
+_INTEGERS = {"integer": "bigint", "smallint": "bigint"}
+
+
+def _wanted_columns() -> dict[str, list[tuple[str, str]]]:
+    """{table: [(column, PostgreSQL's name of its type)]} as `POSTGRES_TABLES` creates them."""
+    names = {"BIGSERIAL": "bigint", "BIGINT": "bigint", "TEXT": "text", "BYTEA": "bytea"}
+    names["DOUBLE"] = "double precision"
+    wanted: dict[str, list[tuple[str, str]]] = {}
+    for table, body in re.findall(
+        r"CREATE TABLE IF NOT EXISTS (\w+)\((.*?)\)\s*(?:;|$)", POSTGRES_TABLES, re.S
+    ):
+        columns = []
+        for part in re.split(r",(?![^(]*\))", body):
+            words = part.split()
+            if words and words[0] != "PRIMARY":
+                columns.append((words[0], names[words[1]]))
+        wanted[table] = columns
+    return wanted
+
+
+def foreign_postgres_schema(db: PostgresConnection, where: str) -> None:
+    """Refuse a catalog database holding what featcache never creates on its tables:
+    triggers and rules (they would run on our writes: delete vectors, rewrite rows), a view
+    in place of a table, and tables with other columns or column types (a text ``row``
+    would hand us strings where we read row numbers). `StoreError` naming the object."""
+    fix = (
+        "the catalog database was crafted or altered; featcache never runs a catalog's own "
+        "code. Give featcache a fresh database, or remove it yourself if you trust its owner"
+    )
+    wanted = _wanted_columns()
+    tables = dict(
+        db.execute(
+            "SELECT table_name, table_type FROM information_schema.tables "
+            "WHERE table_schema = current_schema()"
+        ).fetchall()
+    )
+    for table, kind in sorted(tables.items()):
+        if table in wanted and kind != "BASE TABLE":
+            raise StoreError(f"{where}: '{table}' is a view ({kind}), not a table; {fix}")
+    for name, table in db.execute(
+        "SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE NOT t.tgisinternal AND n.nspname = current_schema() ORDER BY 1"
+    ).fetchall():
+        raise StoreError(
+            f"{where}: a trigger '{name}' on table '{table}' that featcache never creates; {fix} "
+            f'(DROP TRIGGER "{name}" ON "{table}")'
+        )
+    for name, table in db.execute(
+        "SELECT rulename, tablename FROM pg_rules WHERE schemaname = current_schema() ORDER BY 1"
+    ).fetchall():
+        raise StoreError(
+            f"{where}: a rule '{name}' on table '{table}' that featcache never creates; {fix} "
+            f'(DROP RULE "{name}" ON "{table}")'
+        )
+    found: dict[str, list[tuple[str, str]]] = {}
+    for table, column, kind in db.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"
+    ).fetchall():
+        if table in wanted:
+            found.setdefault(table, []).append((column, kind))
+    for table, columns in sorted(found.items()):
+        ours = dict(wanted[table])
+        for column, kind in columns:
+            if column not in ours:
+                raise StoreError(
+                    f"{where}: table '{table}' has column '{column}' featcache never creates "
+                    f"(it creates {[c for c, _ in wanted[table]]}); {fix}"
+                )
+            if _INTEGERS.get(kind, kind) != _INTEGERS.get(ours[column], ours[column]):
+                raise StoreError(
+                    f"{where}: table '{table}' column '{column}' is {kind} where featcache "
+                    f"creates {ours[column]}; {fix}"
+                )
 
 
 def is_postgres_url(location: object) -> bool:

@@ -14,12 +14,21 @@ import json
 import os
 import re
 import stat
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from featcache._io import TMP_PREFIX
 from featcache.errors import StoreError, UnsafePathError
 
-__all__ = ["JSON_LIMIT", "contained", "featcache_made", "open_regular", "plain_name", "read_json"]
+__all__ = [
+    "JSON_LIMIT",
+    "contained",
+    "featcache_made",
+    "featcache_name",
+    "open_regular",
+    "plain_name",
+    "read_json",
+    "relative_name",
+]
 
 # What featcache names its files: hex digests and uuids, maybe a run's prefix, maybe a
 # temporary's ".tmp-PID-RANDOM-" before it.
@@ -36,32 +45,47 @@ def plain_name(name: str, what: str) -> str:
     return name
 
 
-def contained(root: Path, name: str, what: str, *, given: str | None = None) -> Path:
-    """``root / name``, only if `name` is relative, has no ``..`` and, resolved (symlinks
-    followed), stays inside `root`; `UnsafePathError` naming `what` and `given` (the name
-    as the store holds it, default `name`) otherwise."""
-    pure = PurePosixPath(name)
+def relative_name(name: object, what: str, *, root: object, given: str | None = None) -> str:
+    """`name` if it is a relative name of non-empty components without ``.``, ``..``,
+    backslashes or control characters (NUL included); `UnsafePathError` naming `what`,
+    `given` (the name as the store holds it, default `name`) and `root` otherwise. The one
+    check of a stored name, for folders and object-storage prefixes alike."""
+    text = name if isinstance(name, str) else ""
+    parts = text.split("/")
     if (
-        not name
-        or "\x00" in name
-        or "\\" in name
-        or pure.is_absolute()
-        or ".." in pure.parts
-        or Path(name).is_absolute()
+        not text
+        or any(part in ("", ".", "..") for part in parts)
+        or "\\" in text
+        or any(ord(c) < 32 or ord(c) == 127 for c in text)
+        or Path(text).is_absolute()
     ):
+        shown = given if given is not None else name
         raise UnsafePathError(
-            f"{what} {given or name!r}: not a relative name inside {root}; the store may "
+            f"{what} {shown!r}: not a relative name inside {root}; the store may "
             "have been crafted or damaged, so the file is never opened or deleted"
         )
+    return text
+
+
+def contained(root: Path, name: str, what: str, *, given: str | None = None) -> Path:
+    """``root / name``, only if `name` is a `relative_name` and, resolved (symlinks
+    followed), stays inside `root`; `UnsafePathError` naming `what` and `given` (the name
+    as the store holds it, default `name`) otherwise."""
+    relative_name(name, what, root=root, given=given)
     path = root / name
     real_root = root.resolve()
     real = path.resolve()
-    if real != real_root and real_root not in real.parents:
+    if real_root not in real.parents:
         raise UnsafePathError(
             f"{what} {path}: leads outside {root} (to {real}, through a symlink); the store "
             "may have been crafted, so the file is never opened or deleted"
         )
     return path
+
+
+def featcache_name(name: str) -> bool:
+    """True if the last component of `name` is named as featcache names its files."""
+    return _MADE.match(name.rsplit("/", 1)[-1]) is not None
 
 
 def featcache_made(path: Path) -> bool:
@@ -70,7 +94,7 @@ def featcache_made(path: Path) -> bool:
         mode = path.lstat().st_mode
     except OSError:
         return False
-    return stat.S_ISREG(mode) and _MADE.match(path.name) is not None
+    return stat.S_ISREG(mode) and featcache_name(path.name)
 
 
 def open_regular(path: Path) -> int:

@@ -34,7 +34,16 @@ from featcache.store.commands import store_command
 from featcache.store.paths import contained, featcache_made, open_regular
 from featcache.store.records import ShardInfo, ShardRecord
 
-__all__ = ["SHARDS_FOLDER", "STORAGE_DTYPES", "TMP_PREFIX", "ShardCheck", "ShardFiles"]
+__all__ = [
+    "NPY_HEADER_BYTES",
+    "SHARDS_FOLDER",
+    "STORAGE_DTYPES",
+    "TMP_PREFIX",
+    "ShardCheck",
+    "ShardFiles",
+    "header_problem",
+    "read_npy_header",
+]
 
 #: The dtypes a shard may hold (float16 halves the disk for pool5 and the conv cuts).
 STORAGE_DTYPES = ("float32", "float16")
@@ -279,32 +288,18 @@ class ShardFiles:
         return ShardCheck(None, digest, st.st_size, st.st_mtime_ns)
 
     def _header_problem(self, path: Path, record: ShardRecord) -> str | None:
-        """What is wrong with the shard's .npy header against its record (shape, C order,
-        a little-endian float32/float16 dtype), or None. A crafted header could claim any
-        shape or dtype (object arrays, Fortran order, terabytes): the record decides what
-        may be read, and the header must agree with it before a byte of data is mapped."""
+        """What is wrong with the shard's .npy header against its record (`header_problem`),
+        or None."""
         try:
             fd = open_regular(path)
             with os.fdopen(fd, "rb") as f:
-                shape, fortran, dtype = read_npy_header(f)
+                return header_problem(str(path), f, record)
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):  # the process is short, not the file
                 raise self._unreadable(path, exc) from exc
             return f"{path}: not a readable .npy shard ({exc})"
-        except ValueError as exc:  # UnsafePathError (a FIFO) too; numpy caps headers at 10 kB
+        except UnsafePathError as exc:  # a FIFO
             return f"{path}: not a readable .npy shard ({exc})"
-        known = record.dtype in STORAGE_DTYPES
-        if not known or dtype != np.dtype(record.dtype).newbyteorder("<") or dtype.hasobject:
-            return (
-                f"{path}: shard holds dtype {dtype.str}, its record says {record.dtype!r} "
-                f"(allowed: {', '.join(STORAGE_DTYPES)})"
-            )
-        if fortran or shape != (record.rows, record.dim):
-            return (
-                f"{path}: shard header says shape {shape}{' in Fortran order' * fortran}, its "
-                f"record says ({record.rows}, {record.dim}) in C order"
-            )
-        return None
 
     def removable(self, name: str) -> bool:
         """Whether `remove` deletes this file: one featcache wrote, inside the folder."""
@@ -346,6 +341,34 @@ class ShardFiles:
                 except FileNotFoundError:  # removed meanwhile (another process's rename or gc)
                     continue
             dirs[:] = [d for d in dirs if not (Path(folder) / d).is_symlink()]
+
+
+#: Bytes enough for any .npy header numpy reads (it refuses headers past 10,000 bytes).
+NPY_HEADER_BYTES = 16384
+
+
+def header_problem(where: str, f: BinaryIO, record: ShardRecord) -> str | None:
+    """What is wrong with the .npy header at the start of `f` against the shard's catalog
+    `record` (shape, C order, a little-endian float32/float16 dtype), or None. A crafted
+    header could claim any shape or dtype (object arrays, strings, Fortran order, terabytes):
+    the record decides what may be read, and the header must agree with it before a byte of
+    data is mapped."""
+    try:
+        shape, fortran, dtype = read_npy_header(f)
+    except ValueError as exc:  # numpy caps headers at 10 kB
+        return f"{where}: not a readable .npy shard ({exc})"
+    known = record.dtype in STORAGE_DTYPES
+    if not known or dtype != np.dtype(record.dtype).newbyteorder("<") or dtype.hasobject:
+        return (
+            f"{where}: shard holds dtype {dtype.str}, its record says {record.dtype!r} "
+            f"(allowed: {', '.join(STORAGE_DTYPES)})"
+        )
+    if fortran or shape != (record.rows, record.dim):
+        return (
+            f"{where}: shard header says shape {shape}{' in Fortran order' * fortran}, its "
+            f"record says ({record.rows}, {record.dim}) in C order"
+        )
+    return None
 
 
 def read_npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
