@@ -24,6 +24,7 @@ from featcache.store.catalog_postgres import (
     POSTGRES_SCHEMES,
     POSTGRES_TABLES,
     PostgresConnection,
+    foreign_postgres_schema,
     is_postgres_url,
     redact_url,
 )
@@ -52,9 +53,11 @@ from featcache.store.paths import (
     JSON_LIMIT,
     contained,
     featcache_made,
+    featcache_name,
     open_regular,
     plain_name,
     read_json,
+    relative_name,
 )
 from featcache.store.records import (
     DatasetChange,
@@ -79,11 +82,14 @@ from featcache.store.schema import (
     schema_version,
 )
 from featcache.store.shards import (
+    NPY_HEADER_BYTES,
     SHARDS_FOLDER,
     STORAGE_DTYPES,
     TMP_PREFIX,
     ShardCheck,
     ShardFiles,
+    header_problem,
+    read_npy_header,
 )
 from featcache.store.streaming import (
     DEFAULT_BATCH_ROWS,
@@ -107,6 +113,7 @@ __all__ = [
     "MAX_HEAD_BYTES",
     "MAX_OPEN_SHARDS",
     "NAME_RULE",
+    "NPY_HEADER_BYTES",
     "POSTGRES_SCHEMES",
     "POSTGRES_TABLES",
     "RUNTIMES_FOLDER",
@@ -157,9 +164,12 @@ __all__ = [
     "export_vectors",
     "extract_command",
     "featcache_made",
+    "featcache_name",
+    "foreign_postgres_schema",
     "foreign_schema",
     "gc",
     "has_stamp_ctime",
+    "header_problem",
     "info",
     "is_postgres_url",
     "is_url",
@@ -169,7 +179,9 @@ __all__ = [
     "open_regular",
     "plain_name",
     "read_json",
+    "read_npy_header",
     "redact_url",
+    "relative_name",
     "schema_version",
     "server_catalog",
     "shard_files_at",
