@@ -118,7 +118,16 @@ def test_k_epochs_chosen_refit_every_row_as_a_k_epoch_fine_tune() -> None:
     net = tiny_net()
     x, y = tiny_conv3_data(60)
     seen: list[Epoch] = []
-    head = FineTuneHead(cut="conv3", epochs=3, batch_size=8, patience=3, learning_rate=3e-2)
+    # the loss rule alone (six held-out rows cannot pass McNemar's test): this is the refit's
+    # test; test_finetune_selection.py has the test's own
+    head = FineTuneHead(
+        cut="conv3",
+        epochs=3,
+        batch_size=8,
+        patience=3,
+        learning_rate=3e-2,
+        selection_significance=1.0,
+    )
     head.fit(x, y, pretrained=net, on_epoch=seen.append)
     k = head.best_epoch_
     assert 1 <= k <= head.n_iter_ == 3

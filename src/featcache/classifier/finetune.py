@@ -11,11 +11,13 @@ of being recomputed in every epoch (`featcache.architecture` lists the cuts)::
 Linear probing, then fine-tuning (Kumar et al. 2022): the new fc8 is first fitted on the
 frozen network's fc7 by a `SoftmaxHead` (the frozen head's solution), and only then does
 every layer train, the pretrained ones at a lower learning rate. How many epochs is chosen
-on held-out rows, epoch 0 (the frozen network with its probe) a candidate that wins ties
-(`featcache.classifier.epochs`); then the head is refitted on every training row: the probe
-on all of them, then that many epochs. Zero epochs chosen thus gives exactly the frozen
-softmax head's solution (same rows, hyperparameters and seed), not a probe that saw fewer
-rows. ``random_state`` defaults to 0, so the same command gives the same head.
+on held-out rows, epoch 0 (the frozen network with its probe) a candidate that wins ties,
+and fine-tuning is kept only when it classifies those rows significantly better than the
+frozen start (McNemar's test: `featcache.classifier.epochs`); then the head is refitted on
+every training row: the probe on all of them, then that many epochs. Zero epochs chosen
+thus gives exactly the frozen softmax head's solution (same rows, hyperparameters and seed),
+not a probe that saw fewer rows. ``random_state`` defaults to 0, so the same command gives
+the same head.
 
 Training runs in TensorFlow (`featcache.classifier._finetune_tf`, imported by `fit` only). X
 may be a `StoredRows`, read batch by batch from the store's memory-mapped shards. Prediction
@@ -27,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from numbers import Integral, Real
 from typing import Any, Protocol
 
@@ -47,10 +49,11 @@ from featcache.classifier.cuts import (
     spatial_shape,
     stages_above,
 )
-from featcache.classifier.epochs import choose_epochs
+from featcache.classifier.epochs import EpochChoice, select_epochs
 from featcache.classifier.heads import SoftmaxHead
 from featcache.classifier.headstate import HeadState, StatefulHead
 from featcache.classifier.spill import SPILL_BYTES, ComputedRows
+from featcache.errors import HeadError
 
 __all__ = ["CUTS", "Epoch", "FineTuneHead", "PretrainedWeights", "RowSource"]
 
@@ -164,8 +167,10 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
     ``early_stopping``: choose the number of epochs on a held-out ``validation_fraction``
     of the rows (a run stopped after ``patience`` epochs without a lower held-out loss; the
     fewest epochs within ``selection_se`` standard errors of the lowest loss, 0 being the
-    frozen start: `featcache.classifier.epochs`), then refit on every row for that many
-    epochs (without it: ``epochs`` epochs on every row); ``precision`` "float32" or "bf16"
+    frozen start, kept only if McNemar's exact one-sided test finds it classifies the
+    held-out rows better than the frozen start at ``selection_significance``, 1 turning the
+    test off: `featcache.classifier.epochs`), then refit on every row for that many epochs
+    (without it: ``epochs`` epochs on every row); ``precision`` "float32" or "bf16"
     (CPUs with AVX512-BF16/AMX, GPUs); ``random_state`` (0: the same data gives the same
     head).
 
@@ -174,7 +179,9 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
     (their names), ``input_shape_`` ((H, W, C) of a spatial cut, or None),
     ``weights_sha256_`` (the pretrained file's digest, or None), ``best_epoch_`` (the
     epochs the head was trained on every row; 0: the frozen start, the frozen head's own
-    solution), ``n_iter_`` epochs of the choosing run (without held-out rows, of the only
+    solution), ``selection_`` (the `EpochChoice` behind it: the loss rule's epochs, the
+    held-out rows they fixed and broke, McNemar's p-value; None without held-out rows),
+    ``n_iter_`` epochs of the choosing run (without held-out rows, of the only
     run), ``loss_curve_`` (its training loss per epoch), ``validation_losses_`` and
     ``validation_scores_`` (held-out loss and accuracy at its epochs 0 .. n_iter_),
     ``epoch_seconds_`` (its training time per epoch, the held-out pass excluded),
@@ -217,6 +224,7 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "patience": [Interval(Integral, 1, None, closed="left")],
         "selection_se": [Interval(Real, 0, None, closed="left")],
+        "selection_significance": [Interval(Real, 0, 1, closed="right")],
         "precision": [StrOptions({"float32", "bf16"})],
         "random_state": ["random_state"],
     }
@@ -237,6 +245,7 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         validation_fraction: float = 0.1,
         patience: int = 2,
         selection_se: float = 1.0,
+        selection_significance: float = 0.05,
         precision: str = "float32",
         random_state: int | np.random.RandomState | None = 0,
     ) -> None:
@@ -253,6 +262,7 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.selection_se = selection_se
+        self.selection_significance = selection_significance
         self.precision = precision
         self.random_state = random_state
 
@@ -363,13 +373,16 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
             self.probe_seconds_ = time.perf_counter() - started
             if n_val:  # choose the number of epochs on held-out rows, then refit on all
                 trainer.set_last(*chooser)
-                self.best_epoch_ = self._choose(trainer, rows, fit_idx, val_idx, y_idx,
-                                                choose_rng, pool, on_epoch)  # fmt: skip
+                choice = self._choose(trainer, rows, fit_idx, val_idx, y_idx, choose_rng,
+                                      pool, on_epoch)  # fmt: skip
+                self.selection_: EpochChoice | None = choice
+                self.best_epoch_ = choice.epochs
                 epochs, curve = self.best_epoch_, self.refit_loss_curve_
             else:  # nothing held out to choose by: every epoch, on every row
                 self._report(on_epoch, Epoch(0, int(self.epochs), None, None,
                                              self.probe_seconds_, kept=True))  # fmt: skip
                 epochs = self.best_epoch_ = int(self.epochs)
+                self.selection_ = None
                 curve = self.loss_curve_
             self.n_iter_ = len(self.loss_curve_) if n_val else epochs
             start[-1] = (*frozen, False)
@@ -404,17 +417,22 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         rng: np.random.RandomState,
         pool: ThreadPoolExecutor,
         on_epoch: Callable[[Epoch], None] | None,
-    ) -> int:
+    ) -> EpochChoice:
         """Fine-tune on the `fit_idx` rows (the probe fitted on them already in the trainer),
         scoring the `val_idx` rows after the frozen start and every epoch, until `patience`
-        epochs pass without a lower held-out loss; return the number of epochs to keep
-        (`choose_epochs`: 0 is the frozen start)."""
-        losses = [self._held_out(trainer, rows, val_idx, y_idx, pool)]
+        epochs pass without a lower held-out loss; return the number of epochs to keep and
+        why (`select_epochs`: 0 is the frozen start)."""
+        losses, correct = [], []
+        scored = self._held_out(trainer, rows, val_idx, y_idx, pool)
+        losses.append(scored[0])
+        correct.append(scored[1])
         self._report(on_epoch, self._scored(0, None, self.probe_seconds_, True))
         lowest, stale = 0, 0
         for epoch in range(1, self.epochs + 1):
             self._train(trainer, rows, fit_idx, y_idx, 1, rng, pool, None, self.loss_curve_)
-            losses.append(self._held_out(trainer, rows, val_idx, y_idx, pool))
+            scored = self._held_out(trainer, rows, val_idx, y_idx, pool)
+            losses.append(scored[0])
+            correct.append(scored[1])
             kept = self.validation_losses_[-1] < self.validation_losses_[lowest] - 1e-4
             if kept:
                 lowest, stale = epoch, 0
@@ -424,7 +442,12 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
                                                 self.epoch_seconds_[-1], kept))  # fmt: skip
             if stale >= self.patience:
                 break
-        return choose_epochs(losses, float(self.selection_se))
+        return select_epochs(
+            losses,
+            correct,
+            se=float(self.selection_se),
+            significance=float(self.selection_significance),
+        )
 
     def _train(
         self,
@@ -521,19 +544,19 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         val_idx: np.ndarray,
         y_idx: np.ndarray,
         pool: ThreadPoolExecutor,
-    ) -> np.ndarray:
-        """The log loss of each held-out row under the trainer's current weights; their
-        mean and the accuracy are recorded."""
-        losses, hits = [], 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The log loss of each held-out row under the trainer's current weights, and
+        whether it is classified right; their mean and the accuracy are recorded."""
+        losses, hits = [], []
         for picked, xb in _prefetched(rows, _chunks(val_idx, _PREDICT_BATCH), pool):
             yv = y_idx[picked]
             p = _softmax(trainer.logits(xb).astype(np.float64))
             losses.append(-np.log(p[np.arange(len(yv)), yv] + 1e-12))
-            hits += int(np.sum(p.argmax(axis=1) == yv))
-        per_row = np.concatenate(losses)
+            hits.append(p.argmax(axis=1) == yv)
+        per_row, right = np.concatenate(losses), np.concatenate(hits)
         self.validation_losses_.append(float(per_row.mean()))
-        self.validation_scores_.append(hits / len(val_idx))
-        return per_row
+        self.validation_scores_.append(int(right.sum()) / len(val_idx))
+        return per_row, right
 
     def _start(
         self,
@@ -602,11 +625,21 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         else:
             self._coefs32 = list(self.coefs_)
 
+    def to_state(self) -> HeadState:
+        """`StatefulHead.to_state`, with ``selection_`` as the JSON list [epochs, by_loss,
+        fixed, broken, p_value] (or None)."""
+        state = super().to_state()
+        choice = getattr(self, "selection_", None)
+        values = dict(state.values)
+        values["selection_"] = None if choice is None else list(astuple(choice))
+        return HeadState(state.kind, state.params, state.arrays, values)
+
     @classmethod
     def from_state(cls, state: HeadState, source: str = "head") -> FineTuneHead:
         """`StatefulHead.from_state`, reading files saved before cuts too (their ``layers``
-        parameter: "fc6,fc7,fc8" is the pool5 cut, "fc7,fc8" the fc6 cut), and before the
-        refit on all rows (no refit figures: the head was the choosing run's best epoch)."""
+        parameter: "fc6,fc7,fc8" is the pool5 cut, "fc7,fc8" the fc6 cut), before the
+        refit on all rows (no refit figures: the head was the choosing run's best epoch),
+        and before McNemar's test (``selection_`` None: chosen by held-out loss alone)."""
         if "refit_loss_curve_" not in state.values:
             values = {"refit_loss_curve_": [], "refit_seconds_": 0.0, **state.values}
             state = HeadState(state.kind, state.params, state.arrays, values)
@@ -620,7 +653,15 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
                 **state.values,
             }
             state = HeadState(state.kind, params, state.arrays, values)
-        return super().from_state(state, source)
+        if "selection_significance" not in state.params:  # chosen by held-out loss alone
+            params = {**state.params, "selection_significance": 1.0}
+            state = HeadState(state.kind, params, state.arrays, state.values)
+        head = super().from_state(state, source)
+        try:
+            head.selection_ = _choice_from(state.values.get("selection_"), head.best_epoch_)
+        except (ValueError, TypeError) as exc:
+            raise HeadError(f"{source}: selection_ {exc}") from None
+        return head
 
     def _check_state(self) -> None:
         """The layers chain from the cut to the classes (a crafted file may lie)."""
@@ -678,7 +719,9 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
         state.setdefault("selection_se", 1.0)  # pickled before the refit on all rows
+        state.setdefault("selection_significance", 1.0)  # pickled before McNemar's test
         if "coefs_" in state:
+            state.setdefault("selection_", None)
             state.setdefault("refit_loss_curve_", [])
             state.setdefault("refit_seconds_", 0.0)
         if "layers" in state and "cut" not in state:  # a head pickled before cuts
@@ -737,6 +780,25 @@ class FineTuneHead(StatefulHead, ClassifierMixin, BaseEstimator):
         best = np.argmax(self._batched(X), axis=1)  # checks fitted first
         labels: np.ndarray = self.classes_[best]
         return labels
+
+
+def _choice_from(value: Any, best_epoch: int) -> EpochChoice | None:
+    """A head file's ``selection_`` list as an `EpochChoice` (None stays None: a head
+    without held-out rows, or saved before the test), checked against ``best_epoch_``."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 5:
+        raise ValueError(f"must be [epochs, by_loss, fixed, broken, p_value]; got {value!r}")
+    epochs, by_loss, fixed, broken, p_value = value
+    counts = (epochs, by_loss, fixed, broken)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
+        raise ValueError(f"counts must be integers; got {list(counts)!r}")
+    if not isinstance(p_value, int | float) or isinstance(p_value, bool):
+        raise ValueError(f"p_value must be a number; got {p_value!r}")
+    choice = EpochChoice(epochs, by_loss, fixed, broken, float(p_value))
+    if choice.epochs != best_epoch:
+        raise ValueError(f"keeps {choice.epochs} epochs, but best_epoch_ is {best_epoch}")
+    return choice
 
 
 def _check_finite(x: np.ndarray) -> None:

@@ -228,7 +228,8 @@ def finetune_summary(head: FineTuneHead) -> dict[str, Any]:
     """What fine-tuning did: the epochs run to choose on the head's own held-out rows, the
     number chosen (0: the frozen start, the pretrained layers and the linear probe) and
     refitted on every training row, and the chosen epoch's held-out loss and accuracy
-    against the frozen start's and the lowest loss's."""
+    against the frozen start's and the lowest loss's; McNemar's test of the loss rule's
+    choice against the frozen start (rows fixed, broken, p-value), when it was run."""
     summary: dict[str, Any] = {
         "cut": head.cut,
         "trained_layers": list(head.layers_),
@@ -237,7 +238,16 @@ def finetune_summary(head: FineTuneHead) -> dict[str, Any]:
         "epoch_seconds": [round(s, 3) for s in head.epoch_seconds_],
         "refit_seconds": round(head.refit_seconds_, 3),
         "selection_se": float(head.selection_se),
+        "selection_significance": float(head.selection_significance),
     }
+    choice = getattr(head, "selection_", None)
+    if choice is not None:
+        summary.update(
+            epochs_by_loss=choice.by_loss,
+            held_out_fixed=choice.fixed,
+            held_out_broken=choice.broken,
+            p_value=choice.p_value,
+        )
     if head.validation_scores_:
         kept = head.best_epoch_
         lowest = int(np.argmin(head.validation_losses_))

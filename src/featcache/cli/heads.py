@@ -219,13 +219,22 @@ def _finetune_line(ft: dict[str, Any]) -> str:
             "is measured"
         )
     lowest = ft["lowest_val_loss_epoch"]
+    by_loss = ft.get("epochs_by_loss", 0)
     if ft["epoch_kept"] == 0:
-        why = (
-            "no epoch lowered the held-out loss"
-            if lowest == 0
-            else f"epoch {lowest}'s lower held-out loss ({ft['lowest_val_loss']:.4f}) was not "
-            f"lower by more than {ft['selection_se']:g} standard error(s)"
-        )
+        if by_loss:
+            why = (
+                f"the {by_loss} epoch(s) the held-out loss chose did not classify the "
+                f"held-out rows significantly better (fixed {ft['held_out_fixed']}, broke "
+                f"{ft['held_out_broken']}; McNemar's p = {ft['p_value']:.3g} > "
+                f"{ft['selection_significance']:g})"
+            )
+        elif lowest == 0:
+            why = "no epoch lowered the held-out loss"
+        else:
+            why = (
+                f"epoch {lowest}'s lower held-out loss ({ft['lowest_val_loss']:.4f}) was not "
+                f"lower by more than {ft['selection_se']:g} standard error(s)"
+            )
         return (
             f"kept the frozen start (0 epochs), the frozen softmax head's solution: {why} "
             f"in {ft['epochs_run']} epoch(s) of fine-tuning {layers} above {ft['cut']} "
@@ -236,8 +245,19 @@ def _finetune_line(ft: dict[str, Any]) -> str:
         f"fine-tuning {layers} above {ft['cut']} gained {ft['gain_points']:+.2f} points over "
         f"the frozen start on its held-out rows (accuracy {ft['frozen_val_accuracy']:.4f} → "
         f"{ft['kept_val_accuracy']:.4f}, loss {ft['frozen_val_loss']:.4f} → "
-        f"{ft['kept_val_loss']:.4f}); chose {ft['epoch_kept']} of {ft['epochs_run']} "
-        f"epoch(s), refitted on every training row ({ft['refit_seconds']:.1f}s)"
+        f"{ft['kept_val_loss']:.4f}{_evidence(ft)}); chose {ft['epoch_kept']} of "
+        f"{ft['epochs_run']} epoch(s), refitted on every training row "
+        f"({ft['refit_seconds']:.1f}s)"
+    )
+
+
+def _evidence(ft: dict[str, Any]) -> str:
+    """McNemar's test behind a kept fine-tune, in words ('' for a head saved before it)."""
+    if "p_value" not in ft:
+        return ""
+    return (
+        f"; fixed {ft['held_out_fixed']} row(s), broke {ft['held_out_broken']}: McNemar's "
+        f"p = {ft['p_value']:.3g} <= {ft['selection_significance']:g}"
     )
 
 
