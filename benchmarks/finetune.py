@@ -2,7 +2,8 @@
 the cache against an uncached epoch.
 
     python benchmarks/finetune.py [--cuts pool2,conv3,conv4,conv5,pool5,fc6] [--epochs 10]
-                                  [--out DIR]
+                                  [--out DIR] [--seeds N [--seed-cuts pool5,conv4]
+                                  [--seeds-only]]
 
 Uses SEEDED RANDOM weights in the bvlc_alexnet.npy layout (real ImageNet weights cannot be
 downloaded here) on the bundled digits (sklearn's 1,797 8x8 digits as 32x32 PNGs, a fixed
@@ -11,16 +12,19 @@ test split), in one run:
 1. `featcache extract --layers pool2,conv3,conv4,conv5,pool5,fc6,fc7` once (cuts in
    float16, as by default); the frozen head: `SoftmaxHead(random_state=0)` on fc7.
 2. Per cut, in its own process: `FineTuneHead(cut=CUT)` with its defaults (linear probe,
-   then fine-tuning; the number of epochs chosen on held-out rows, 0 included, then the
-   refit on every training row), test accuracy; its steady epoch from the cache (the
+   then fine-tuning; the number of epochs chosen on held-out rows, 0 included, kept only if
+   McNemar's test finds it classifies them better than the frozen start, then the refit on
+   every training row), test accuracy; its steady epoch from the cache (the
    median epoch of the choosing run after the first, which includes tracing); then, in the
    same process, the uncached epoch's extra work: the same number of images read, decoded,
    preprocessed and run through the network up to the cut (what the seed program pays in
    every epoch). Ratio: cached epoch / (that + the cached epoch).
 3. The pool5 fine-tune again in a fresh process: the same weights bit for bit.
-4. With ``--seeds N``: pool5 and conv4 fine-tunes and the frozen head with random_state
-   0 .. N-1 (test accuracy only): how far the difference to the frozen head moves with
-   the seed alone (the held-out rows, the batch order), against one test image's worth.
+4. With ``--seeds N``: the ``--seed-cuts`` (pool5, conv4) fine-tunes and the frozen head
+   with random_state 0 .. N-1 (test accuracy, the epochs the loss rule chose and those
+   kept, the held-out rows fixed and broken and McNemar's p): how far the difference to the
+   frozen head moves with the seed alone (the held-out rows, the batch order), its mean
+   and its worst, against one test image's worth. ``--seeds-only`` skips steps 2 and 3.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ def step_cut(store: str, weights: str, images: str, cut: str, epochs: int) -> di
         "kept_val_accuracy": head.validation_scores_[head.best_epoch_],
         "epochs_run": head.n_iter_,
         "best_epoch": head.best_epoch_,
+        "selection": _selection(head),
         "refit_seconds": head.refit_seconds_,
         "probe_seconds": head.probe_seconds_,
         "epoch_seconds": statistics.median(steady),
@@ -82,6 +87,17 @@ def step_cut(store: str, weights: str, images: str, cut: str, epochs: int) -> di
         "network_seconds": network_s,
         "digest": digest.hexdigest(),
     }
+
+
+def _selection(head: object) -> str:
+    """The choice behind a head's epochs, in a few words."""
+    choice = getattr(head, "selection_", None)
+    if choice is None:
+        return "no held-out rows"
+    return (
+        f"loss rule {choice.by_loss}, held-out fixed {choice.fixed} broke {choice.broken}, "
+        f"McNemar p {choice.p_value:.3g}"
+    )
 
 
 def uncached_pass(weights: object, images: str, cut: str, rows: int) -> tuple[float, float]:
@@ -134,6 +150,8 @@ def step_seed(store: str, weights: str, cut: str, seed: int, epochs: int) -> dic
         "accuracy": accuracy,
         "frozen": frozen,
         "best_epoch": head.best_epoch_,
+        "epochs_run": head.n_iter_,
+        "selection": _selection(head),
         "n_test": int((~train).sum()),
     }
 
@@ -155,7 +173,9 @@ def main() -> None:
     parser.add_argument("--cuts", default=",".join(ALL_CUTS))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--seeds", type=int, default=0, help="pool5 and conv4 at seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, default=0, help="--seed-cuts at seeds 0..N-1")
+    parser.add_argument("--seed-cuts", default="pool5,conv4", help="cuts --seeds fine-tunes")
+    parser.add_argument("--seeds-only", action="store_true", help="only the --seeds runs")
     parser.add_argument("--step", nargs="+", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
@@ -168,9 +188,16 @@ def main() -> None:
             print(json.dumps(step_frozen(rest[0])))
         return
     cuts = [c for c in args.cuts.split(",") if c]
-    unknown = sorted(set(cuts) - set(ALL_CUTS))
-    if unknown:
-        parser.error(f"--cuts: {unknown} are not cuts ({', '.join(ALL_CUTS)})")
+    seed_cuts = [c for c in args.seed_cuts.split(",") if c]
+    for option, given in (("--cuts", cuts), ("--seed-cuts", seed_cuts)):
+        unknown = sorted(set(given) - set(ALL_CUTS))
+        if unknown:
+            parser.error(f"{option}: {unknown} are not cuts ({', '.join(ALL_CUTS)})")
+    if args.seeds_only:
+        if not args.seeds:
+            parser.error("--seeds-only needs --seeds N")
+        cuts = []
+    extracted = list(dict.fromkeys([*cuts, *(seed_cuts if args.seeds else [])]))
 
     from featcache.data import write_digits_folder
     from featcache.extractor.weights import write_demo_weights
@@ -185,11 +212,11 @@ def main() -> None:
     t = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "featcache", "extract", str(digits), "--store", str(store),
-         "--weights", str(weights), "--layers", ",".join((*cuts, "fc7")),
+         "--weights", str(weights), "--layers", ",".join((*extracted, "fc7")),
          "--dataset", "digits"],
         check=True, capture_output=True, text=True, timeout=7200,
     )  # fmt: skip
-    print(f"extract --layers {','.join((*cuts, 'fc7'))}: {time.perf_counter() - t:.0f} s")
+    print(f"extract --layers {','.join((*extracted, 'fc7'))}: {time.perf_counter() - t:.0f} s")
     frozen = float(run_step("frozen", str(store))["accuracy"])  # type: ignore[arg-type]
     print(f"frozen head (SoftmaxHead on fc7): test accuracy {frozen:.4f}")
     print(
@@ -214,8 +241,9 @@ def main() -> None:
             f"       {r['epoch_rows']} rows an epoch; uncached extra: read+decode+preprocess "
             f"{r['prepare_seconds']:.1f} s, network to {cut} {r['network_seconds']:.1f} s; "
             f"probes {r['probe_seconds']:.1f} s; held-out accuracy frozen start "
-            f"{r['frozen_val_accuracy']:.4f} -> chosen {r['kept_val_accuracy']:.4f}; refit on "
-            f"every row {r['refit_seconds']:.1f} s; fit {r['fit_seconds']:.0f} s"
+            f"{r['frozen_val_accuracy']:.4f} -> chosen {r['kept_val_accuracy']:.4f} "
+            f"({r['selection']}); refit on every row {r['refit_seconds']:.1f} s; fit "
+            f"{r['fit_seconds']:.0f} s"
         )
     if "pool5" in results:
         again = run_step("cut", str(store), str(weights), str(digits), "pool5", str(args.epochs))
@@ -224,19 +252,22 @@ def main() -> None:
             f"pool5 again in a fresh process: test accuracy {again['accuracy']:.4f}, weights "
             f"{'identical bit for bit' if same else 'DIFFERENT'}"
         )
-    for cut in ("pool5", "conv4") if args.seeds else ():
+    for cut in seed_cuts if args.seeds else ():
         diffs = []
         for seed in range(args.seeds):
             r = run_step("seed", str(store), str(weights), cut, str(seed), str(args.epochs))
             diffs.append(100 * (float(r["accuracy"]) - float(r["frozen"])))  # type: ignore[arg-type]
             print(
-                f"{cut} random_state={seed}: fine-tune {r['accuracy']:.4f} (epochs chosen "
-                f"{r['best_epoch']}), frozen head {r['frozen']:.4f}: {diffs[-1]:+.2f} points"
+                f"{cut} random_state={seed}: fine-tune {r['accuracy']:.4f} (epochs run "
+                f"{r['epochs_run']}, kept {r['best_epoch']}: {r['selection']}), frozen head "
+                f"{r['frozen']:.4f}: {diffs[-1]:+.2f} points",
+                flush=True,
             )
         print(
-            f"{cut} over {args.seeds} seeds: {statistics.mean(diffs):+.2f} points on average "
-            f"(from {min(diffs):+.2f} to {max(diffs):+.2f}); one test image is "
-            f"{100 / float(r['n_test']):.2f} points"  # type: ignore[arg-type]
+            f"{cut} over {args.seeds} seeds: {statistics.mean(diffs):+.2f} points on average, "
+            f"worst {min(diffs):+.2f}, best {max(diffs):+.2f}; one test image is "
+            f"{100 / float(r['n_test']):.2f} points",  # type: ignore[arg-type]
+            flush=True,
         )
 
 
