@@ -6,7 +6,12 @@ eagerly: ``featcache.classifier.evaluate`` is then always the function, never th
 """
 
 from featcache.classifier.cuts import Stage, conv2d, max_pool, run_stages, stages_above
-from featcache.classifier.epochs import choose_epochs
+from featcache.classifier.epochs import (
+    EpochChoice,
+    choose_epochs,
+    mcnemar_p_value,
+    select_epochs,
+)
 from featcache.classifier.evaluate import (
     Evaluation,
     clean_accuracy,
@@ -76,6 +81,7 @@ __all__ = [
     "SPILL_BYTES",
     "ComputedRows",
     "Epoch",
+    "EpochChoice",
     "Evaluation",
     "FineTuneHead",
     "HeadState",
@@ -114,12 +120,14 @@ __all__ = [
     "make_finetune_head",
     "make_head",
     "max_pool",
+    "mcnemar_p_value",
     "parse_head_file",
     "predict_top_k",
     "report_values",
     "row_blocks",
     "run_stages",
     "save_head",
+    "select_epochs",
     "stages_above",
     "top_k",
     "train_head",
