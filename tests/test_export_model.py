@@ -87,7 +87,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, objec
 
 @pytest.fixture(scope="module")
 def converted() -> dict[tuple[str, str], object]:
-    """The TensorFlow graphs the ONNX exports gave tf2onnx, by (profile, head kind)."""
+    """The TensorFlow graphs the exports gave tf2onnx and OpenVINO, by case."""
     return {}
 
 
@@ -97,21 +97,25 @@ def exported(
 ) -> dict[tuple[str, str, str], object]:
     import tf2onnx
 
+    from featcache._openvino import import_openvino
     from featcache.export import ExportConfig, export_model
 
     root = stores["root"]
     assert isinstance(root, Path)
     results = {}
-    real = tf2onnx.convert.from_graph_def
+    ov = import_openvino("the export tests", "export")
+    real = {"onnx": tf2onnx.convert.from_graph_def, "openvino": ov.convert_model}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(weights_module, "LAYER_SHAPES", NARROW)
         for fmt, profile, kind in CASES:
 
-            def spy(graph_def: object, *args: object, key: object = (profile, kind), **kw: object):
+            def spy(graph_def: object, *args: object, key: object = (fmt, profile, kind),
+                    **kw: object):  # fmt: skip
                 converted[key] = graph_def  # type: ignore[index]
-                return real(graph_def, *args, **kw)
+                return real[key[0]](graph_def, *args, **kw)  # type: ignore[index]
 
             patch.setattr(tf2onnx.convert, "from_graph_def", spy)
+            patch.setattr(ov, "convert_model", spy)
             results[fmt, profile, kind] = export_model(
                 stores[profile],  # type: ignore[arg-type]
                 kind,
@@ -168,6 +172,36 @@ def test_predict_json_matches_the_exported_onnx(stores: dict, exported: dict) ->
             assert abs(probabilities[p["class_id"]] - p["probability"]) <= tolerance
 
 
+def _weight_arrays(stores: dict, profile: str, kind: str, every: bool) -> dict[str, np.ndarray]:
+    """The arrays an export of head `kind` binds, by input name: the head's and the
+    backbone's layers it uses, every array (`every`) or the weight matrices only."""
+    from featcache.classifier.persist import load_head
+    from featcache.export import head_layers
+    from featcache.extractor.alexnet import weight_layers
+    from featcache.extractor.weights import read_weights
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(weights_module, "LAYER_SHAPES", NARROW)
+        backbone = read_weights(stores["weights"]).layers
+    loaded = load_head(stores[profile], kind)
+    arrays = {}
+    for name in weight_layers([loaded.layer]):
+        arrays[f"{name}_weights"], arrays[f"{name}_biases"] = backbone[name]
+    for i, layer in enumerate(head_layers(loaded.estimator)):
+        arrays[f"head{i}_weights"], arrays[f"head{i}_biases"] = layer.weights, layer.biases
+    if every:
+        return arrays
+    return {n: a for n, a in arrays.items() if n.endswith("_weights") and a.ndim == 2}
+
+
+def _constant_shapes(graph_def: object) -> set[tuple[int, ...]]:
+    return {
+        tuple(d.size for d in n.attr["value"].tensor.tensor_shape.dim)
+        for n in graph_def.node  # type: ignore[attr-defined]
+        if n.op == "Const"
+    }
+
+
 def test_onnx_dense_matrices_are_bound_after_conversion(
     stores: dict, exported: dict, converted: dict
 ) -> None:
@@ -178,35 +212,46 @@ def test_onnx_dense_matrices_are_bound_after_conversion(
     import onnx
     from onnx import numpy_helper
 
-    from featcache.classifier.persist import load_head
-    from featcache.export import head_layers
-    from featcache.extractor.weights import read_weights
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(weights_module, "LAYER_SHAPES", NARROW)
-        backbone = read_weights(stores["weights"]).layers
-    cases = [(p, k) for f, p, k in CASES if f == "onnx"]
-    assert sorted(converted) == sorted(cases)
-    for profile, kind in cases:
-        head = head_layers(load_head(stores[profile], kind).estimator)
-        expected = {f"head{i}_weights": layer.weights for i, layer in enumerate(head)}
-        if kind != "finetune":  # a head on fc7: the backbone's fc6 and fc7 too
-            expected.update({f"{n}_weights": backbone[n][0] for n in ("fc6", "fc7")})
-        graph_def = converted[profile, kind]
+    cases = [c for c in CASES if c[0] == "onnx"]
+    assert sorted(k for k in converted if k[0] == "onnx") == sorted(cases)
+    for fmt, profile, kind in cases:
+        expected = _weight_arrays(stores, profile, kind, every=False)
+        assert "head0_weights" in expected and ("fc7_weights" in expected) == (kind != "finetune")
+        graph_def = converted[fmt, profile, kind]
         placeholders = {n.name for n in graph_def.node if n.op == "Placeholder"}
         assert placeholders == {"images", *expected}
-        constant_shapes = {
-            tuple(d.size for d in n.attr["value"].tensor.tensor_shape.dim)
-            for n in graph_def.node
-            if n.op == "Const"
-        }
-        assert not constant_shapes & {m.shape for m in expected.values()}
-        model = onnx.load(str(exported["onnx", profile, kind].path / "model.onnx"))
+        assert not _constant_shapes(graph_def) & {m.shape for m in expected.values()}
+        model = onnx.load(str(exported[fmt, profile, kind].path / "model.onnx"))
         assert [value.name for value in model.graph.input] == ["images"]
         bound = {t.name: t for t in model.graph.initializer if t.name in expected}
         assert sorted(bound) == sorted(expected)
         for name, matrix in expected.items():
             np.testing.assert_array_equal(numpy_helper.to_array(bound[name]), matrix)
+
+
+def test_openvino_binds_every_weight_after_conversion(
+    stores: dict, exported: dict, converted: dict
+) -> None:
+    """OpenVINO converts a graph that holds no weights (every array an input: given the frozen
+    graph's constants, its conversion peaked at 4.3 GB for AlexNet's 244 MB); the saved model
+    takes only the images, and its weights file holds every array, float32, as given."""
+    from featcache._openvino import import_openvino
+
+    ov = import_openvino("the export tests", "export")
+    cases = [c for c in CASES if c[0] == "openvino"]
+    assert sorted(k for k in converted if k[0] == "openvino") == sorted(cases)
+    for fmt, profile, kind in cases:
+        expected = _weight_arrays(stores, profile, kind, every=True)
+        graph_def = converted[fmt, profile, kind]
+        placeholders = {n.name for n in graph_def.node if n.op == "Placeholder"}
+        assert placeholders == {"images", *expected}
+        assert max(np.prod(s) for s in _constant_shapes(graph_def)) < 1000  # no weights
+        model = ov.Core().read_model(str(exported[fmt, profile, kind].path / "model.xml"))
+        assert [i.get_names() for i in model.inputs] == [{"images"}]
+        constants = [op.get_data() for op in model.get_ops() if op.get_type_name() == "Constant"]
+        for name, array in expected.items():
+            found = [c for c in constants if c.shape == array.shape and np.array_equal(c, array)]
+            assert found and found[0].dtype == np.float32, name
 
 
 def test_serving_bytes_answers_png_and_jpeg(exported: dict) -> None:

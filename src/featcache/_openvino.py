@@ -18,7 +18,7 @@ from typing import Any
 
 from featcache.errors import DependencyError
 
-__all__ = ["import_openvino", "telemetry_off"]
+__all__ = ["bind_parameter", "import_openvino", "telemetry_off"]
 
 _MARK = "_featcache_declines"
 
@@ -55,3 +55,14 @@ def import_openvino(needed_by: str, extra: str) -> Any:
             f'{needed_by} needs OpenVINO: pip install "featcache[{extra}]" (import failed: {exc})'
         ) from exc
     return openvino
+
+
+def bind_parameter(ov: Any, model: Any, parameter: Any, array: Any) -> None:
+    """Replace `parameter` of the ``openvino.Model`` `model` by a constant holding `array`
+    and remove it from the model's inputs. The constant shares the array's memory (no
+    copy): keep the array alive until the model is compiled or saved. Binding weights after
+    conversion keeps them out of the converter, which copies every constant it is given."""
+    constant = ov.opset13.constant(array, shared_memory=True)
+    for target in list(parameter.output(0).get_target_inputs()):
+        target.replace_source_output(constant.output(0))
+    model.remove_parameter(parameter)

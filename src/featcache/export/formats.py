@@ -133,8 +133,8 @@ def _write_onnx(module: Any, folder: Path, metadata: dict[str, Any]) -> None:
         import tf2onnx
     except ImportError as exc:
         raise DependencyError(f"exporting to ONNX needs tf2onnx and onnx: {_INSTALL}") from exc
-    matrices = module.dense_matrices()
-    frozen = _frozen(module.serve_fed())
+    matrices = module.fed_arrays("matrices")
+    frozen = _frozen(module.serve_fed("matrices"))
     inputs = [tensor.name for tensor in frozen.inputs]  # images, then the matrices
     result = frozen.outputs[0].name
     model, _ = tf2onnx.convert.from_graph_def(
@@ -167,13 +167,24 @@ def _metadata_props(metadata: dict[str, Any]) -> dict[str, str]:
 
 
 def _write_openvino(module: Any, folder: Path, metadata: dict[str, Any]) -> None:
-    from featcache._openvino import import_openvino
+    """OpenVINO converts `serve` with every weight array as a graph input, and the arrays are
+    bound as constants afterwards (sharing their memory), as `_write_onnx` does for the
+    matrices: given the frozen graph's constants, the conversion peaked at 4.1-4.3 GB for
+    AlexNet's 244 MB (README, "Export")."""
+    from featcache._openvino import bind_parameter, import_openvino
 
     ov = import_openvino("exporting to OpenVINO", "export")
-    # The frozen graph (weights as constants): converting the function with its variables
-    # did not finish in an hour here.
-    frozen = _frozen(module.serve.get_concrete_function())
+    arrays = module.fed_arrays("all")
+    frozen = _frozen(module.serve_fed("all"))
     model = ov.convert_model(frozen.graph.as_graph_def())
+    del frozen
+    by_name = {p.get_friendly_name().split(":")[0]: p for p in model.get_parameters()}
+    missing = sorted(set(arrays) - set(by_name))
+    if missing:
+        raise ExportError(f"the converted OpenVINO model has no inputs {missing} to bind")
+    for name, array in arrays.items():
+        bind_parameter(ov, model, by_name[name], array)
+    model.validate_nodes_and_infer_types()
     model.inputs[0].get_tensor().set_names({"images"})
     model.outputs[0].get_tensor().set_names({"probabilities"})
     for key, value in _metadata_props(metadata).items():

@@ -6,19 +6,21 @@ preprocessing (`featcache.export.ingraph`), AlexNet up to the head's layer
 (`AlexNet.portable_graph`), then the head's dense layers and a softmax. ``serve_bytes``
 takes encoded images (``tf.string [N]``, PNG, JPEG, GIF or BMP, sizes may differ) as TF
 Serving and Vertex AI clients send them. Weights are variables, so a SavedModel keeps them
-in ``variables/`` and converters freeze them into constants. ``serve_fed()`` is ``serve`` with
-the dense weight matrices (``dense_matrices()``) as inputs of their own, for a converter that
-copies every constant it holds many times over (tf2onnx: `featcache.export.formats`).
+in ``variables/``. ``serve_fed(which)`` is ``serve`` with weight arrays (``fed_arrays(which)``:
+the dense matrices, or every array) as inputs of their own, bound as constants only after
+conversion: the converters copy every constant they are given, several times over
+(`featcache.export.formats`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
+from featcache.errors import ConfigError
 from featcache.export.dense import Dense
 from featcache.export.float16 import round_to_float16
 from featcache.export.ingraph import preprocess_images
@@ -26,7 +28,11 @@ from featcache.extractor._tf import import_tensorflow
 from featcache.extractor.alexnet import AlexNet, weight_layers
 from featcache.extractor.preprocess import INPUT_SIZE
 
-__all__ = ["GraphSpec", "build_module"]
+__all__ = ["FED", "GraphSpec", "build_module"]
+
+#: What `serve_fed` takes as inputs: the weight matrices (tf2onnx: conv kernels stay
+#: constants, which it transposes for ONNX) or every weight array (OpenVINO).
+FED: Final = ("matrices", "all")
 
 
 @dataclass(frozen=True)
@@ -51,14 +57,14 @@ def build_module(
     # The graph is always given the module's variables (or fed matrices): AlexNet, which keeps
     # constants of what it is given, gets no weights (a copy of them all, 228 MB, saved).
     network = AlexNet({}, spec.profile)
-    # Every weight matrix (2-D: the backbone's fully connected layers, the head's layers) by
-    # the input name serve_fed gives it; the convolutions' 4-D kernels stay in the graph.
-    matrices = {
-        f"{name}_weights": np.asarray(weights[name][0], np.float32)
+    # Every weight and bias array by the input name serve_fed gives it.
+    arrays = {
+        f"{name}_{part}": np.asarray(array, np.float32)
         for name in used
-        if np.ndim(weights[name][0]) == 2
+        for part, array in zip(("weights", "biases"), weights[name], strict=True)
     }
-    matrices.update({f"head{i}_weights": layer.weights for i, layer in enumerate(head)})
+    for i, layer in enumerate(head):
+        arrays.update({f"head{i}_weights": layer.weights, f"head{i}_biases": layer.biases})
 
     class ExportedModel(tf.Module):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
@@ -80,39 +86,45 @@ def build_module(
             self.relu = [layer.relu for layer in head]
 
         def _probabilities(self, inputs: Any, fed: Mapping[str, Any] | None = None) -> Any:
-            """The head's probabilities for network inputs; `fed` replaces weight matrices
-            (by their `dense_matrices` name) with tensors given to the function."""
+            """The head's probabilities for network inputs; `fed` replaces weight arrays
+            (by their `fed_arrays` name) with tensors given to the function."""
             fed = fed or {}
             backbone = {
-                name: (fed.get(f"{name}_weights", w), b) for name, (w, b) in self.backbone.items()
+                name: (fed.get(f"{name}_weights", w), fed.get(f"{name}_biases", b))
+                for name, (w, b) in self.backbone.items()
             }
             h = network.portable_graph(inputs, [spec.layer], backbone)[spec.layer]
             if spec.float16_vectors:  # the head was trained on vectors stored as float16
                 h = round_to_float16(tf, h)
             for i, ((w, b), relu) in enumerate(zip(self.head, self.relu, strict=True)):
-                h = tf.matmul(h, fed.get(f"head{i}_weights", w)) + b
+                h = tf.matmul(h, fed.get(f"head{i}_weights", w)) + fed.get(f"head{i}_biases", b)
                 if relu:
                     h = tf.nn.relu(h)
             return tf.nn.softmax(h, axis=-1)
 
-        def dense_matrices(self) -> dict[str, np.ndarray]:
-            """The weight matrices `serve_fed` takes as inputs, by input name
-            (``fc6_weights``, ``fc7_weights``, ``head0_weights``, ...), float32 arrays."""
-            return dict(matrices)
+        def fed_arrays(self, which: str = "matrices") -> dict[str, np.ndarray]:
+            """The weight arrays `serve_fed` takes as inputs, by input name (``fc6_weights``,
+            ``fc6_biases``, ``head0_weights``, ...), float32: the 2-D matrices (the fully
+            connected layers and the head's) for ``"matrices"``, every array for ``"all"``."""
+            if which not in FED:
+                raise ConfigError(f"The 'which' must be one of {list(FED)}. Got {which!r}.")
+            if which == "all":
+                return dict(arrays)
+            return {n: a for n, a in arrays.items() if n.endswith("_weights") and a.ndim == 2}
 
-        def serve_fed(self) -> Any:
+        def serve_fed(self, which: str = "matrices") -> Any:
             """`serve` as a concrete function of ``images`` and then every array of
-            `dense_matrices` (in its order, each an input named by its key): bound to those
-            arrays, it computes what `serve` does."""
-            names = list(matrices)
+            ``fed_arrays(which)`` (in its order, each an input named by its key): bound to
+            those arrays, it computes what `serve` does."""
+            fed_names = list(self.fed_arrays(which))
             signature = [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]
-            signature += [tf.TensorSpec(matrices[n].shape, tf.float32, name=n) for n in names]
+            signature += [tf.TensorSpec(arrays[n].shape, tf.float32, name=n) for n in fed_names]
 
             def fed(images: Any, *values: Any) -> dict[str, Any]:
                 inputs = preprocess_images(
                     tf, images, spec.profile, spec.resize, pillow_order=spec.pillow_order
                 )
-                bound = dict(zip(names, values, strict=True))
+                bound = dict(zip(fed_names, values, strict=True))
                 return {"probabilities": self._probabilities(inputs, bound)}
 
             function = tf.function(fed, input_signature=signature, autograph=False)

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from featcache._openvino import import_openvino
+from featcache._openvino import bind_parameter, import_openvino
 from featcache.errors import ConfigError, FeatcacheError, StoreError, WeightsError
 from featcache.extractor.fingerprint import ExtractorSpec
 from featcache.extractor.graphdef import shipped_graph
@@ -150,8 +150,6 @@ def convert_network(weights: Weights, profile: str, layers: Sequence[str]) -> An
     needed (fc6 alone keeps neither fc7 nor fc8). The batch dimension stays dynamic.
     """
     ov = require_openvino()
-    opset13 = ov.opset13
-
     wanted = _canonical(layers, weights.network)
     graph = shipped_graph(profile, backbone=weights.network)
     model = ov.convert_model(str(graph.path))
@@ -168,10 +166,7 @@ def convert_network(weights: Weights, profile: str, layers: Sequence[str]) -> An
                 f"{weights.path}: layer '{layer}' {part} has shape {array.shape}, the network "
                 f"takes {parameter.get_partial_shape()}"
             )
-        constant = opset13.constant(array, shared_memory=True)
-        for target in list(parameter.output(0).get_target_inputs()):
-            target.replace_source_output(constant.output(0))
-        model.remove_parameter(parameter)
+        bind_parameter(ov, model, parameter, array)
     if len(model.get_parameters()) != 1:
         raise FeatcacheError(f"OpenVINO's conversion left inputs {sorted(by_name)} unbound")
     # The GraphDef names outputs by tensor ("Identity:0"); name them by layer again, and
