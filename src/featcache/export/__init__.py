@@ -32,6 +32,7 @@ _EXPORTS = {
     "head_layers": "featcache.export.dense",
     "model_files": "featcache.export.formats",
     "write_model": "featcache.export.formats",
+    "FED": "featcache.export.graph",
     "GraphSpec": "featcache.export.graph",
     "build_module": "featcache.export.graph",
     "round_to_float16": "featcache.export.float16",
