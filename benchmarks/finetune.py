@@ -65,7 +65,7 @@ def step_cut(store: str, weights: str, images: str, cut: str, epochs: int) -> di
     for a in head.coefs_ + head.intercepts_:
         digest.update(np.ascontiguousarray(a).tobytes())
     steady = head.epoch_seconds_[1:] or head.epoch_seconds_
-    epoch_rows = int(train.sum()) - round(int(train.sum()) * head.validation_fraction)
+    epoch_rows = int(train.sum()) - int(int(train.sum()) * head.validation_fraction)
     prepare_s, network_s = uncached_pass(pretrained, images, cut, epoch_rows)
     return {
         "cut": cut,
