@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # the extractor's modules are imported only to extract
 
 __all__ = ["UPLOADS_DATASET", "ImageResult", "Predictor", "list_images"]
 
+#: How an answer says its image is new and no weights were given to extract it.
+NOT_STORED = "not in the store"
+
 #: The dataset that records every image extracted to answer it (served uploads, and
 #: images ``featcache predict --weights`` extracted), so gc keeps their vectors.
 UPLOADS_DATASET = "uploads"
@@ -75,6 +78,15 @@ def list_images(paths: Sequence[str | Path]) -> list[Path]:
     if not out:
         raise DataError(f"no images in {', '.join(map(str, paths))}")
     return out
+
+
+def _reason_for(path: str | None, failure: tuple[str, str]) -> str:
+    """A failure's reason as the file `path` would have it: the reason names the file that
+    failed, and another file of the same bytes failed with it."""
+    failed, reason = failure
+    if path is not None and path != failed and reason.startswith(f"{failed}: "):
+        return f"{path}: {reason[len(failed) + 2 :]}"
+    return reason
 
 
 class Predictor:
@@ -199,7 +211,7 @@ class Predictor:
                 result.head = {"name": head.name, "version": head.version}
         for result in results:
             if result.key in failures:
-                result.error = failures[result.key]
+                result.error = _reason_for(result.path, failures[result.key])
         return results
 
     def predict(self, paths: Sequence[str | Path], top_k: int | None = None) -> list[ImageResult]:
@@ -221,12 +233,13 @@ class Predictor:
             raise ConfigError(f"The 'top_k' must be >= 1. Got {top_k}.")
         return top_k
 
-    def _extract(self, items: list[ImageItem], head: LoadedHead) -> dict[str, str]:
-        """Extract unseen images into the store; return {key: reason} for those that failed."""
+    def _extract(self, items: list[ImageItem], head: LoadedHead) -> dict[str, tuple[str, str]]:
+        """Extract unseen images into the store; return {key: (path, reason)} for those that
+        failed (files of the same bytes share a key: `_reason_for` names each its own)."""
         from featcache.extractor.pipeline import ExtractConfig, extract
 
         if self._weights_path is None:
-            return {item.key(): self._why_unseen(item) for item in items}
+            return {item.key(): (item.path, self._why_unseen(item)) for item in items}
         spec = head.meta.get("extractor") or self.store.extractor_spec(head.fingerprint)
         runtime = self._runtime_for(spec)
         config = ExtractConfig(
@@ -257,7 +270,9 @@ class Predictor:
             )
         by_path = dict(report.failures)
         self._record_uploads([item for item in items if item.path not in by_path], head)
-        return {item.key(): by_path[item.path] for item in items if item.path in by_path}
+        return {
+            item.key(): (item.path, by_path[item.path]) for item in items if item.path in by_path
+        }
 
     def _record_uploads(self, items: list[ImageItem], head: LoadedHead) -> None:
         """Keep the images just extracted for an answer as rows of the ``uploads`` dataset
@@ -279,7 +294,7 @@ class Predictor:
             item.rgb(max_pixels=self.max_pixels)
         except ImageError as exc:
             return str(exc)
-        return f"{item.path}: not in the store; give the weights (--weights) to extract it"
+        return f"{item.path}: {NOT_STORED}; give the weights (--weights) to extract it"
 
     def _runtime_for(self, spec: dict[str, Any]) -> str:
         needed = spec.get("runtime")  # recorded only where the runtime changes the numbers

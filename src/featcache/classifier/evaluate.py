@@ -217,9 +217,23 @@ def evaluate_head(
         mask &= splits == split
     if not mask.any():
         present = sorted(set(splits.tolist()))
+        carved = "val" in present and not any(
+            (s or "").lower() in ("val", "valid", "validation") for s in data.splits
+        )
+        fix = ""
+        if split == "test" and "val" in present:
+            from featcache.store.commands import test_images_command
+
+            held = "the rows train held out of the train split" if carved else "the val split"
+            fix = (
+                f". Evaluate on {held} with --split val; or give the dataset test images: "
+                + test_images_command(store.location, dataset)
+            )
         raise DataError(
             f"dataset '{dataset}' has no labelled rows in split '{split}' "
-            f"(its splits: {', '.join(present)})"
+            f"(its splits: {', '.join(present)}"
+            + ("; val: held out of train by key hash, as train did" if carved else "")
+            + f"){fix}"
         )
     evaluation = evaluate(
         head.estimator,

@@ -174,6 +174,14 @@ def extract(
     if profile_time:
         for stage, seconds in sorted(report.timings.items(), key=lambda kv: -kv[1]):
             out.print(f"  {stage:<14} {seconds:8.3f}s")
+    if report.dataset is not None and report.total > report.failed:
+        from featcache.cli._next import after_extract
+        from featcache.store import FeatureStore
+
+        with FeatureStore(store, create=False, read_only=True) as fs:
+            info = fs.dataset(report.dataset)
+        for line in after_extract(str(store), info, str(weights)):
+            out.print(line)
     if strict and report.failed:
         raise typer.Exit(EXIT_STRICT)
 

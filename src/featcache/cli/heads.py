@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
+from featcache.cli._next import after_evaluate, after_train
 from featcache.cli._shared import (
     EXIT_STRICT,
     confirm_or_exit,
@@ -172,6 +174,7 @@ def train(
             weights=pretrained,
             on_epoch=_print_epoch if kind == "finetune" else None,
         )
+        info = fs.dataset(dataset)
     record, metrics = result.record, result.metrics
     out.print(
         f"head '{record.name}' v{record.version} ({kind}) on {metrics['n_train']} vectors "
@@ -188,6 +191,8 @@ def train(
         out.print(f"  no held-out rows: {metrics['no_held_out']}")
     if "finetune" in metrics:
         out.print(f"  {_finetune_line(metrics['finetune'])}")
+    for line in after_train(str(store), info, record.name, bool(metrics["n_val"])):
+        out.print(line)
     note(record.meta.get("weights_note"))
 
 
@@ -306,6 +311,8 @@ def evaluate(
     for pair in summary["most_confused"][:5]:
         out.print(f"  {pair['true']} → {pair['predicted']}: {pair['count']}")
     out.print(f"report: {', '.join(str(p) for p in paths)}")
+    for line in after_evaluate(str(store), head):
+        out.print(line)
     note(summary.get("weights_note"))
 
 
@@ -325,10 +332,11 @@ def predict(
     max_file_mb: float = typer.Option(
         256.0, help="Larger input files are that file's failure, refused before reading."
     ),
+    max_pixels: int = typer.Option(50_000_000, help="Refuse larger images (decompression bombs)."),
 ) -> None:
     """Top-k classes per image: cached images need no TensorFlow; new ones are extracted."""
     show_tf_logs(verbose)
-    from featcache.predictor import Predictor
+    from featcache.predictor import NOT_STORED, Predictor
     from featcache.store import FeatureStore
 
     with FeatureStore(store, create=False) as fs:
@@ -340,9 +348,11 @@ def predict(
             top_k=top_k,
             runtime=runtime,
             max_file_bytes=max(1, int(max_file_mb * 1024 * 1024)),
+            max_pixels=max_pixels,
         )
         results = predictor.predict(images)
         weights_note = predictor.head.meta.get("weights_note")
+        repairs = list(fs.repairs)
     for i, result in enumerate(results):
         if as_json:
             answer = result.as_dict()
@@ -358,11 +368,18 @@ def predict(
         for p in result.predictions:
             out.print(f"{p.label}: {p.probability:.3f}")
         out.print()
+    for repair in repairs:  # damaged shards found while looking the images up, and dropped
+        err.print(f"[yellow]repaired[/yellow] {escape(repair)}", markup=True)
     if not as_json:
         note(weights_note)
-    unanswered = sum(r.error is not None for r in results)
+    unanswered = [r for r in results if r.error is not None]
     if unanswered:
-        err.print(f"{unanswered} of {len(results)} image(s) could not be answered")
+        err.print(f"{len(unanswered)} of {len(results)} image(s) could not be answered")
+        if weights is None and any(NOT_STORED in (r.error or "") for r in unanswered):
+            err.print(
+                "  to extract the images the store does not hold, run again with --weights "
+                "WEIGHTS (the weights file the head's vectors came from)"
+            )
         raise typer.Exit(EXIT_STRICT)
 
 

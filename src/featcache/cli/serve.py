@@ -106,6 +106,12 @@ def serve(
         f"({'can' if weights else 'cannot'} extract unseen images; "
         f"{'token required' if token else 'no token: loopback Host names only'})"
     )
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    auth = ' -H "Authorization: Bearer $FEATCACHE_TOKEN"' if token else ""
+    err.print(
+        f"try: curl{auth} -F files=@IMAGE {url}/v1/predict   (API docs: {url}/docs; Ctrl-C "
+        "stops the server)"
+    )
     if served.meta.get("weights_note"):
         err.print(f"note: {served.meta['weights_note']}")
     run(config, host=host, port=port, workers=workers)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["extract_command", "shell_word", "source_path", "store_command"]
+__all__ = ["extract_command", "shell_word", "source_path", "store_command", "test_images_command"]
 
 _PLAIN = re.compile(r"[\w@%+=:,./-]+")
 # A dataset's source as the readers in featcache.data describe it: "folder PATH",
@@ -61,5 +61,21 @@ def extract_command(
             "--layers",
             layers,
             "--append",
+        ]
+    )
+
+
+def test_images_command(store: str, dataset: str, weights: str = "WEIGHTS") -> str:
+    """The ``extract`` that gives `dataset` test images of its own (``TEST_IMAGES``: a folder
+    of class subfolders, or a CSV of path,label), kept apart from training as ``test``."""
+    return " ".join(
+        [
+            "featcache extract TEST_IMAGES --store",
+            shell_word(store),
+            "--weights",
+            shell_word(weights),
+            "--dataset",
+            shell_word(dataset),
+            "--split test --append",
         ]
     )
