@@ -28,7 +28,13 @@ from featcache.store.catalog_postgres import (
     is_postgres_url,
     redact_url,
 )
-from featcache.store.commands import extract_command, shell_word, source_path, store_command
+from featcache.store.commands import (
+    extract_command,
+    shell_word,
+    source_path,
+    store_command,
+    test_images_command,
+)
 from featcache.store.copy import CopyReport, copy_store
 from featcache.store.export import export_vectors
 from featcache.store.featurestore import (
@@ -190,6 +196,7 @@ __all__ = [
     "stale_temporaries",
     "store_command",
     "store_url",
+    "test_images_command",
     "validate_dataset_name",
     "validate_head_name",
     "verify",
