@@ -264,3 +264,22 @@ def test_a_crafted_catalog_database_is_refused_when_opened(
             FeatureStore(bucket, catalog=catalog, create=False, read_only=read_only)
     with psycopg.connect(catalog) as db:
         assert db.execute("SELECT COUNT(*) FROM vectors").fetchone() == before
+
+
+def test_a_damaged_bucket_shard_is_moved_to_quarantine_never_deleted(
+    made: tuple[str, str],
+) -> None:
+    bucket, catalog = made
+    payload = _npy({"descr": "<f4", "fortran_order": False, "shape": (ROWS - 1, DIM)}, BODY)
+    _rewrite_shard(bucket, catalog, payload)
+    shard = _shard(bucket)
+    name = shard.split("/shards/", 1)[1]
+    with FeatureStore(bucket, catalog=catalog, create=False) as store:
+        report = store.verify(repair=True)
+        kept = f"{bucket}/quarantine/shards/{name}"
+        assert report.quarantined == [kept]
+        assert store.verify().quarantine_files == 1
+    s3 = _s3()
+    assert not s3.exists(shard)
+    assert s3.cat_file(kept.removeprefix("s3://")) == payload
+    assert b"its record says" in s3.cat_file(kept.removeprefix("s3://") + ".json")

@@ -28,6 +28,7 @@ __all__ = [
     "fsync_dir",
     "fsync_tree",
     "is_disk_full",
+    "move_file",
     "move_into",
     "rename_folder",
     "replace_folder",
@@ -116,6 +117,24 @@ def replace_folder(staged: Path, final: Path) -> bool:
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
     return published
+
+
+def move_file(path: Path, target: Path) -> Path:
+    """Move the file `path` to `target` without replacing anything: to ``target.1``,
+    ``target.2``... when that name is taken (a hard link, which fails on an existing name,
+    then the unlink); both folders fsynced. Return where it went."""
+    candidate, n = target, 0
+    while True:
+        try:
+            os.link(path, candidate)
+            break
+        except FileExistsError:
+            n += 1
+            candidate = target.with_name(f"{target.name}.{n}")
+    os.unlink(path)
+    fsync_dir(candidate.parent)
+    fsync_dir(path.parent)
+    return candidate
 
 
 def move_into(staged: Path, folder: Path, last: Sequence[str] = ()) -> None:

@@ -53,7 +53,9 @@ def store_verify(
     old_store: Path | None = OLD_STORE,
     store: Path | None = store_option(),
     repair: bool = typer.Option(
-        False, help="Drop damaged shards' vectors, so the next extract computes them again."
+        False,
+        help="Drop damaged shards' vectors, so the next extract computes them again; their "
+        "files are moved to STORE/quarantine/, never deleted.",
     ),
 ) -> None:
     """Exit 0 only if every shard matches its checksum, every registered vector reads back
@@ -67,6 +69,14 @@ def store_verify(
         out.print(f"problem: {problem}")
     for name in report.repaired:
         out.print(f"repaired: shard {name} dropped; extract again to recompute its vectors")
+    for where in report.quarantined:
+        out.print(f"kept: {where} (the damaged file, moved to quarantine; nothing was deleted)")
+    if report.quarantine_files:
+        out.print(
+            f"note: {report.quarantine_files} damaged shard file(s) kept in quarantine/ "
+            "(moved there, never deleted; a .json beside each says why): inspect them, then "
+            "delete them yourself when you no longer need them"
+        )
     for folder in report.runtime_models_removed:
         out.print(f"repaired: runtime model {folder} removed; the next run converts it again")
     out.print(

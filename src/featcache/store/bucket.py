@@ -36,11 +36,13 @@ from featcache.store.paths import featcache_name, relative_name
 from featcache.store.records import ShardInfo, ShardRecord
 from featcache.store.shards import (
     NPY_HEADER_BYTES,
+    QUARANTINE_FOLDER,
     SHARDS_FOLDER,
     ShardCheck,
     ShardFiles,
     header_problem,
     past_end,
+    quarantine_note,
     read_npy_header,
 )
 
@@ -418,6 +420,32 @@ class BucketShardFiles(ShardFiles):
     def remove(self, name: str) -> None:
         if self.removable(name):
             self.files.remove(self._key(name))
+
+    def quarantine(self, record: ShardRecord, problem: str) -> str | None:
+        """Move the damaged shard object to ``URL/quarantine/shards/NAME`` (a copy, then the
+        delete), its record and `problem` in ``NAME.json`` beside it; None when it stays (a
+        name featcache would not have written, or one leading outside the store)."""
+        if not self.removable(record.name):
+            return None
+        key = self._key(record.name)
+        target = f"{QUARANTINE_FOLDER}/{key}"
+        try:
+            self.files.fs.copy(self.files.full(key), self.files.full(target))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise StoreError(f"{self.where(record.name)}: quarantining failed ({exc})") from exc
+        self.files.put(f"{target}.json", quarantine_note(record, problem))
+        self.files.remove(key)
+        return self.files.where(target)
+
+    def quarantined(self) -> list[str]:
+        folder = f"{QUARANTINE_FOLDER}/{SHARDS_FOLDER}"
+        return sorted(
+            self.files.where(f"{folder}/{name}")
+            for name, _ in self.files.names(folder)
+            if not name.endswith(".json")
+        )
 
     def discard(self, name: str) -> None:
         self.files.remove(self._key(name))

@@ -305,7 +305,8 @@ class FeatureStore:
         Each shard involved is checked once per store object (its size, and its SHA-256
         when its mtime changed). Keys in a damaged shard are left out, so extraction
         computes them again; when the store is writable, the damaged shard is unregistered
-        and deleted first (the problem is kept in `repairs`).
+        and its file moved to ``STORE/quarantine/`` first (the problem is kept in
+        `repairs`).
         """
         where = self._catalog.shard_ids(list(keys), fingerprint, layer)
         todo = set(where.values()) - self._intact_ids
@@ -342,13 +343,15 @@ class FeatureStore:
         return damaged
 
     def _forget_damaged(self, damaged: Sequence[tuple[ShardRecord, str]]) -> None:
+        """Unregister damaged shards and move their files to quarantine (never deleted)."""
         self._catalog.forget_shards([record.id for record, _ in damaged])
         for record, problem in damaged:
             with self._maps_lock:
                 self._maps.pop(record.name, None)
             self._intact_names.discard(record.name)
-            self._shards.remove(record.name)
-            self.repairs.append(f"{problem}; its vectors will be computed again")
+            where = self._shards.quarantine(record, problem)
+            kept = f"; the file was moved to {where} (nothing deleted)" if where else ""
+            self.repairs.append(f"{problem}{kept}; its vectors will be computed again")
 
     def put_batch(
         self,
@@ -979,6 +982,7 @@ class FeatureStore:
         with self._maps_lock:  # release the memory maps before a possible delete
             self._maps.clear()
         report = maintenance.verify(self._catalog, self._shards, repair=repair, store=self.location)
+        report.quarantine_files = len(self._shards.quarantined())
         self._intact_ids.clear()
         self._intact_names.clear()
         runtimes = self._runtimes.audit(self.location, repair=repair)

@@ -20,7 +20,7 @@ from featcache.store.catalog import Catalog
 from featcache.store.commands import store_command
 from featcache.store.records import GcReport, VerifyReport
 from featcache.store.runtime_files import RUNTIMES_FOLDER
-from featcache.store.shards import SHARDS_FOLDER, TMP_PREFIX, ShardFiles
+from featcache.store.shards import QUARANTINE_FOLDER, SHARDS_FOLDER, TMP_PREFIX, ShardFiles
 
 __all__ = ["gc", "info", "stale_temporaries", "verify"]
 
@@ -85,9 +85,11 @@ def verify(
 ) -> VerifyReport:
     """Re-hash every registered shard, read back every vector, account for every file.
 
-    Damaged shards (missing, truncated, changed since written, or holding NaN/infinity) are
-    named in ``report.damaged``. With `repair`, their vectors are dropped from the catalog and
-    their files deleted, so the next ``extract`` computes those images again; vectors that
+    Damaged shards (missing, truncated, changed since written, a header contradicting the
+    record, or holding NaN/infinity) are named in ``report.damaged``. With `repair`, their
+    vectors are dropped from the catalog and their files moved to ``STORE/quarantine/``
+    (``report.quarantined``; nothing is deleted), so the next ``extract`` computes those
+    images again; vectors that
     point to no shard are dropped too, and rows sharing a dataset path are merged. `store`
     names the store in the commands the problems suggest.
     """
@@ -123,20 +125,23 @@ def verify(
         elif used and not np.isfinite(np.asarray(matrix[sorted(used)])).all():
             damaged[record.id] = f"{path}: holds NaN or infinity"
         del matrix  # release the memory map before a possible delete
-    names = {r.id: r.name for r in catalog.shards()}
-    report.damaged = [names[i] for i in damaged]
+    records = {r.id: r for r in catalog.shards()}
+    report.damaged = [records[i].name for i in damaged]
     dangling = catalog.dangling_vectors()
     if repair:
         report.vectors_dropped = catalog.forget_shards(list(damaged))
-        for shard_id in damaged:
-            shards.remove(names[shard_id])
+        for shard_id, problem in damaged.items():
+            where = shards.quarantine(records[shard_id], problem)
+            if where is not None:
+                report.quarantined.append(where)
         report.repaired = list(report.damaged)
         report.vectors_dropped += catalog.drop_dangling_vectors() if dangling else 0
         catalog.dedupe_dataset_rows()
     else:
         fix = store_command("store verify", store, "--repair")
         report.problems += [
-            f"{problem}; '{fix}' drops its vectors, then extract computes them again"
+            f"{problem}; '{fix}' drops its vectors and moves the file to "
+            f"{QUARANTINE_FOLDER}/ (nothing is deleted), then extract computes them again"
             for problem in damaged.values()
         ]
         if dangling:

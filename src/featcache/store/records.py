@@ -213,7 +213,10 @@ class VerifyReport:
     """What `FeatureStore.verify` found; ``ok`` when there are no problems.
 
     `damaged` names the registered shards whose file is missing, truncated, changed or
-    holds NaN/infinity; `repaired` the ones whose vectors ``repair=True`` dropped.
+    holds NaN/infinity; `repaired` the ones whose vectors ``repair=True`` dropped, and
+    `quarantined` where their files went (``STORE/quarantine/``: never deleted).
+    `quarantine_files` counts the shard files the quarantine folder holds (from this run and
+    earlier ones), for their owner to inspect or delete.
     """
 
     shards: int = 0
@@ -225,6 +228,8 @@ class VerifyReport:
     runtime_models: int = 0  # sound converted models in ``runtimes/``
     runtime_models_removed: list[str] = field(default_factory=list)  # damaged, by repair
     heads: int = 0  # head versions whose file is inside the store and matches its digest
+    quarantined: list[str] = field(default_factory=list)
+    quarantine_files: int = 0
 
     @property
     def ok(self) -> bool:

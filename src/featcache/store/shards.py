@@ -10,10 +10,13 @@ unregistered shard, both of which `FeatureStore.gc` removes. Everything outside 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
+import json
 import os
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from featcache._io import (
     atomic_write_bytes,
     describe_failure,
     file_sha256,
+    move_file,
 )
 from featcache.errors import StoreError, UnsafePathError
 from featcache.store.commands import store_command
@@ -36,12 +40,14 @@ from featcache.store.records import ShardInfo, ShardRecord
 
 __all__ = [
     "NPY_HEADER_BYTES",
+    "QUARANTINE_FOLDER",
     "SHARDS_FOLDER",
     "STORAGE_DTYPES",
     "TMP_PREFIX",
     "ShardCheck",
     "ShardFiles",
     "header_problem",
+    "quarantine_note",
     "read_npy_header",
 ]
 
@@ -49,6 +55,9 @@ __all__ = [
 STORAGE_DTYPES = ("float32", "float16")
 
 SHARDS_FOLDER = "shards"
+#: Where damaged shards go instead of being deleted: ``STORE/quarantine/shards/NAME``, each
+#: with ``NAME.json`` beside it (its catalog record and what was wrong).
+QUARANTINE_FOLDER = "quarantine"
 
 
 @dataclass(frozen=True)
@@ -317,6 +326,48 @@ class ShardFiles:
         with contextlib.suppress(OSError):  # a read-only folder: verify and gc report it
             self.path(name).unlink(missing_ok=True)
 
+    def quarantine(self, record: ShardRecord, problem: str) -> str | None:
+        """Move the damaged shard `record` names to ``STORE/quarantine/shards/`` (its record
+        and `problem` in a ``.json`` beside it) instead of deleting it: whatever it holds is
+        kept for its owner to inspect. Return where it went, or None when it stays where it
+        is (a file featcache would not have named, a symlink, or a name or quarantine folder
+        leading outside the store); `StoreError` if it cannot be moved."""
+        self._layouts.pop(record.name, None)
+        if not self.removable(record.name):
+            return None
+        store_dir = self.root.parent
+        relative = f"{QUARANTINE_FOLDER}/{SHARDS_FOLDER}/{record.name}"
+        try:  # checked before the folders are made, and after: a planted symlink leads nowhere
+            target = contained(store_dir, relative, "quarantine")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target = contained(store_dir, relative, "quarantine")
+        except UnsafePathError:
+            return None  # the file stays where it is, unregistered
+        except OSError as exc:
+            raise StoreError(describe_failure(target.parent, "quarantining a shard", exc)) from exc
+        try:
+            moved = move_file(self.path(record.name), target)
+            atomic_write_bytes(
+                moved.with_name(moved.name + ".json"), quarantine_note(record, problem)
+            )
+        except FileNotFoundError:
+            return None  # nothing left to keep (a missing shard)
+        except OSError as exc:
+            raise StoreError(describe_failure(target, "quarantining a shard", exc)) from exc
+        return str(moved)
+
+    def quarantined(self) -> list[str]:
+        """The shard files in ``STORE/quarantine/shards/`` (not their ``.json`` notes);
+        symlinked folders are not entered."""
+        folder = self.root.parent / QUARANTINE_FOLDER / SHARDS_FOLDER
+        if not folder.is_dir() or folder.is_symlink() or folder.parent.is_symlink():
+            return []
+        found = []
+        for here, dirs, files in os.walk(folder):  # never follows symlinked folders
+            found += [str(Path(here) / f) for f in files if not f.endswith(".json")]
+            dirs[:] = [d for d in dirs if not (Path(here) / d).is_symlink()]
+        return sorted(found)
+
     def discard(self, name: str) -> None:
         """Delete the shard file `name` (or a temporary of one) that a writer of this store
         left unregistered; `StoreError` if it cannot be removed."""
@@ -341,6 +392,15 @@ class ShardFiles:
                 except FileNotFoundError:  # removed meanwhile (another process's rename or gc)
                     continue
             dirs[:] = [d for d in dirs if not (Path(folder) / d).is_symlink()]
+
+
+def quarantine_note(record: ShardRecord, problem: str) -> bytes:
+    """The ``.json`` kept beside a quarantined shard: its catalog record and the problem."""
+    return json.dumps(
+        {"record": dataclasses.asdict(record), "problem": problem, "moved": time.time()},
+        indent=1,
+        sort_keys=True,
+    ).encode()
 
 
 #: Bytes enough for any .npy header numpy reads (it refuses headers past 10,000 bytes).
