@@ -89,12 +89,14 @@ from featcache.store.schema import (
 )
 from featcache.store.shards import (
     NPY_HEADER_BYTES,
+    QUARANTINE_FOLDER,
     SHARDS_FOLDER,
     STORAGE_DTYPES,
     TMP_PREFIX,
     ShardCheck,
     ShardFiles,
     header_problem,
+    quarantine_note,
     read_npy_header,
 )
 from featcache.store.streaming import (
@@ -122,6 +124,7 @@ __all__ = [
     "NPY_HEADER_BYTES",
     "POSTGRES_SCHEMES",
     "POSTGRES_TABLES",
+    "QUARANTINE_FOLDER",
     "RUNTIMES_FOLDER",
     "SCHEMA_VERSION",
     "SHARDS_FOLDER",
@@ -184,6 +187,7 @@ __all__ = [
     "normalize_split",
     "open_regular",
     "plain_name",
+    "quarantine_note",
     "read_json",
     "read_npy_header",
     "redact_url",
