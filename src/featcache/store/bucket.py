@@ -115,6 +115,8 @@ class BucketFiles:
                 f"{url}: stores on object storage need fsspec and s3fs; pip install 'featcache[s3]'"
             ) from exc
         self.url = url.rstrip("/")
+        self._lock = threading.Lock()
+        self._etags: dict[str, str] = {}
         try:
             self.fs: Any
             self.fs, self.root = fsspec.core.url_to_fs(self.url)
@@ -122,6 +124,12 @@ class BucketFiles:
             raise ConfigError(
                 f"{url}: no filesystem for this URL ({exc}); for s3:// pip install 'featcache[s3]'"
             ) from exc
+
+    def version(self, name: str) -> str:
+        """The ETag `stat` last saw for `name` ("" if none): an object rewritten within the
+        same second with the same size keeps its (size, mtime) but not its ETag."""
+        with self._lock:
+            return self._etags.get(name, "")
 
     def full(self, name: str) -> str:
         return f"{self.root}/{name}"
@@ -146,8 +154,11 @@ class BucketFiles:
             raise StoreError(f"{self.where(name)}: reading the object failed ({exc})") from exc
 
     def stat(self, name: str) -> tuple[int, int]:
-        """(size, mtime in ns); `FileNotFoundError` when there is no such object."""
+        """(size, mtime in ns); `FileNotFoundError` when there is no such object. The
+        object's ETag is remembered for `version`."""
         info = self.fs.info(self.full(name))
+        with self._lock:
+            self._etags[name] = str(info.get("ETag") or info.get("etag") or "")
         modified = info.get("LastModified") or info.get("mtime") or info.get("updated")
         stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified or 0)
         return int(info["size"]), int(stamp * 1e9)
@@ -197,7 +208,10 @@ class BlockCache:
         end = min(end, size)
         if start >= end:
             return b""
-        tag = hashlib.sha256(f"{name}|{stamp[0]}|{stamp[1]}".encode()).hexdigest()[:32]
+        # the ETag too: LastModified has whole seconds, and a rewrite within one second
+        # with the same size would otherwise be served from the old object's blocks
+        version = files.version(name)
+        tag = hashlib.sha256(f"{name}|{stamp[0]}|{stamp[1]}|{version}".encode()).hexdigest()[:32]
         parts = []
         for index in range(start // self.block, (end - 1) // self.block + 1):
             data = self._block(files, name, tag, index, size)
