@@ -157,3 +157,21 @@ def test_each_unanswered_copy_is_named_by_its_own_path(tmp_path: Path) -> None:
     assert code == 3
     assert f"Image 0: {first}\n  error: {first}: not in the store" in output
     assert f"Image 1: {second}\n  error: {second}: not in the store" in output
+
+
+def test_export_chooses_the_vectors_as_train_and_doctor_do(tmp_path: Path) -> None:
+    """A VGG16 dataset: export without --layer writes fc2 (it said fc7 was missing)."""
+    rows = [DatasetRow(f"{i:064x}", f"/x/{i}.png", i % 2, None) for i in range(6)]
+    store = tmp_path / "v.fc"
+    with FeatureStore(store) as fs:
+        fs.register_extractor("b" * 64, {"network": "vgg16", "weights_note": "RANDOM"})
+        fs.put_batch([r.key for r in rows], {"fc2": np.ones((6, 4), np.float32)}, "b" * 64)
+        fs.add_dataset("v", rows, ["a", "b"])
+    out = tmp_path / "v.npz"
+    code, output = _run("export", "--store", str(store), "--dataset", "v", "--out", str(out))
+    assert code == 0, output
+    with np.load(out) as saved:
+        assert saved["features"].shape == (6, 4)
+    code, output = _run("export", "--store", str(store), "--dataset", "v", "--out", str(out),
+                        "--backbone", "alexnet")  # fmt: skip
+    assert code == 1 and "alexnet" in output

@@ -235,15 +235,29 @@ def export(
     store: Path = typer.Option(..., "--store", help="Feature store directory."),
     dataset: str = typer.Option(..., "--dataset", help="Dataset name."),
     out_path: Path = typer.Option(..., "--out", help="FILE.npz or FILE.parquet."),
-    layer: str = typer.Option("fc7", help="Layer to export."),
+    layer: str | None = typer.Option(
+        None,
+        help="Layer to export [default: the backbone's: alexnet fc7, vgg16 fc2, resnet50 "
+        "avg_pool].",
+    ),
+    backbone: str | None = typer.Option(
+        None,
+        help="Whose vectors: alexnet, vgg16 or resnet50 [default: the one the dataset has "
+        "vectors of; alexnet if several].",
+    ),
     fingerprint: str | None = typer.Option(None, help="Extractor, if the dataset has several."),
 ) -> None:
     """Write a dataset's keys, paths, labels, splits and vectors to .npz or Parquet."""
+    from featcache.extractor.stored import resolve_vectors
     from featcache.store import FeatureStore, export_vectors
 
     with FeatureStore(store, create=False, read_only=True) as fs:
         fs.dataset(dataset)  # an unknown dataset is named as such, with the known ones
-        fingerprint = fs.resolve_fingerprint(dataset, layer, fingerprint)
+        # the same choice of vectors as train and doctor make
+        chosen = resolve_vectors(
+            fs, dataset, backbone=backbone, layer=layer, fingerprint=fingerprint
+        )
+        layer, fingerprint = chosen.layer, chosen.fingerprint
         path = export_vectors(fs, dataset, out_path, layer=layer, fingerprint=fingerprint)
         weights_note = fs.extractors().get(fingerprint, {}).get("weights_note")
     out.print(f"wrote {path}")
