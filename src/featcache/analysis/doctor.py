@@ -523,33 +523,23 @@ def _either(knn: np.ndarray, centroid: np.ndarray | None) -> np.ndarray:
 def _outlier_scores(
     pairs: NearPairs, labels: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Two distances per distinct image, each 1 - a cosine of the vectors as they are (not
-    centred): to its `k` nearest neighbours (mean; the neighbours the centred search found),
-    and to the nearest class centroid. Outliers that resemble one another (pure noise
-    through a network looks alike) are each other's neighbours, so the first misses them
-    when they are many; the second does not, and misses an odd picture within a class.
-    `_either` combines them (recall of each alone: README, "doctor").
-
-    Not centred, as deep-kNN out-of-distribution detection (Sun et al., 2022) and Datalab
-    measure it: centring serves the duplicate search (it spreads the similarities of
-    all-positive ReLU vectors) but removes the shared direction along which a picture
-    unlike the whole set differs; on the planted digits the centred distances ranked 5 to 8
-    of the 10 planted outliers first (README, "Against its peers")."""
-    vi = pairs.vectors
-    sims = pairs.knn_similarity[:, :k].astype(np.float64)
+    """Two distances per distinct image, each 1 - a cosine: to its `k` nearest neighbours
+    (mean), and to the nearest class centroid. Outliers that resemble one another (pure
+    noise through a network looks alike) are each other's neighbours, so the first misses
+    them when they are many; the second does not, and misses an odd picture within a
+    class. `_either` combines them (recall of each alone: README, "doctor")."""
+    sims = pairs.knn_similarity[:, :k]
     valid = np.isfinite(sims)
-    rows = np.broadcast_to(np.arange(len(sims))[:, None], sims.shape)
-    near = np.where(valid, pairs.knn_index[:, :k], rows)
-    plain = vi.plain_cosine(rows, near, np.where(valid, sims, 0.0))
-    knn = 1.0 - np.where(valid, plain, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    knn = 1.0 - np.where(valid, sims, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
     present = np.unique(labels[labels >= 0])
     if len(present) < 2:
         return knn, None
+    vi = pairs.vectors
     n, d = vi.X.shape
     sums = np.zeros((len(present), d))
     blocks = []
     for start in range(0, n, 4096):
-        block = vi.plain_unit_block(start, min(n, start + 4096))
+        block = vi.unit_block(start, min(n, start + 4096))
         lab = labels[start : start + 4096]
         for j, c in enumerate(present.tolist()):
             sums[j] += block[lab == c].sum(axis=0, dtype=np.float64)
@@ -559,9 +549,9 @@ def _outlier_scores(
     )
     nearest = np.empty(n)
     for start, size in blocks:
-        nearest[start : start + size] = (
-            vi.plain_unit_block(start, start + size) @ centroids.T
-        ).max(axis=1)
+        nearest[start : start + size] = (vi.unit_block(start, start + size) @ centroids.T).max(
+            axis=1
+        )
     return knn, 1.0 - nearest
 
 

@@ -105,18 +105,14 @@ def source_order(paths: Sequence[str], labels: np.ndarray | None = None) -> np.n
 
 
 def _knn_graph(X: Any, k: int) -> Any:
-    """A sparse kNN graph of the rows, as Datalab's `knn_graph` takes it: k neighbours per
-    row (by centred cosine), nearest first, at the cosine distance of the vectors as they are
-    (as doctor's outlier distances; Datalab measures its own graphs so)."""
+    """A sparse kNN graph of the rows (cosine distance of the centred vectors), as Datalab's
+    `knn_graph` takes it: k neighbours per row, nearest first."""
     from scipy.sparse import csr_matrix
 
-    vi = VectorIndex.build(X)
-    nb = vector_neighbours(vi, k)
+    nb = vector_neighbours(VectorIndex.build(X), k)
     n, k = nb.index.shape
     k = min(k, n - 1)
-    rows = np.broadcast_to(np.arange(n)[:, None], (n, k))
-    plain = vi.plain_cosine(rows, nb.index[:, :k], nb.similarity[:, :k].astype(np.float64))
-    distance = np.clip(1.0 - plain, 1e-9, None)
+    distance = np.clip(1.0 - nb.similarity[:, :k].astype(np.float64), 1e-9, None)
     return csr_matrix(
         (distance.ravel(), nb.index[:, :k].ravel(), np.arange(0, n * k + 1, k)), shape=(n, n)
     )

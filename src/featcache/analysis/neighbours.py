@@ -54,14 +54,12 @@ def _read(X: Any, index: slice | np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class VectorIndex:
-    """What the full-dimension re-scoring needs: the mean, each row's centred norm and x·mean;
-    and each row's own length, for cosines of the vectors as they are (`plain_cosine`)."""
+    """What the full-dimension re-scoring needs: the mean, each row's centred norm and x·mean."""
 
     X: Any  # an array or a row source (`StoredRows`), read a block at a time
     mean: np.ndarray
     norms: np.ndarray
     dot_mean: np.ndarray
-    lengths: np.ndarray
 
     @classmethod
     def build(cls, X: Any) -> VectorIndex:
@@ -78,30 +76,12 @@ class VectorIndex:
         centred = squares - 2 * dot_mean + float(mean @ mean)
         norms = np.sqrt(np.maximum(centred, 0.0))
         norms[norms < 1e-12] = 1.0  # a row equal to the mean: cosine 0 with everything
-        lengths = np.sqrt(squares)
-        lengths[lengths < 1e-12] = 1.0
-        return cls(X, mean, norms, dot_mean, lengths)
+        return cls(X, mean, norms, dot_mean)
 
     def unit_block(self, start: int, stop: int) -> np.ndarray:
         block: np.ndarray = _read(self.X, slice(start, stop)) - self.mean
         block /= self.norms[start:stop, None].astype(np.float32)
         return block
-
-    def plain_unit_block(self, start: int, stop: int) -> np.ndarray:
-        """Rows start..stop as unit vectors, not centred."""
-        block: np.ndarray = _read(self.X, slice(start, stop))
-        return block / self.lengths[start:stop, None].astype(np.float32)
-
-    def plain_cosine(self, a: np.ndarray, b: np.ndarray, centred: np.ndarray) -> np.ndarray:
-        """Cosine of the vectors as they are (not centred) of the row pairs (a, b) (arrays of
-        any one shape), from their centred cosine `centred`, without reading a vector:
-        x·y = c·|x-m|·|y-m| + x·m + y·m - m·m."""
-        dots = (
-            centred * self.norms[a] * self.norms[b]
-            + self.dot_mean[a] + self.dot_mean[b] - float(self.mean @ self.mean)
-        )  # fmt: skip
-        out: np.ndarray = np.clip(dots / (self.lengths[a] * self.lengths[b]), -1.0, 1.0)
-        return out
 
     def cosine(self, a: np.ndarray, b: np.ndarray, chunk: int = 4096) -> np.ndarray:
         """Exact centred cosine of the row pairs (a[i], b[i])."""
