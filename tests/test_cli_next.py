@@ -175,3 +175,12 @@ def test_export_chooses_the_vectors_as_train_and_doctor_do(tmp_path: Path) -> No
     code, output = _run("export", "--store", str(store), "--dataset", "v", "--out", str(out),
                         "--backbone", "alexnet")  # fmt: skip
     assert code == 1 and "alexnet" in output
+
+
+def test_a_mistyped_store_says_how_to_make_one(tmp_path: Path) -> None:
+    code, output = _run("train", "--store", str(tmp_path / "photo.fc"), "--dataset", "d")
+    assert code == 1
+    assert "no feature store here (no catalog.sqlite); check the path, or make one: " in output
+    assert f"featcache extract IMAGES --store {tmp_path / 'photo.fc'} --weights WEIGHTS" in (
+        " ".join(output.split())
+    )

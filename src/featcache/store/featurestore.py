@@ -41,7 +41,7 @@ from featcache.store.bucket import (
     store_url,
 )
 from featcache.store.catalog import Catalog
-from featcache.store.commands import extract_command, source_path, store_command
+from featcache.store.commands import extract_command, shell_word, source_path, store_command
 from featcache.store.heads import HEADS_FOLDER, HeadFiles
 from featcache.store.location import server_catalog
 from featcache.store.names import (
@@ -190,7 +190,12 @@ class FeatureStore:
             self._refuse_empty_catalog(catalog)
         if not catalog.exists():
             if not create or read_only:
-                raise NotFoundError(f"{self.path}: no feature store here (no {CATALOG_FILE})")
+                raise NotFoundError(
+                    f"{self.path}: no feature store here (no {CATALOG_FILE}); check the path, "
+                    "or make one: "
+                    f"featcache extract IMAGES --store {shell_word(str(self.path))} "
+                    "--weights WEIGHTS"
+                )
             if self.path.exists() and not self.path.is_dir():
                 raise StoreError(f"{self.path}: exists and is not a directory")
             try:
