@@ -335,3 +335,42 @@ def test_huge_or_deep_runtime_manifests_are_refused(copy: Path) -> None:
     with pytest.raises(StoreError, match=r"manifest\.json: unreadable .*not a regular file"):
         store.runtime_models.find(FP, NAME)
     store.close()
+
+
+def test_verify_lists_every_crafted_row_and_carries_on(copy: Path) -> None:
+    from typer.testing import CliRunner
+
+    from featcache.cli import app
+
+    _sql(
+        copy,
+        "UPDATE dataset_rows SET label='abc' WHERE idx=0;"
+        "UPDATE dataset_rows SET path='img' || char(27) || '[31mred' || char(0) || '.png' "
+        "WHERE idx=1;"
+        "UPDATE datasets SET class_names='[1, 2]';"
+        "UPDATE heads SET meta='[1]', file='heads/../../x';"
+        "UPDATE shards SET dtype='object', rows=-5;"
+        "UPDATE extractors SET spec='not json';",
+    )
+    with FeatureStore(copy, read_only=True, create=False) as store:
+        problems = store.verify().problems  # never raises on the first one
+    wanted = [
+        r"table 'dataset_rows' row \(dataset='d', idx='0'\) field 'label': 'abc' is not an integer",
+        r"table 'dataset_rows' row \(dataset='d', idx='1'\) field 'path': .* control characters",
+        r"table 'datasets' row \(name='d'\) field 'class_names': not a list of strs",
+        r"table 'heads' row \(name='h', version='1'\) field 'meta': a JSON dict was expected",
+        r"table 'heads' row \(name='h', version='1'\) field 'file': 'heads/\.\./\.\./x' is not a "
+        r"relative name",
+        r"table 'shards' row \(id='1'\) field 'dtype': 'object' is not one of float32, float16",
+        r"table 'shards' row \(id='1'\) field 'rows': -5 is outside",
+        r"table 'extractors' row \(fingerprint='.*'\) field 'spec': not JSON",
+        r"shard holds dtype <f4, its record says 'object'",  # and the shard checks ran on
+    ]
+    for pattern in wanted:
+        assert any(re.search(pattern, p) for p in problems), (pattern, problems)
+    result = CliRunner().invoke(app, ["store", "verify", "--store", str(copy)])
+    assert (
+        result.exit_code == 3
+        and "field 'label'" in result.output
+        and "field 'spec'" in result.output
+    )

@@ -5,6 +5,7 @@ or under one object-storage URL.
 maintenance, name rules, records), exported so that every public name has one home here.
 """
 
+from featcache.store.audit import MAX_LISTED, audit_catalog, control_characters
 from featcache.store.bucket import (
     BLOCK_BYTES,
     CACHE_BYTES_ENV,
@@ -119,6 +120,7 @@ __all__ = [
     "JSON_LIMIT",
     "KEY_ENV",
     "MAX_HEAD_BYTES",
+    "MAX_LISTED",
     "MAX_OPEN_SHARDS",
     "NAME_RULE",
     "NPY_HEADER_BYTES",
@@ -164,9 +166,11 @@ __all__ = [
     "VectorBatch",
     "VectorRow",
     "VerifyReport",
+    "audit_catalog",
     "cache_folder",
     "canonical_json",
     "contained",
+    "control_characters",
     "copy_store",
     "create_or_migrate",
     "dedupe_rows",

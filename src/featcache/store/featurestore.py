@@ -31,6 +31,7 @@ import numpy as np
 from featcache._io import atomic_write_bytes
 from featcache.errors import ConfigError, HeadError, NotFoundError, StoreError
 from featcache.store import maintenance
+from featcache.store.audit import audit_catalog
 from featcache.store.bucket import (
     BlockCache,
     BucketFiles,
@@ -986,7 +987,15 @@ class FeatureStore:
         """
         with self._maps_lock:  # release the memory maps before a possible delete
             self._maps.clear()
-        report = maintenance.verify(self._catalog, self._shards, repair=repair, store=self.location)
+        # every crafted row is listed (table, row, field, what) and verify carries on
+        crafted = audit_catalog(self._catalog)
+        try:
+            report = maintenance.verify(
+                self._catalog, self._shards, repair=repair, store=self.location
+            )
+        except StoreError as exc:  # a crafted value the shard checks could not get past
+            report = VerifyReport(problems=[str(exc)])
+        report.problems[:0] = crafted
         report.quarantine_files = len(self._shards.quarantined())
         self._intact_ids.clear()
         self._intact_names.clear()
@@ -1001,7 +1010,13 @@ class FeatureStore:
             "removes it once older than --grace)"
             for path in maintenance.stale_temporaries(self.path, time.time() + 1)
         ]
-        for record in self.heads():
+        try:
+            heads = self.heads()
+        except StoreError as exc:  # crafted metadata: listed by the audit above
+            heads = []
+            if not crafted:
+                report.problems.append(str(exc))
+        for record in heads:
             try:  # the file is resolved inside heads/ and read only if it is a regular file
                 payload = self.head_bytes(record)
             except HeadError as exc:
