@@ -342,31 +342,6 @@ def test_head_named_as_the_other_commands_name_it(stores: dict, tmp_path: Path) 
     assert refused.exit_code != 0 and "softmax" in refused.output and "2" in refused.output
 
 
-def test_heads_of_other_backbones_are_refused_naming_what_is_supported(
-    tmp_path: Path, narrow_backbones: int
-) -> None:
-    from conftest import write_images
-    from featcache.classifier.train import train_head
-    from featcache.export import ExportConfig, export_model
-    from featcache.extractor.pipeline import ExtractConfig, extract
-    from featcache.extractor.registry import backbone_named
-    from featcache.store import FeatureStore
-
-    weights = backbone_named("vgg16").write_demo_weights(tmp_path / "vgg16.h5", 0)
-    write_images(tmp_path / "pics", 10)
-    store = FeatureStore(tmp_path / "store")
-    config = ExtractConfig(backbone="vgg16", layers=("fc2",))
-    extract(tmp_path / "pics", weights, store, dataset="pics", config=config)
-    train_head(store, "pics", layer="fc2", name="h", params={"random_state": 0})
-    with pytest.raises(
-        ConfigError,
-        match=r"trained on vgg16 vectors: export-model builds heads "
-        r"of AlexNet only \(of the backbones \['alexnet', 'vgg16', 'resnet50'\]\)",
-    ):
-        export_model(store, "h", weights, tmp_path / "out", ExportConfig("onnx"))  # fmt: skip
-    assert not (tmp_path / "out").exists()
-
-
 _KILL_WHILE_WRITING = """
 import builtins, io, os, signal, sys
 from featcache.extractor import weights

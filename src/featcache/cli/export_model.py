@@ -15,11 +15,12 @@ __all__ = ["export_model"]
 
 
 def _summary(verification: dict[str, Any]) -> str:
+    side = verification.get("input_size", 227)  # records before VGG16/ResNet50: AlexNet's
     return (
         f"{verification['images_checked']} image(s) checked with {verification['runtime']} "
-        f"in a fresh process ({verification['images_at_input_size']} at 227x227, "
+        f"in a fresh process ({verification['images_at_input_size']} at {side}x{side}, "
         f"{verification['images_resized']} resized in the graph): max |diff| "
-        f"{verification['max_abs_diff_at_input_size']:.2g} at 227x227, "
+        f"{verification['max_abs_diff_at_input_size']:.2g} at {side}x{side}, "
         f"{verification['max_abs_diff_resized']:.2g} resized (tolerance "
         f"{verification['tolerance']['at_input_size']:g} / "
         f"{verification['tolerance']['resized']:g}); top-1 agreement "

@@ -38,6 +38,7 @@ from featcache.export.verify import (
     run_fresh,
     write_verification,
 )
+from featcache.extractor.registry import DEFAULT_BACKBONE, backbone_named, read_backbone_weights
 from featcache.store.featurestore import FeatureStore
 
 __all__ = ["ExportConfig", "ExportResult", "export_model"]
@@ -87,15 +88,8 @@ class ExportResult:
 
 def _extractor(store: FeatureStore, head: LoadedHead) -> dict[str, Any]:
     spec = dict(head.meta.get("extractor") or store.extractor_spec(head.fingerprint))
-    if spec.get("network", "alexnet") != "alexnet":
-        from featcache.extractor.registry import backbone_names
-
-        raise ConfigError(
-            f"head '{head.name}' v{head.version} was trained on {spec.get('network')} "
-            f"vectors: export-model builds heads of AlexNet only (of the backbones "
-            f"{list(backbone_names())}); answer this head with featcache predict or serve, or "
-            "export an AlexNet head (extract --backbone alexnet, then train)"
-        )
+    spec.setdefault("network", DEFAULT_BACKBONE)
+    backbone_named(str(spec["network"])).check_profile(str(spec["profile"]))
     if spec.get("precision", "float32") != "float32":
         raise ConfigError(
             f"head '{head.name}' v{head.version} was trained on {spec['precision']} vectors; "
@@ -174,9 +168,11 @@ def _metadata(
     classes = [int(c) for c in head.estimator.classes_]
     names = [head.label(c) for c in classes]
     note = head.meta.get("weights_note") or spec.get("weights_note")
+    backbone = backbone_named(str(spec["network"]))
     description = (
-        f"featcache head '{head.name}' v{head.version} ({head.meta.get('head')}) on AlexNet "
-        f"{head.layer}, profile {spec['profile']}: uint8 RGB images [N, H, W, 3] in, "
+        f"featcache head '{head.name}' v{head.version} ({head.meta.get('head')}) on "
+        f"{backbone.description.split(' (')[0]} {head.layer}, profile {spec['profile']}: "
+        "uint8 RGB images [N, H, W, 3] in, "
         f"probabilities [N, {len(classes)}] out"
     )
     return {
@@ -201,7 +197,7 @@ def _metadata(
         "preprocessing": {
             "profile": spec["profile"],
             "resize": spec["resize"],
-            "input_size": 227,
+            "input_size": backbone.input_size,
             "vectors_rounded_to_float16": float16,
             "pillow_pass_order": pillow_order,
         },
@@ -265,7 +261,6 @@ def export_model(
     (unless ``config.sample == 0``). Returns the `ExportResult`; check ``.passed``."""
     from featcache.export.graph import GraphSpec, build_module
     from featcache.export.ingraph import pillow_orders_passes
-    from featcache.extractor.weights import read_weights
 
     out = Path(out)
     _prepare_out(out, config.overwrite)
@@ -282,7 +277,7 @@ def export_model(
     if dataset and config.sample:
         sample = _sample(store, str(dataset), config.sample, config.max_pixels)
     float16 = _trained_on_float16(store, loaded, [s.key for s in sample])
-    read = read_weights(weights)
+    read = read_backbone_weights(weights, str(spec["network"]))
     if read.sha256 != spec["weights_sha256"]:
         raise WeightsError(
             f"{weights}: SHA-256 {read.sha256[:12]}... is not the {spec['weights_sha256'][:12]}"
@@ -293,7 +288,9 @@ def export_model(
     module = build_module(
         read.layers,
         head_layers(loaded.estimator),
-        GraphSpec(spec["profile"], spec["resize"], loaded.layer, float16, pillow_order),
+        GraphSpec(
+            spec["profile"], spec["resize"], loaded.layer, float16, pillow_order, spec["network"]
+        ),
     )
     staging = _staging(out)
     try:
@@ -302,7 +299,8 @@ def export_model(
         exported = time.perf_counter()
         verification = None
         if sample:
-            verification = _verify(store, loaded, Path(weights), sample, config, staging)
+            size = int(metadata["preprocessing"]["input_size"])
+            verification = _verify(store, loaded, Path(weights), sample, config, staging, size)
             verification["model_files"] = digests(config.format, staging)
             write_verification(staging, verification)
         _publish(staging, out)
@@ -327,19 +325,20 @@ def _verify(
     sample: list[SampleImage],
     config: ExportConfig,
     folder: Path,
+    size: int,
 ) -> dict[str, Any]:
     sample, reference = _reference(store, head, weights, sample, config.max_pixels)
     if not sample:
         raise ExportError(f"{folder}: predict answered none of the sampled images")
     rows, report = run_fresh(config.format, folder, [s.rgb for s in sample])
-    figures = compare(sample, reference, rows)
+    figures = compare(sample, reference, rows, size)
     names_match = report["class_names"] == [head.label(int(c)) for c in head.estimator.classes_]
     head_match = report["metadata"].get("head", {}).get("sha256") == head.record.sha256
     problems = []
     if not figures["within_tolerance"]:
         problems.append(
             f"probabilities differ from predict's by up to {figures['max_abs_diff']:.3g} "
-            f"(tolerance {TOLERANCE:g} at 227x227, {RESIZED_TOLERANCE:g} resized)"
+            f"(tolerance {TOLERANCE:g} at {size}x{size}, {RESIZED_TOLERANCE:g} resized)"
         )
     if not names_match:
         problems.append("the class names read back from the model are not the head's")

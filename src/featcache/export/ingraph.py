@@ -1,5 +1,6 @@
 """The profiles' preprocessing (`featcache.extractor.preprocess`) as TensorFlow ops, for the
-exported graph: uint8 RGB of any size in, the network's (N, 227, 227, 3) float32 input out.
+exported graph: uint8 RGB of any size in, the network's (N, S, S, 3) float32 input out (S:
+227 for AlexNet, 224 for VGG16 and ResNet50).
 
 Resizing is written as two small matrix products (one along the width, one along the
 height) whose coefficients are computed in the graph from the image's size, instead of a
@@ -57,27 +58,33 @@ def _centre_square(tf: Any, images: Any) -> Any:
     return images[:, top : top + side, left : left + side, :]
 
 
-def _pass(tf: Any, pixels: Any, matrix: Any, axis: str, rounded: bool) -> Any:
+def _pass(tf: Any, pixels: Any, matrix: Any, axis: str, rounded: bool, size: int) -> Any:
     shape = tf.shape(pixels)
     if axis == "width":
-        out = tf.einsum("nhwc,ow->nhoc", pixels, matrix(tf, shape[2], INPUT_SIZE))
+        out = tf.einsum("nhwc,ow->nhoc", pixels, matrix(tf, shape[2], size))
     else:
-        out = tf.einsum("nhwc,oh->nowc", pixels, matrix(tf, shape[1], INPUT_SIZE))
+        out = tf.einsum("nhwc,oh->nowc", pixels, matrix(tf, shape[1], size))
     if rounded:  # Pillow rounds (half up) and clips each pass to 0..255
         out = tf.clip_by_value(tf.floor(out + 0.5), 0.0, 255.0)
     return out
 
 
-def _resize(tf: Any, pixels: Any, matrix: Any, *, rounded: bool, pillow_order: bool) -> Any:
+def _resize(
+    tf: Any, pixels: Any, matrix: Any, *, rounded: bool, pillow_order: bool, size: int
+) -> Any:
     """Along the width, then the height; with `pillow_order`, height first when Pillow (13
     and later) would: the height shrinks by more than twice as many pixels as the width.
     Rounding between the passes makes the order matter (a quarter of the pixels off by one)."""
-    width_first = _pass(tf, _pass(tf, pixels, matrix, "width", rounded), matrix, "height", rounded)
+
+    def one(h: Any, axis: str) -> Any:
+        return _pass(tf, h, matrix, axis, rounded, size)
+
+    width_first = one(one(pixels, "width"), "height")
     if not pillow_order:
         return width_first
     shape = tf.shape(pixels)
-    shrink_h, shrink_w = shape[1] - INPUT_SIZE, shape[2] - INPUT_SIZE
-    height_first = _pass(tf, _pass(tf, pixels, matrix, "height", rounded), matrix, "width", rounded)
+    shrink_h, shrink_w = shape[1] - size, shape[2] - size
+    height_first = one(one(pixels, "height"), "width")
     # Both are computed and one kept (a select, not a branch: every converter maps it).
     return tf.where((shrink_h > 0) & (shrink_h > 2 * shrink_w), height_first, width_first)
 
@@ -90,18 +97,30 @@ def pillow_orders_passes() -> bool:
 
 
 def preprocess_images(
-    tf: Any, images: Any, profile: str, resize: str = "squash", *, pillow_order: bool = True
+    tf: Any,
+    images: Any,
+    profile: str,
+    resize: str = "squash",
+    *,
+    pillow_order: bool = True,
+    size: int = INPUT_SIZE,
+    mean_bgr: tuple[float, float, float] | None = None,
 ) -> Any:
-    """(N, H, W, 3) uint8 RGB tensor → (N, 227, 227, 3) float32 network input of `profile`.
+    """(N, H, W, 3) uint8 RGB tensor → (N, size, size, 3) float32 network input of `profile`.
 
-    `pillow_order` follows Pillow 13's choice of pass order (`pillow_orders_passes`)."""
+    `size` is the network's input side (AlexNet 227, VGG16 and ResNet50 224) and `mean_bgr`
+    the ``caffe`` profile's mean (default AlexNet's), as the backbone's registry entry gives
+    them; `pillow_order` follows Pillow 13's choice of pass order (`pillow_orders_passes`)."""
     check_profile(profile, resize)
     if resize == "crop":
         images = _centre_square(tf, images)
     pixels = tf.cast(images, tf.float32)
     if profile == "udacity":
         pixels = pixels - tf.reduce_mean(pixels, axis=[1, 2, 3], keepdims=True)
-        return _resize(tf, pixels, _legacy_matrix, rounded=False, pillow_order=False)
-    resized = _resize(tf, pixels, _pillow_matrix, rounded=True, pillow_order=pillow_order)
+        return _resize(tf, pixels, _legacy_matrix, rounded=False, pillow_order=False, size=size)
+    resized = _resize(
+        tf, pixels, _pillow_matrix, rounded=True, pillow_order=pillow_order, size=size
+    )
     bgr = tf.reverse(resized, axis=[3])
-    return bgr - tf.constant(CAFFE_MEAN_BGR, tf.float32)
+    mean = CAFFE_MEAN_BGR if mean_bgr is None else mean_bgr
+    return bgr - tf.constant([float(m) for m in mean], tf.float32)

@@ -8,7 +8,8 @@ read back from the file, the SHA-256 of every model file, and `predict`'s probab
 for the sample, so that `reverify` can run the file again later without the store and
 catch a changed (tampered, truncated) model.
 
-Tolerances: ``TOLERANCE`` (1e-4) on images at the network's input size (227x227), where the
+Tolerances: ``TOLERANCE`` (1e-4) on images at the network's input size (227x227 for AlexNet,
+224x224 for VGG16 and ResNet50: ``input_size`` in the record), where the
 graph's preprocessing is exact; ``RESIZED_TOLERANCE`` where the graph resized: the caffe
 profile's resize rounds like Pillow's 8-bit path, but sums in float32 rather than Pillow's
 22-bit fixed point, so 0.01-0.3% of the pixel values come out one level apart, which moved
@@ -131,15 +132,17 @@ def compare(
     sample: Sequence[SampleImage],
     reference: np.ndarray,
     exported: Sequence[np.ndarray],
+    input_size: int = INPUT_SIZE,
 ) -> dict[str, Any]:
-    """The figures of `verification.json` for `exported` rows against `reference` ones."""
+    """The figures of `verification.json` for `exported` rows against `reference` ones;
+    images of `input_size` squared (the network's) are held to `TOLERANCE`."""
     at_size: list[float] = []
     resized: list[float] = []
     images: list[dict[str, Any]] = []
     agree = 0
     for image, want, got in zip(sample, reference, exported, strict=True):
         diff = float(np.max(np.abs(np.asarray(got, np.float64) - want))) if len(want) else 0.0
-        same_size = image.rgb.shape[:2] == (INPUT_SIZE, INPUT_SIZE)
+        same_size = image.rgb.shape[:2] == (input_size, input_size)
         (at_size if same_size else resized).append(diff)
         top_want, top_got = int(np.argmax(want)), int(np.argmax(got))
         agree += top_want == top_got
@@ -159,6 +162,7 @@ def compare(
     worst_resized = max(resized, default=0.0)
     return {
         "images_checked": n,
+        "input_size": input_size,
         "images_at_input_size": len(at_size),
         "images_resized": len(resized),
         "max_abs_diff": max(worst_at_size, worst_resized),
@@ -202,6 +206,7 @@ def reverify(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, A
         paths = [str(image["path"]) for image in record["images"]]
         keys = [str(image["key"]) for image in record["images"]]
         reference = np.asarray(record["reference"], np.float64)
+        size = int(record.get("input_size", INPUT_SIZE))  # older records: AlexNet's
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ExportError(
             f"{record_file}: cannot be read ({exc}); re-verification needs the "
@@ -228,12 +233,12 @@ def reverify(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, A
         rows, report = [], {}
     figures: dict[str, Any] = {}
     if rows:
-        figures = compare(sample, reference, rows)
+        figures = compare(sample, reference, rows, size)
         if not figures["within_tolerance"]:
             problems.append(
                 f"{folder}: probabilities differ from predict's by up to "
                 f"{figures['max_abs_diff']:.3g} (tolerance {TOLERANCE:g} at "
-                f"{INPUT_SIZE}x{INPUT_SIZE}, {RESIZED_TOLERANCE:g} resized)"
+                f"{size}x{size}, {RESIZED_TOLERANCE:g} resized)"
             )
         if report.get("class_names") != record.get("class_names"):
             problems.append(f"{folder}: the class names in the model are not the recorded ones")

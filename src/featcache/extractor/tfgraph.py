@@ -101,6 +101,18 @@ class GraphNetwork:
         function = tf.function(graph, input_signature=signature, autograph=False)
         return function.get_concrete_function(), names
 
+    def portable_graph(
+        self, x: Any, layers: Sequence[str], params: Mapping[str, tuple[Any, Any]]
+    ) -> dict[str, Any]:
+        """The float32 graph on the NHWC tensor `x` (preprocessed, input_size square) with
+        `params` ({layer: (weights, biases)}: tensors or variables, only the layers used),
+        for tracing into an exported model (`featcache.export`); the same ops `forward`
+        runs, every one of which converters map. Returns ``{layer: (N, dim) tensor}``."""
+        wanted = self._check(layers)
+        tf = self._tf
+        out = self._graph_fn(tf, tf.cast(x, tf.float32), params, wanted)
+        return {name: tf.cast(out[name], tf.float32) for name in wanted}
+
     def forward(self, batch: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
         """Run a (N, S, S, 3) float32 batch; return ``{layer: (N, dim) float32}``."""
         wanted = self._check(layers)
