@@ -35,6 +35,8 @@ _EXPORTS = {
     "FED": "featcache.export.graph",
     "GraphSpec": "featcache.export.graph",
     "build_module": "featcache.export.graph",
+    "portable_network": "featcache.export.graph",
+    "used_weights": "featcache.export.graph",
     "round_to_float16": "featcache.export.float16",
     "pillow_orders_passes": "featcache.export.ingraph",
     "preprocess_images": "featcache.export.ingraph",
