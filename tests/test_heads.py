@@ -45,6 +45,19 @@ def test_softmax_is_deterministic_for_a_random_state() -> None:
     assert not np.array_equal(a.coef_, c.coef_)
 
 
+@pytest.mark.parametrize("kind", [SoftmaxHead, LogRegHead])
+def test_heads_are_seeded_by_default(kind: type[SoftmaxHead] | type[LogRegHead]) -> None:
+    # The same `train` command gives the same head, as the fine-tune does: random_state 0.
+    X, y = blobs()
+    assert kind().random_state == 0
+    a, b = kind().fit(X, y), kind().fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    np.testing.assert_array_equal(a.intercept_, b.intercept_)
+    if kind is SoftmaxHead:
+        unseeded = [SoftmaxHead(random_state=None).fit(X, y).coef_ for _ in range(2)]
+        assert not np.array_equal(*unseeded)  # the default is what makes them equal
+
+
 def test_softmax_folds_standardisation_into_coef() -> None:
     X, y = blobs()
     head = SoftmaxHead(random_state=0, early_stopping=False, epochs=3).fit(X, y)

@@ -166,7 +166,8 @@ class SoftmaxHead(StatefulHead, _HeadMixin, ClassifierMixin, BaseEstimator):
     makes at least 16 steps); ``learning_rate`` (Adam); ``early_stopping`` stops when
     the loss on a held-out ``validation_fraction`` of the training rows has not improved
     for ``patience`` epochs and keeps the best weights; ``class_weight`` None or "balanced";
-    ``random_state`` makes the fit deterministic.
+    ``random_state`` (0: the same rows give the same head, bit for bit, as the fine-tune;
+    None draws a fresh shuffle and split each fit).
 
     Learned: ``classes_``, ``coef_`` (n_classes, n_features) and ``intercept_`` in the input's
     own units, ``mean_`` and ``scale_`` of the standardisation, ``n_iter_`` epochs run,
@@ -206,7 +207,7 @@ class SoftmaxHead(StatefulHead, _HeadMixin, ClassifierMixin, BaseEstimator):
         validation_fraction: float = 0.1,
         patience: int = 2,
         class_weight: str | dict[Any, float] | None = None,
-        random_state: int | np.random.RandomState | None = None,
+        random_state: int | np.random.RandomState | None = 0,
     ) -> None:
         self.l2 = l2
         self.epochs = epochs
@@ -379,7 +380,7 @@ class LogRegHead(StatefulHead, _HeadMixin, ClassifierMixin, BaseEstimator):
         max_iter: int = 200,
         tol: float = 1e-4,
         class_weight: str | dict[Any, float] | None = None,
-        random_state: int | None = None,
+        random_state: int | None = 0,
     ) -> None:
         self.C = C
         self.max_iter = max_iter
