@@ -2,11 +2,13 @@
 model's images/s beside `featcache predict` on images the store has not seen, in one run.
 
     python benchmarks/export.py [--images 128] [--size 32] [--formats onnx,savedmodel,openvino]
+                                [--backbone alexnet|vgg16|resnet50]
 
-Seeded random weights at full size (244 MB, written here), `caffe` profile, a softmax head on
-fc7 trained on 64 generated PNGs. Each format is exported and verified (16 images). Then the
+Seeded random weights at full size (AlexNet 244 MB, VGG16 528 MB, ResNet50 98 MB, written
+here), `caffe` profile, a softmax head on the backbone's default layer (fc7, fc2, avg_pool)
+trained on 64 generated PNGs. Each format is exported and verified (16 images). Then the
 same unseen PNGs (decoded, resized, run, answered) go through `Predictor.predict` (what
-`featcache predict` runs: hash, decode, TensorFlow AlexNet, store, head) and through each
+`featcache predict` runs: hash, decode, the TensorFlow network, store, head) and through each
 exported model loaded by its own runtime (decode with Pillow, then one batch of 32 at a
 time). Prints seconds, MB and images/s, and the ratio to predict, then the peak RSS of this
 process (the largest of predict's and every format's export: run one format per process to
@@ -27,8 +29,8 @@ from PIL import Image
 
 from featcache.classifier.train import train_head
 from featcache.export import ExportConfig, export_model, load_model
-from featcache.extractor.pipeline import extract
-from featcache.extractor.weights import write_demo_weights
+from featcache.extractor.pipeline import ExtractConfig, extract
+from featcache.extractor.registry import backbone_named
 from featcache.predictor import Predictor
 from featcache.store import FeatureStore
 
@@ -51,19 +53,23 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--formats", default="onnx,savedmodel,openvino")
+    parser.add_argument("--backbone", default="alexnet")
     args = parser.parse_args()
+    backbone = backbone_named(args.backbone)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        weights = write_demo_weights(work / "w.npy")
+        weights = backbone.write_demo_weights(work / backbone.weights_file, 0)
         write_pngs(work / "train", 64, args.size, seed=0)
         store = FeatureStore(work / "store")
-        extract(work / "train", weights, store, dataset="d")
-        train_head(store, "d", name="h", params={"random_state": 0})
+        config = ExtractConfig(backbone=backbone.name, layers=(backbone.default_layer,))
+        extract(work / "train", weights, store, dataset="d", config=config)
+        train_head(store, "d", name="h", layer=backbone.default_layer, params={"random_state": 0})
         unseen = write_pngs(work / "unseen", args.images, args.size, seed=1)
 
         started = time.perf_counter()
         Predictor(store, "h", weights=weights).predict(unseen)
         base = args.images / (time.perf_counter() - started)
+        print(f"{backbone.name}, head on {backbone.default_layer}")
         print(f"predict (unseen: extract + store + head): {base:.1f} img/s")
         print("format      export s  verify s  MB      img/s   vs predict  max|diff|")
         for fmt in args.formats.split(","):
