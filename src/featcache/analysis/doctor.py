@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from featcache._text import csv_cell
 from featcache.analysis.duplicates import (
     NearDuplicateConfig,
     NearPairs,
@@ -661,7 +662,8 @@ def write_doctor(report: DoctorReport, out: str | Path, *, top: int = 24) -> lis
     for name in LISTS:
         table: pd.DataFrame = getattr(report, name)
         csv_path = folder / f"{name}.csv"
-        table.to_csv(csv_path, index=False, float_format="%.6f")
+        # paths and class names come from the store: no cell a spreadsheet evaluates
+        table.map(csv_cell).to_csv(csv_path, index=False, float_format="%.6f")
         png_path = folder / f"{name}.png"
         contact_sheet(name, table.head(top), png_path, pixels, report)
         written += [csv_path, png_path]

@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from featcache._io import atomic_write, atomic_write_bytes
+from featcache._text import csv_cell
 from featcache.classifier.heads import predict_top_k, top_k
 from featcache.classifier.persist import load_head
 from featcache.classifier.splits import effective_splits
@@ -300,9 +301,13 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
         out / "confusion_matrix.png",
     ]
     atomic_write_bytes(paths[0], (json.dumps(evaluation.summary, indent=2) + "\n").encode())
-    per_class = evaluation.per_class.to_csv(index=False, float_format="%.6f")
+    # class names come from the store: no cell a spreadsheet would evaluate as a formula
+    per_class = evaluation.per_class.map(csv_cell).to_csv(index=False, float_format="%.6f")
     atomic_write_bytes(paths[1], per_class.encode())
-    atomic_write_bytes(paths[2], evaluation.confusion_frame().to_csv().encode())
+    confusion = evaluation.confusion_frame()
+    confusion.index = confusion.index.map(csv_cell).rename(confusion.index.name)
+    confusion.columns = confusion.columns.map(csv_cell).rename(confusion.columns.name)
+    atomic_write_bytes(paths[2], confusion.to_csv().encode())
     with atomic_write(paths[3]) as f:
         _plot_confusion(evaluation, f)
     return paths

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from typer.models import OptionInfo
 
+from featcache._text import printable
 from featcache.errors import ConfigError, FeatcacheError
 from featcache.progress import PROGRESS_SECONDS, Rate, progress_line
 
@@ -44,8 +45,17 @@ __all__ = [
     "which_store",
 ]
 
-out = Console(highlight=False, soft_wrap=True, markup=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+class _PlainConsole(Console):
+    """A Console whose printed text cannot drive the terminal: names from a store (paths,
+    class names, reasons) may hold escape sequences, shown as hex escapes instead."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(printable(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+out = _PlainConsole(highlight=False, soft_wrap=True, markup=False)
+err = _PlainConsole(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 EXIT_ERROR, EXIT_USAGE, EXIT_STRICT, EXIT_INTERRUPTED = 1, 2, 3, 130
 F = TypeVar("F", bound=Callable[..., Any])

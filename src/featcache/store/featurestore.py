@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from featcache._io import atomic_write_bytes
+from featcache._text import csv_cell
 from featcache.errors import ConfigError, HeadError, NotFoundError, StoreError
 from featcache.store import maintenance
 from featcache.store.audit import audit_catalog
@@ -851,7 +852,8 @@ class FeatureStore:
         writer.writerow(["time", "dataset", "path", "reason"])
         for when, name, path, reason in self._catalog.failure_rows():
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when))
-            writer.writerow([stamp, name or "", path, reason])
+            # paths and reasons come from file names: never a cell a spreadsheet evaluates
+            writer.writerow([stamp, csv_cell(name or ""), csv_cell(path), csv_cell(reason)])
         # written whole and renamed: a planted symlink named failures.csv is replaced, never
         # written through
         atomic_write_bytes(self.path / "failures.csv", buffer.getvalue().encode())
