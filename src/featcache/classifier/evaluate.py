@@ -305,8 +305,8 @@ def write_report(evaluation: Evaluation, out_dir: str | Path) -> list[Path]:
     per_class = evaluation.per_class.map(csv_cell).to_csv(index=False, float_format="%.6f")
     atomic_write_bytes(paths[1], per_class.encode())
     confusion = evaluation.confusion_frame()
-    confusion.index = confusion.index.map(csv_cell).rename(confusion.index.name)
-    confusion.columns = confusion.columns.map(csv_cell).rename(confusion.columns.name)
+    confusion.index = pd.Index([csv_cell(x) for x in confusion.index], name="true")
+    confusion.columns = pd.Index([csv_cell(x) for x in confusion.columns], name="predicted")
     atomic_write_bytes(paths[2], confusion.to_csv().encode())
     with atomic_write(paths[3]) as f:
         _plot_confusion(evaluation, f)
