@@ -11,7 +11,8 @@ import numpy as np
 
 from featcache.data.arrays import read_arrays
 from featcache.data.source import ImageItem
-from featcache.errors import DataError, ImageError
+from featcache.errors import DataError, ImageError, StoreError
+from featcache.store.paths import recorded_path
 
 __all__ = ["RowPixels"]
 
@@ -28,11 +29,12 @@ class RowPixels:
         """The row's pixels, or None if its file is gone or unreadable."""
         try:
             return self.item(path).rgb()
-        except (ImageError, DataError, OSError, IndexError, ValueError):
+        except (ImageError, DataError, StoreError, OSError, IndexError, ValueError):
             return None
 
     def item(self, path: str) -> ImageItem:
         """The row as an `ImageItem` (its key and pixels read on demand)."""
+        recorded_path(path, "dataset row path")  # crafted rows are never opened
         file, sep, index = path.rpartition("#")
         if sep and index.isdigit() and file.lower().endswith(_ARRAY_SUFFIXES):
             items = self._arrays.get(file)

@@ -12,6 +12,7 @@ Friendlier than the lab's own format, and never by guessing row by row:
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,12 @@ __all__ = ["read_arrays"]
 
 def _load(path: Path) -> tuple[Any, Any]:
     """(images, labels or None)."""
+    try:  # a FIFO or device under an array file's name would block or never end
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: not a regular file (a device, FIFO or socket); refused")
     if path.suffix.lower() == ".npz":
         try:
             with np.load(path, allow_pickle=False) as npz:

@@ -64,6 +64,7 @@ from featcache.store.paths import (
     open_regular,
     plain_name,
     read_json,
+    recorded_path,
     relative_name,
 )
 from featcache.store.records import (
@@ -194,6 +195,7 @@ __all__ = [
     "quarantine_note",
     "read_json",
     "read_npy_header",
+    "recorded_path",
     "redact_url",
     "relative_name",
     "schema_version",

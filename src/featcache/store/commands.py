@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import re
 
+from featcache.errors import UnsafePathError
+from featcache.store.paths import recorded_path
+
 __all__ = ["extract_command", "shell_word", "source_path", "store_command", "test_images_command"]
 
 _PLAIN = re.compile(r"[\w@%+=:,./-]+")
@@ -17,7 +20,12 @@ _SOURCE = re.compile(r"(?:folder|manifest|arrays) (.+?)(?: \([^()]*\))?")
 def source_path(description: str) -> str | None:
     """The path in a dataset's source description (what `extract` was given), or None."""
     found = _SOURCE.fullmatch(description)
-    return found.group(1) if found else None
+    if found is None:
+        return None
+    try:  # a crafted source (control characters, '..') is never put in a command
+        return recorded_path(found.group(1), "dataset source")
+    except UnsafePathError:
+        return None
 
 
 def shell_word(text: str) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "open_regular",
     "plain_name",
     "read_json",
+    "recorded_path",
     "relative_name",
 ]
 
@@ -81,6 +82,24 @@ def contained(root: Path, name: str, what: str, *, given: str | None = None) -> 
             "may have been crafted, so the file is never opened or deleted"
         )
     return path
+
+
+def recorded_path(path: object, what: str) -> str:
+    """A dataset row's or source's recorded path, only if it can be what it looks like: text
+    without NUL or control characters (escape sequences, newlines) and without ``..``
+    components (featcache records absolute paths, normalised); `UnsafePathError` naming
+    `what` otherwise. The file it names is still opened only through the bounded readers."""
+    text = path if isinstance(path, str) else ""
+    if (
+        not text
+        or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+        or ".." in text.replace("\\", "/").split("/")
+    ):
+        raise UnsafePathError(
+            f"{what} {path!r:.200}: not a path featcache records (NUL, control characters or "
+            "'..'); the store may have been crafted, so it is never opened"
+        )
+    return text
 
 
 def featcache_name(name: str) -> bool:
