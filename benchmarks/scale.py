@@ -20,6 +20,8 @@ file descriptors seen (sampled every 10 ms). The operations:
 - ``train``: `train_head` softmax (`--epochs`), ``evaluate``: `evaluate_head` on the test split
 - ``export``: `export_vectors` to Parquet
 - ``doctor``, ``advise``: the analyses (fc7)
+- ``verify``: `FeatureStore.verify` (the catalog audit of every row, then every shard
+  re-hashed and read back)
 
 The store is deleted afterwards unless `--keep`; `--reuse` measures a store kept by an
 earlier `--keep` run of the same size instead of building it again (the 1M build takes about
@@ -56,6 +58,7 @@ OPS = (
     "export",
     "doctor",
     "advise",
+    "verify",
 )
 FINGERPRINT = "5ca1e" * 12 + "beef"
 DATASET = "bench"
@@ -207,6 +210,11 @@ def run_op(op: str, folder: Path, epochs: int) -> dict[str, Any]:
 
             found = advise(store, DATASET, layers=["fc7"])
             extra["case"] = found.case
+        elif op == "verify":
+            verified = store.verify()
+            extra["problems"] = len(verified.problems)
+            extra["shards"] = verified.shards
+            extra["vectors"] = verified.vectors
         else:
             raise SystemExit(f"unknown operation {op!r}; one of {', '.join(OPS)}")
         seconds = time.perf_counter() - start
