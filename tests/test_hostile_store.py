@@ -194,7 +194,12 @@ CATALOG_ATTACKS = {
     "huge row": ("UPDATE vectors SET row=1000000000000;", r"1000000000000"),
     "text row": ("UPDATE vectors SET row='abc';", r"'abc'|not an integer"),
     "real row": ("UPDATE vectors SET row=0.5;", r"row 0\.5 is not a row number"),
-    "text label": ("UPDATE dataset_rows SET label='abc' WHERE idx=0;", r"label: not an integer"),
+    "text label": (
+        "UPDATE dataset_rows SET label='abc' WHERE idx=0;",
+        r"label: 'abc' is not an integer",
+    ),
+    # np.array(.., int64) would have truncated it to the label 2
+    "real label": ("UPDATE dataset_rows SET label=2.5 WHERE idx=0;", r"label: 2\.5 is not an"),
     "huge label": (
         "UPDATE dataset_rows SET label=99999999999 WHERE idx=0;",
         r"label: 99999999999 is outside -1\.\.2147483648",

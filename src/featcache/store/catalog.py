@@ -683,12 +683,7 @@ class Catalog:
             if not found:
                 return
             after = int(found[-1][0])
-            for r in found:
-                at = f"{self.path}: dataset {name!r} row {r[0]!r}"
-                if r[6] is not None:
-                    _vector_row(r[6], at)
-                if r[3] is not None:
-                    _integers([r[3]], f"{at} label", -1, _MAX_ROW)
+            _check_page(found, f"{self.path}: dataset {name!r}")
             yield [VectorRow(*r[1:]) for r in found]
             if len(found) < page:
                 return
@@ -1118,13 +1113,31 @@ def _vector_row(value: Any, where: str) -> int:
     return value
 
 
+def _check_page(found: Sequence[Sequence[Any]], where: str) -> None:
+    """Check a `vector_pages` page (idx, key, path, label, split, shard, row): each vector
+    row number an integer in 0..2**31-1 and each label an integer in -1..2**31-1 (or NULL),
+    else `StoreError` naming the dataset row. Strict types (a float or text label is crafted,
+    not truncated), and no message built for rows that pass: this runs on every streamed row.
+    """
+    for r in found:
+        row, label = r[6], r[3]
+        if row is not None and (type(row) is not int or not 0 <= row < _MAX_ROW):
+            _vector_row(row, f"{where} row {r[0]!r}")
+        if label is not None and (type(label) is not int or not -1 <= label <= _MAX_ROW):
+            _integers([label], f"{where} row {r[0]!r} label", -1, _MAX_ROW)
+
+
 def _integers(values: Sequence[Any], where: str, low: int, high: int) -> np.ndarray:
     """`values` as int64, only if each is an integer in low..high (NaN, text, a blob or an
     out-of-range number is `StoreError` naming `where`)."""
-    try:
-        found = np.array(values, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise StoreError(f"{where}: not an integer ({exc}); crafted or damaged") from exc
+    if not len(values):
+        return np.zeros(0, np.int64)
+    found = np.asarray(values)
+    if found.dtype.kind != "i":  # np.array(.., int64) would truncate 2.5 and parse "3"
+        first = next((v for v in values if type(v) is not int), None)
+        what = "an integer outside 64 bits" if first is None else f"{first!r} is not an integer"
+        raise StoreError(f"{where}: {what}; crafted or damaged")
+    found = found.astype(np.int64, copy=False)
     bad = (found < low) | (found > high)
     if bad.any():
         raise StoreError(
